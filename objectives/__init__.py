@@ -1,0 +1,3 @@
+"""The training objective: one Optuna trial is one brief LoRA fine-tuning run."""
+
+__all__: list[str] = []

@@ -1,0 +1,25 @@
+"""lora-search: constrained Optuna searches over LoRA/PEFT fine-tuning settings.
+
+The package stays light to import (``lora-search --help`` must not load torch):
+the Python API below is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_API: dict[str, str] = {
+    "LoraSearchError": "lora_search.spaces",
+    "TrainingConfig": "lora_search.spaces",
+    "LoraSettings": "lora_search.spaces",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'lora_search' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)

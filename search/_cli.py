@@ -1,0 +1,103 @@
+"""The ``lora-search`` command line: a table of commands, each in its own module.
+
+Only the chosen command's module is imported, and command modules import heavy
+libraries (torch, transformers, optuna) inside ``run``, so ``lora-search --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import NoReturn, Sequence
+
+# name -> (module, one-line help). Each module defines ``configure(parser)`` and
+# ``run(args) -> int``, and may define ``DESCRIPTION`` (shown by ``NAME --help``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "spaces": ("lora_search._cmd_spaces", "list the scenario search spaces, show one resolved, or suggest one"),
+    "check": ("lora_search._cmd_check", "review a training config against the guide's common mistakes"),
+}
+
+EPILOG = """\
+a typical session:
+  lora-search spaces suggest --gpu-memory 8GB        which scenario fits my situation?
+  lora-search run --space memory-constrained --trials 30
+  lora-search dashboard                              watch the study in optuna-dashboard
+  lora-search export <study> --name my-preset        keep the winner as a named preset
+  lora-search train --preset my-preset --output out/ train for real with it
+
+Run 'lora-search COMMAND --help' for the options of each command.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported to configure its options."""
+    parser = _Parser(
+        prog="lora-search",
+        description="Search LoRA/PEFT fine-tuning settings with Optuna, starting from the guide's scenarios.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=getattr(module, "DESCRIPTION", help_text),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_requested_command(argv))
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .spaces import LoraSearchError
+
+    try:
+        return int(args.handler(args) or 0)
+    except LoraSearchError as error:
+        print(f"lora-search {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lora-search {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("LORA_SEARCH_DEBUG"):
+            raise
+        print(
+            f"lora-search {args.command}: internal error: {type(error).__name__}: {error} "
+            "(set LORA_SEARCH_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
