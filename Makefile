@@ -4,9 +4,9 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
+# torch first, pinned: 2.13.0 is a CPU build on this disk; unpinned, pip downloads CUDA wheels.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	# torch first, pinned: it is a CPU build on this disk; unpinned, pip downloads CUDA wheels.
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
