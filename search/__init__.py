@@ -14,6 +14,9 @@ _API: dict[str, str] = {
     "LoraSearchError": "lora_search.spaces",
     "TrainingConfig": "lora_search.spaces",
     "LoraSettings": "lora_search.spaces",
+    "StorageError": "lora_search._storage",
+    "open_storage": "lora_search._storage",
+    "storage_label": "lora_search._storage",
 }
 
 __all__ = sorted(_API)

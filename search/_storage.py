@@ -1,0 +1,308 @@
+"""Where studies live: one storage spec string -> an Optuna storage.
+
+A spec is what ``--storage`` takes:
+
+- nothing: ``$LORA_SEARCH_STORAGE``, else the SQLite file ``studies/lora-search.db``
+  under the current folder (``studies/`` is created when a command writes);
+- ``sqlite:///path.db``, or a plain path ending in ``.db``, ``.sqlite``, ``.sqlite3``;
+- ``postgresql://user:password@host:5432/db`` (driven by psycopg 3);
+- ``mysql://user:password@host:3306/db`` (driven by PyMySQL, installed separately);
+- a plain path ending in ``.journal``: Optuna's journal file, for several processes on
+  one host without a database server.
+
+Relational storages record a heartbeat for each running trial, so the trial of a
+worker that died without a word (SIGKILL, power loss, a lost host) is failed once its
+heartbeat is stale and re-queued with the same parameters for another worker.
+
+Opening never leaves anything behind on failure: a missing folder is an error rather
+than created (only the default ``studies/`` folder is created, and only by commands
+that write), and a new SQLite file that could not be set up is removed again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .spaces import LoraSearchError
+
+if TYPE_CHECKING:
+    import optuna
+
+ENV_VAR = "LORA_SEARCH_STORAGE"
+DEFAULT_SQLITE_PATH = Path("studies") / "lora-search.db"
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+JOURNAL_SUFFIX = ".journal"
+
+# A running trial writes a heartbeat every HEARTBEAT seconds; one silent for
+# GRACE_HEARTBEATS heartbeats (10 s x 3 = 30 s by default) belongs to a dead worker.
+# $LORA_SEARCH_HEARTBEAT overrides the interval (whole seconds), e.g. for tests.
+HEARTBEAT_ENV_VAR = "LORA_SEARCH_HEARTBEAT"
+DEFAULT_HEARTBEAT_SECONDS = 10
+GRACE_HEARTBEATS = 3
+# A trial whose worker died is re-queued at most this often: a config that kills its
+# worker every time (e.g. the host's OOM killer) must not loop forever.
+MAX_RETRIES = 2
+# Seconds to wait for a database server to answer before calling it unreachable.
+CONNECT_TIMEOUT_SECONDS = 10
+# Seconds an SQLite writer waits for another process's write lock before giving up
+# with "database is locked"; trials write rarely, so waits are short in practice.
+SQLITE_LOCK_TIMEOUT_SECONDS = 60
+
+_DRIVERS = {
+    # scheme as typed -> (SQLAlchemy scheme, the PyPI package that provides the driver)
+    "postgresql": ("postgresql+psycopg", "psycopg[binary]"),
+    "postgres": ("postgresql+psycopg", "psycopg[binary]"),
+    "postgresql+psycopg": ("postgresql+psycopg", "psycopg[binary]"),
+    "postgresql+psycopg2": ("postgresql+psycopg2", "psycopg2-binary"),
+    "mysql": ("mysql+pymysql", "PyMySQL"),
+    "mysql+pymysql": ("mysql+pymysql", "PyMySQL"),
+    "mysql+mysqldb": ("mysql+mysqldb", "mysqlclient"),
+    "sqlite": ("sqlite", ""),
+}
+
+_FORMS = (
+    "use sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST:PORT/DB, "
+    "mysql://USER:PASSWORD@HOST:PORT/DB, or a file path ending in .db (SQLite) or .journal (journal file)"
+)
+
+
+class StorageError(LoraSearchError):
+    """A storage that cannot be opened: bad spec, unreachable server, missing folder."""
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A storage spec resolved (no I/O): what kind, and the URL or file path."""
+
+    kind: str  # "sqlite" | "postgresql" | "mysql" | "journal"
+    text: str  # as the user gave it (or the default)
+    url: str | None = None  # SQLAlchemy URL with the driver spelled out (relational kinds)
+    path: Path | None = None  # the file (sqlite, journal)
+    is_default: bool = False
+
+    @property
+    def label(self) -> str:
+        return storage_label(self.text)
+
+    @property
+    def relational(self) -> bool:
+        return self.kind != "journal"
+
+
+def storage_label(spec: str | None) -> str:
+    """The spec for display, with any password replaced by ***."""
+    text = _spec_text(spec)
+    return re.sub(r"^([A-Za-z0-9+.-]+://[^:/@?#]*:)[^/?#]*@", r"\1***@", text)
+
+
+def _spec_text(spec: str | None) -> str:
+    if spec:
+        return spec
+    return os.environ.get(ENV_VAR) or str(DEFAULT_SQLITE_PATH)
+
+
+def resolve_storage_spec(spec: str | None) -> StorageSpec:
+    """Parse a spec (None: $LORA_SEARCH_STORAGE or the default SQLite file)."""
+    text = _spec_text(spec)
+    is_default = not spec and not os.environ.get(ENV_VAR)
+    label = storage_label(text)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if match is None:
+        path = Path(text).expanduser()
+        if path.suffix == JOURNAL_SUFFIX:
+            return StorageSpec("journal", text, path=path)
+        if path.suffix in SQLITE_SUFFIXES:
+            return StorageSpec("sqlite", text, url=f"sqlite:///{path}", path=path, is_default=is_default)
+        raise StorageError(f"storage {label!r} is neither a URL nor a .db/.journal file path: {_FORMS}")
+    scheme = match.group(1).lower()
+    if scheme not in _DRIVERS:
+        raise StorageError(f"unknown storage scheme {scheme!r} in {label!r}: {_FORMS}")
+    if scheme == "sqlite":
+        rest = text[len(match.group(0)):]
+        if not rest.startswith("/") or rest == "/":
+            raise StorageError(
+                f"malformed SQLite URL {label!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        path = Path(rest[1:]).expanduser()
+        return StorageSpec("sqlite", text, url=f"sqlite:///{path}", path=path)
+    driver_scheme = _DRIVERS[scheme][0]
+    return StorageSpec(driver_scheme.split("+")[0], text, url=driver_scheme + text[len(scheme):])
+
+
+def heartbeat_seconds() -> int:
+    """The heartbeat interval: $LORA_SEARCH_HEARTBEAT or the default."""
+    value = os.environ.get(HEARTBEAT_ENV_VAR)
+    if not value:
+        return DEFAULT_HEARTBEAT_SECONDS
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise StorageError(f"{HEARTBEAT_ENV_VAR}={value!r} is not a whole number of seconds >= 1")
+    return seconds
+
+
+def open_storage(spec: str | None = None, *, create: bool = True) -> "optuna.storages.BaseStorage":
+    """Open the storage a spec names.
+
+    ``create=False`` is for commands that only read: a SQLite or journal file that
+    does not exist is then an error (pointing at ``lora-search run``) instead of a
+    new empty file, and the default ``studies/`` folder is not created.
+    Raises StorageError with a one-line message; nothing is left behind on failure.
+    """
+    resolved = resolve_storage_spec(spec)
+    if resolved.kind == "journal":
+        return _open_journal(resolved, create)
+    if resolved.kind == "sqlite":
+        return _open_sqlite(resolved, create)
+    return _open_server(resolved)
+
+
+def _check_file_location(resolved: StorageSpec, create: bool) -> bool:
+    """Check the file's folder (creating the default one if allowed); True if the file exists."""
+    assert resolved.path is not None
+    path, label = resolved.path, resolved.label
+    if path.exists():
+        if path.is_dir():
+            raise StorageError(f"storage {label!r} is a folder, not a file: name a file inside it")
+        return True
+    what = "journal file" if resolved.kind == "journal" else "SQLite file"
+    if not create:
+        raise StorageError(
+            f"no {what} at {str(path)!r}: run 'lora-search run' to create a study there, "
+            f"or point --storage (or ${ENV_VAR}) at an existing storage"
+        )
+    folder = path.parent
+    if not folder.exists():
+        if not resolved.is_default:
+            raise StorageError(
+                f"folder {str(folder)!r} for the {what} {str(path)!r} does not exist: create it or choose another path"
+            )
+        try:
+            folder.mkdir(parents=True)
+        except OSError as error:
+            raise StorageError(f"cannot create the folder {str(folder)!r} for studies: {error.strerror}") from None
+    if not folder.is_dir():
+        raise StorageError(f"{str(folder)!r} is a file, not a folder: the {what} {str(path)!r} cannot be created")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"folder {str(folder)!r} is not writable: the {what} {str(path)!r} cannot be created there; "
+            "choose another --storage"
+        )
+    return False
+
+
+def _open_journal(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseStorage":
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    assert resolved.path is not None
+    existed = _check_file_location(resolved, create)
+    try:
+        return JournalStorage(JournalFileBackend(str(resolved.path)))
+    except (ValueError, UnicodeDecodeError, KeyError) as error:
+        raise StorageError(f"{str(resolved.path)!r} is not an Optuna journal file ({error})") from None
+    except OSError as error:
+        _remove_new_file(resolved.path, existed)
+        raise StorageError(f"cannot open the journal file {str(resolved.path)!r}: {error.strerror}") from None
+
+
+def _open_sqlite(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseStorage":
+    assert resolved.path is not None
+    existed = _check_file_location(resolved, create)
+    try:
+        return _rdb_storage(resolved, {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}})
+    except StorageError:
+        _remove_new_file(resolved.path, existed)
+        raise
+
+
+def _remove_new_file(path: Path, existed: bool) -> None:
+    """A file this open created (the backends create it first) goes when the open fails."""
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def _open_server(resolved: StorageSpec) -> "optuna.storages.BaseStorage":
+    return _rdb_storage(resolved, {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}})
+
+
+def _rdb_storage(resolved: StorageSpec, engine_kwargs: dict) -> "optuna.storages.BaseStorage":
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    assert resolved.url is not None
+    label = resolved.label
+    try:
+        url = make_url(resolved.url)
+        host = f"{url.host or 'localhost'}:{url.port or _default_port(resolved.kind)}"
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        raise StorageError(f"malformed storage URL {label!r} ({error}): {_FORMS}") from None
+    if resolved.kind != "sqlite" and not url.database:
+        raise StorageError(f"storage URL {label!r} names no database: add /DATABASE after the host")
+    heartbeat = heartbeat_seconds()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                resolved.url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=heartbeat * GRACE_HEARTBEATS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+            )
+    except ImportError:
+        typed_scheme = resolved.text.split("://")[0].lower()
+        raise StorageError(
+            f"the database driver for {typed_scheme}:// storages is not installed: pip install {_DRIVERS[typed_scheme][1]}"
+        ) from None
+    except sqlalchemy.exc.DBAPIError as error:
+        raise StorageError(_explain_database_error(error, resolved, host, url.database)) from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise StorageError(f"cannot open storage {label!r}: {_first_line(error)}") from None
+    except RuntimeError as error:  # optuna: table schema of another optuna version
+        raise StorageError(
+            f"storage {label!r} was written by another Optuna version ({_first_line(error)}); "
+            f"run 'optuna storage upgrade --storage URL' after a backup"
+        ) from None
+
+
+def _default_port(kind: str) -> int:
+    return {"postgresql": 5432, "mysql": 3306}.get(kind, 0)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _explain_database_error(error: Exception, resolved: StorageSpec, host: str, database: str | None) -> str:
+    label = resolved.label
+    detail = str(getattr(error, "orig", None) or error)
+    lowered = detail.lower()
+    if resolved.kind == "sqlite":
+        if "not a database" in lowered:
+            return f"{str(resolved.path)!r} is not an SQLite database: choose another --storage"
+        if "locked" in lowered:
+            return f"SQLite file {str(resolved.path)!r} stayed locked by another process for {SQLITE_LOCK_TIMEOUT_SECONDS} s"
+        return f"cannot open the SQLite file {str(resolved.path)!r}: {_first_line(error)}"
+    server = "PostgreSQL" if resolved.kind == "postgresql" else "MySQL"
+    if "password authentication failed" in lowered or "access denied" in lowered or "no password supplied" in lowered:
+        return f"the {server} server at {host} refused the user name or password in {label!r}: check the credentials"
+    if ("does not exist" in lowered and "database" in lowered) or "unknown database" in lowered:
+        return f"database {database!r} does not exist on the {server} server at {host}: create it first (e.g. createdb {database})"
+    if "failed to resolve host" in lowered or "name or service not known" in lowered:
+        return f"host {host.rsplit(':', 1)[0]!r} in {label!r} cannot be resolved: check the host name"
+    if "refused" in lowered or "timeout" in lowered or "timed out" in lowered or "can't connect" in lowered:
+        return (
+            f"cannot reach the {server} server at {host}: it is not running or not accepting "
+            f"TCP connections ({'connection refused' if 'refused' in lowered else 'timed out'})"
+        )
+    return f"cannot open storage {label!r}: {_first_line(error)}"

@@ -1,0 +1,185 @@
+"""open_storage against real SQLite files, real journal files and a real PostgreSQL 15."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage
+from optuna.storages.journal import JournalStorage
+from optuna.trial import TrialState
+
+from lora_search._storage import (
+    ENV_VAR,
+    HEARTBEAT_ENV_VAR,
+    MAX_RETRIES,
+    StorageError,
+    open_storage,
+    resolve_storage_spec,
+    storage_label,
+)
+from lora_search.spaces import LoraSearchError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv(HEARTBEAT_ENV_VAR, raising=False)
+
+
+def _roundtrip(spec: str) -> None:
+    """A study written through one storage object is read back through a second one."""
+    study = optuna.create_study(study_name="s", storage=open_storage(spec))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    again = optuna.load_study(study_name="s", storage=open_storage(spec, create=False))
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE] * 3
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
+
+
+def test_default_is_an_sqlite_file_under_studies(tmp_path):
+    storage = open_storage(None)
+    assert isinstance(storage, RDBStorage)
+    assert (tmp_path / "studies" / "lora-search.db").is_file()
+    _roundtrip(None)
+
+
+def test_environment_variable_names_the_storage(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "from-env.journal")
+    assert isinstance(open_storage(None), JournalStorage)
+    assert (tmp_path / "from-env.journal").is_file()
+    assert not (tmp_path / "studies").exists()
+
+
+def test_read_only_open_creates_nothing(tmp_path):
+    with pytest.raises(StorageError, match="lora-search run"):
+        open_storage(None, create=False)
+    with pytest.raises(StorageError, match="no journal file"):
+        open_storage("missing.journal", create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec", ["sqlite:///runs.db", "runs.db", "runs.sqlite3"])
+def test_sqlite_spellings(spec):
+    _roundtrip(spec)
+
+
+def test_sqlite_absolute_url(tmp_path):
+    _roundtrip(f"sqlite:///{tmp_path}/abs.db")
+    assert (tmp_path / "abs.db").is_file()
+
+
+@pytest.mark.parametrize("spec", ["sqlite:///typo/runs.db", "typo/runs.db", "typo/runs.journal"])
+def test_missing_folder_is_an_error_and_nothing_is_created(tmp_path, spec):
+    with pytest.raises(StorageError, match="folder 'typo' .* does not exist"):
+        open_storage(spec)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_folder_blocked_by_a_file(tmp_path):
+    (tmp_path / "studies").write_text("not a folder")
+    with pytest.raises(StorageError, match="'studies' is a file"):
+        open_storage(None)
+
+
+def test_a_file_that_is_not_a_database_is_left_alone(tmp_path):
+    text = "my notes, not a database\n" * 200
+    (tmp_path / "notes.db").write_text(text)
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        open_storage("notes.db")
+    assert (tmp_path / "notes.db").read_text() == text
+
+
+def test_journal_file_shared_by_two_storage_objects():
+    _roundtrip("studies.journal")
+
+
+def test_postgresql_url_opens_with_heartbeats(postgres_url):
+    assert postgres_url.startswith("postgresql://")
+    storage = open_storage(postgres_url)
+    assert isinstance(storage, RDBStorage)
+    assert storage.url.startswith("postgresql+psycopg://")
+    assert storage.get_heartbeat_interval() is not None
+    _roundtrip(postgres_url)
+
+
+def test_postgresql_connection_refused(postgres_cluster):
+    port = postgres_cluster.port + 1 if postgres_cluster.port < 65535 else 1
+    with pytest.raises(StorageError) as caught:
+        open_storage(f"postgresql://postgres:pw@127.0.0.1:{port}/nothing")
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}" in message and "not running" in message and "\n" not in message
+
+
+def test_postgresql_wrong_password_is_named_and_not_echoed(postgres_cluster):
+    url = f"postgresql://postgres:WRONG-secret@127.0.0.1:{postgres_cluster.port}/postgres"
+    with pytest.raises(StorageError, match="refused the user name or password") as caught:
+        open_storage(url)
+    assert "WRONG-secret" not in str(caught.value)
+
+
+def test_postgresql_unknown_database(postgres_cluster):
+    with pytest.raises(StorageError, match="database 'no_such_db' does not exist"):
+        open_storage(postgres_cluster.url("no_such_db"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ("redis://localhost/0", "unknown storage scheme 'redis'"),
+        ("postgresql://u:p@host:notaport/db", "malformed storage URL"),
+        ("postgresql://u:p@host:5432", "names no database"),
+        ("sqlite://runs.db", "malformed SQLite URL"),
+        ("studies/results", "neither a URL nor a .db/.journal file path"),
+    ],
+)
+def test_bad_specs(spec, pattern, tmp_path):
+    with pytest.raises(StorageError, match=pattern) as caught:
+        open_storage(spec)
+    assert isinstance(caught.value, LoraSearchError)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pymysql") is not None, reason="PyMySQL is installed here")
+def test_mysql_without_driver_names_the_package():
+    with pytest.raises(StorageError, match="pip install PyMySQL"):
+        open_storage("mysql://user:pw@127.0.0.1:3306/studies")
+
+
+def test_spec_resolution_is_pure(tmp_path):
+    assert resolve_storage_spec("postgres://u@h/db").url == "postgresql+psycopg://u@h/db"
+    assert resolve_storage_spec("mysql://u@h/db").url == "mysql+pymysql://u@h/db"
+    assert resolve_storage_spec("a/b.journal").kind == "journal"
+    assert resolve_storage_spec(None).is_default
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_masks_the_password():
+    assert storage_label("postgresql://ann:s3cr3t@db:5432/studies") == "postgresql://ann:***@db:5432/studies"
+    assert storage_label("mysql+pymysql://ann:p@ss@db/studies") == "mysql+pymysql://ann:***@db/studies"
+    assert storage_label("postgresql://ann@db/studies") == "postgresql://ann@db/studies"
+    assert storage_label("runs.journal") == "runs.journal"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_stale_trial_is_failed_and_requeued(monkeypatch):
+    """A trial whose heartbeat stops (its worker died) is failed and re-queued, at most MAX_RETRIES times."""
+    monkeypatch.setenv(HEARTBEAT_ENV_VAR, "1")  # grace period 3 s
+    storage = open_storage("hb.db")
+    study = optuna.create_study(study_name="hb", storage=storage)
+    trial = study.ask()
+    trial.suggest_int("r", 4, 64)
+    storage.record_heartbeat(trial._trial_id)  # then silence, as after SIGKILL
+    time.sleep(3.5)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    retry = study.get_trials()[1]
+    assert retry.params == trial.params
+    assert retry.system_attrs["failed_trial"] == trial.number
+    assert MAX_RETRIES >= 1
