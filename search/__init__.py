@@ -17,6 +17,17 @@ _API: dict[str, str] = {
     "StorageError": "lora_search._storage",
     "open_storage": "lora_search._storage",
     "storage_label": "lora_search._storage",
+    "RunRequest": "lora_search._engine",
+    "RunSummary": "lora_search._engine",
+    "run_search": "lora_search._engine",
+    "Preset": "lora_search._presets",
+    "find_preset": "lora_search._presets",
+    "load_preset": "lora_search._presets",
+    "train_preset": "lora_search._presets",
+    "training_arguments_kwargs": "lora_search._presets",
+    "lora_config_kwargs": "lora_search._presets",
+    "to_training_arguments": "lora_search._presets",
+    "to_lora_config": "lora_search._presets",
 }
 
 __all__ = sorted(_API)

@@ -18,6 +18,14 @@ from typing import NoReturn, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "spaces": ("lora_search._cmd_spaces", "list the scenario search spaces, show one resolved, or suggest one"),
     "check": ("lora_search._cmd_check", "review a training config against the guide's common mistakes"),
+    "run": ("lora_search._cmd_run", "search a scenario's space with brief LoRA trainings (resumable)"),
+    "studies": ("lora_search._cmd_studies", "list the studies in a storage with trial counts and best values"),
+    "show": ("lora_search._cmd_show", "show a study's best trials next to its baseline"),
+    "dashboard": ("lora_search._cmd_dashboard", "serve optuna-dashboard on the studies' storage"),
+    "report": ("lora_search._cmd_report", "write a study's plots into one self-contained HTML file"),
+    "export": ("lora_search._cmd_export", "save a study's best trial as a named preset"),
+    "presets": ("lora_search._cmd_presets", "list built-in and exported presets, or show one as code"),
+    "train": ("lora_search._cmd_train", "train for real with a preset and save the adapter"),
 }
 
 EPILOG = """\

@@ -1,0 +1,66 @@
+"""lora-search dashboard: optuna-dashboard on the storage the searches write to."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Serve optuna-dashboard on the same storage that 'lora-search run' writes to, and print
+its address. Open it while a search runs to watch trials arrive: the optimization
+history, each trial's intermediate values (where pruning stopped it), parameter
+importances and the study's stored settings (user attributes lora_search.*).
+
+The server listens on the loopback address only unless --host says otherwise; it has
+no login, so expose it beyond this machine only on a network you trust (or reach it
+through an SSH tunnel: ssh -L 8080:127.0.0.1:8080 HOST). Stop it with Ctrl-C.
+
+examples:
+  lora-search dashboard
+  lora-search dashboard --port 8081 --storage sqlite:///elsewhere.db
+  lora-search dashboard --port 0          (any free port; the address is printed)
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    import optuna_dashboard
+
+    from ._engine import SearchError
+    from ._storage import open_storage, storage_label
+
+    storage = open_storage(args.storage, create=False)
+    app = optuna_dashboard.wsgi(storage)
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *values: object) -> None:  # one line per request is noise here
+            pass
+
+    class ThreadingServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # the page loads its assets in parallel
+
+    try:
+        server = make_server(args.host, args.port, app, server_class=ThreadingServer, handler_class=QuietHandler)
+    except OSError as error:
+        raise SearchError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error} (try another --port)") from None
+    host, port = server.server_address[:2]
+    shown_host = f"[{host}]" if ":" in str(host) else host
+    print(f"optuna-dashboard for {storage_label(args.storage)} at http://{shown_host}:{port}/  (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this address sees and can edit the studies",
+              file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,146 @@
+"""lora-search export: keep a study's best trial as a named preset."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Write a study's best trial as a named preset, studies/presets/NAME.yaml (or .json):
+the complete training and LoRA settings, ready for 'lora-search train --preset NAME'.
+
+A trial trained on a sample, so the settings that depend on the dataset's size
+(epochs, warmup, evaluation and checkpoint cadence, and precision for the hardware)
+are re-derived with the guide's rules for the full training split. The file records
+both values and the reason for each, plus where the preset came from: study, trial,
+metric and value, the baseline's value, model, data, library versions and date.
+
+An existing preset is kept unless --force; the file is written to a temporary name
+and renamed, so a failed export never damages a preset.
+
+examples:
+  lora-search export memory-constrained.minilm.fine-food --name reviews-small-gpu
+  lora-search export memory-constrained.minilm.fine-food --name reviews --top 3
+      (writes reviews-1, reviews-2, reviews-3: the three best trials)
+  lora-search export my-study --name my-preset --format json --force
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY", help="study name (see 'lora-search studies')")
+    parser.add_argument("--name", required=True, help="preset name: letters, digits, '-', '_', '.'")
+    parser.add_argument("--top", type=int, default=1, metavar="K",
+                        help="export the K best trials as NAME-1..NAME-K (default 1: the best, as NAME)")
+    parser.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default yaml)")
+    parser.add_argument("--force", action="store_true", help="replace an existing preset of that name")
+    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._engine import SearchError
+    from ._presets import check_preset_name, exported_preset_path
+    from .spaces import preset_names
+
+    check_preset_name(args.name)
+    if args.name in preset_names():
+        raise SearchError(f"{args.name!r} is a built-in preset: choose another --name")
+    if args.top < 1:
+        raise SearchError(f"--top must be >= 1, got {args.top}")
+    names = [args.name] if args.top == 1 else [f"{args.name}-{rank}" for rank in range(1, args.top + 1)]
+    for name in names:
+        existing = exported_preset_path(name)
+        if existing is not None and not args.force:
+            raise SearchError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
+    for name, path in export_study(args.study, names, storage=args.storage, fmt=args.format, force=args.force):
+        print(f"wrote {path}")
+    print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
+    return 0
+
+
+def export_study(study_name: str, names: list[str], *, storage: str | None = None, fmt: str = "yaml",
+                 force: bool = False) -> list[tuple[str, str]]:
+    """Export the ``len(names)`` best trials of a study; returns (name, path) pairs."""
+    from ._engine import SearchError, load_lora_study, stored_space, study_metric
+    from ._presets import write_preset
+    from ._trials import ranked_trials
+
+    study = load_lora_study(study_name, storage)
+    metric, direction = study_metric(study)
+    ranked = ranked_trials(study.get_trials(deepcopy=False), direction)
+    if not ranked:
+        raise SearchError(
+            f"study {study_name!r} has no complete feasible trial to export yet: "
+            f"run more trials (lora-search run --study {study_name} --trials N)"
+        )
+    if len(ranked) < len(names):
+        raise SearchError(f"study {study_name!r} has only {len(ranked)} complete feasible trials, --top asks for {len(names)}")
+    resolved = stored_space(study)
+    documents = [(name, preset_document(study, trial, name, resolved)) for name, trial in zip(names, ranked)]
+    return [(name, str(write_preset(name, document, fmt=fmt, force=force))) for name, document in documents]
+
+
+def preset_document(study, trial, name: str, resolved) -> dict:
+    """The exported file's content for one trial of a study."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from ._engine import ATTR_SPACE, ATTR_WORKLOAD, study_metric, trial_config
+    from ._trials import baseline_trial, plain
+    from .spaces import rederive_for_dataset
+
+    metric, direction = study_metric(study)
+    ran_with = trial_config(resolved, trial)
+    full, reasons = rederive_for_dataset(ran_with, resolved.profile)
+    trial_values, full_values = _flat(ran_with.to_dict()), _flat(full.to_dict())
+    rederived = {
+        key: {"trial": trial_values.get(key), "full": full_values.get(key), "reason": reasons.get(key, "")}
+        for key in full_values
+        if trial_values.get(key) != full_values.get(key) or key in reasons
+    }
+    base = baseline_trial(study.get_trials(deepcopy=False))
+    workload = study.user_attrs[ATTR_WORKLOAD]
+    return plain({
+        "name": name,
+        "config": full.to_dict(),
+        "trial_config": ran_with.to_dict(),
+        "rederived": rederived,
+        "provenance": {
+            "study": study.study_name,
+            "trial": trial.number,
+            "params": dict(trial.params),
+            "metric": metric,
+            "direction": direction,
+            "value": trial.value,
+            "baseline_value": base.value if base is not None else None,
+            "baseline_trial": base.number if base is not None else None,
+            "space": study.user_attrs.get(ATTR_SPACE),
+            "model": workload.get("model") or "embedded all-MiniLM-L6-v2",
+            "data": workload.get("data") or "embedded fine-food reviews",
+            "task": workload.get("task"),
+            "workload": workload,
+            "profile": dataclasses.asdict(resolved.profile),
+            "versions": library_versions(),
+            "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    })
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("lora-search", "optuna", "transformers", "peft", "torch"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

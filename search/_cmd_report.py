@@ -1,0 +1,31 @@
+"""lora-search report: one self-contained HTML page of a study's plots."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Write a study's plots into one HTML file that opens offline (plotly's JavaScript is
+embedded once): the optimization history with the baseline (the guide preset) marked,
+the intermediate values of every trial (where pruning cut trials short), parameter
+importances, and parallel coordinates of the parameters against the metric.
+
+examples:
+  lora-search report memory-constrained.minilm.fine-food --output report.html
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY", help="study name (see 'lora-search studies')")
+    parser.add_argument("--output", default="report.html", metavar="FILE", help="HTML file to write (default report.html)")
+    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._engine import load_lora_study
+    from ._report import write_report
+
+    study = load_lora_study(args.study, args.storage)
+    sections = write_report(study, args.output)
+    print(f"wrote {args.output} ({', '.join(sections)})")
+    return 0

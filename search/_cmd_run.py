@@ -1,0 +1,80 @@
+"""lora-search run: search one scenario's space with brief real LoRA trainings."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._options import add_workload_options, workload_options
+
+DESCRIPTION = """\
+Search a scenario's space: each trial briefly fine-tunes LoRA with the settings the
+sampler proposes, on a sample of the data, and reports its metric after every
+evaluation so the pruner can stop hopeless trials early.
+
+The first trial of every study is the scenario's guide preset (the baseline), so the
+summary says how much better than the guide the search found. --trials is the number
+of finished trials the study should hold (complete + pruned + infeasible): running the
+same command again resumes; a larger --trials adds the difference. The study stores
+its space, model, data and metric, so a resume needs only --study (or the same
+--space) and refuses options that would change what is measured.
+
+examples:
+  lora-search run --space memory-constrained --trials 30
+  lora-search run --space quick-experiment --trials 10 --timeout 20m --sampler random
+  lora-search run --space my-space.yaml --model ./my-model --data reviews.csv \\
+      --text-column review --label-column score --metric accuracy
+  lora-search run --study memory-constrained.minilm.fine-food --trials 40   (resume)
+
+samplers: tpe (default; models parameters jointly), random, gp (Gaussian process),
+cmaes, qmc (quasi-random, even coverage). All are seeded by --seed.
+pruners: median (default unless the scenario names one), percentile (best quarter
+only), hyperband, successive-halving, patient (median, with two bad evaluations of
+grace), wilcoxon, threshold (only diverged trials), none.
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ._engine import PRUNERS, SAMPLERS
+
+    parser.add_argument("--space", metavar="NAME|FILE", help="a scenario name (see 'lora-search spaces') or a space YAML file")
+    parser.add_argument("--trials", type=int, default=30, metavar="N", help="finished trials the study should hold (default 30)")
+    parser.add_argument("--timeout", metavar="DURATION", help="no new trial after this long, e.g. 30m, 2h, 1h30m (default: the scenario's)")
+    parser.add_argument("--study", metavar="NAME", help="study name (default: SPACE.MODEL.DATA, e.g. memory-constrained.minilm.fine-food)")
+    parser.add_argument("--storage", metavar="URL", help="sqlite:///file.db, postgresql://..., FILE.journal (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="how parameters are proposed (default tpe)")
+    parser.add_argument("--pruner", choices=PRUNERS, help="how hopeless trials are stopped (default: the scenario's, else median)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes on this study: one GPU each, or the CPU cores split between them (default 1)")
+    parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
+    add_workload_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ._engine import RunRequest, run_search
+    from .spaces import parse_duration
+
+    request = RunRequest(
+        space=args.space,
+        trials=args.trials,
+        timeout=parse_duration(args.timeout) if args.timeout is not None else None,
+        study=args.study,
+        storage=args.storage,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        workload=workload_options(args),
+        quiet=args.quiet,
+        workers=args.workers,
+        devices=args.devices,
+    )
+    from ._workers import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # `kill` ends the run like Ctrl-C: the trial is recorded as interrupted
+        summary = run_search(request)
+    print(summary.as_text())
+    if summary.stopped_because == "interrupted":
+        print("lora-search run: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,63 @@
+"""lora-search show: one study's best trials next to its baseline."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Show one study: what it searches (space, model, data, metric), its trials by state,
+the baseline (the scenario's guide preset, always trial 0 of a lora-search study) and
+the top trials with their value, parameters, why they stopped and how many training
+examples they saw.
+
+examples:
+  lora-search show memory-constrained.minilm.fine-food
+  lora-search show memory-constrained.minilm.fine-food --top 10 --storage sqlite:///elsewhere.db
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY", help="study name (see 'lora-search studies')")
+    parser.add_argument("--top", type=int, default=5, metavar="K", help="how many of the best trials to show (default 5)")
+    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._engine import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, SearchError, load_lora_study, study_metric
+    from ._progress import format_params, format_value
+    from ._trials import baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, trial_outcome
+
+    if args.top < 1:
+        raise SearchError(f"--top must be >= 1, got {args.top}")
+    study = load_lora_study(args.study, args.storage)
+    metric, direction = study_metric(study)
+    attrs = study.user_attrs
+    workload = attrs[ATTR_WORKLOAD]
+    trials = study.get_trials(deepcopy=False)
+    print(f"study {study.study_name}")
+    print(f"  space {attrs.get(ATTR_SPACE)}, model {workload.get('model') or 'embedded MiniLM'}, "
+          f"data {workload.get('data') or 'embedded fine-food reviews'}")
+    print(f"  {metric} ({direction}), sampler {attrs.get(ATTR_SAMPLER)}, pruner {attrs.get(ATTR_PRUNER)}")
+    print(f"  trials: {count_states(trials).as_text()}")
+
+    def describe(trial) -> str:
+        outcome = trial_outcome(trial)
+        value = f"{metric} {format_value(trial.value)}" if outcome == "complete" else outcome
+        seen = examples_seen(trial)
+        seen_text = f", {seen:,} examples seen" if seen is not None else ""
+        return f"trial {trial.number}: {value} ({describe_stop(trial)}{seen_text})\n      {format_params(trial.params)}"
+
+    base = baseline_trial(trials)
+    print("baseline (guide preset):")
+    print(f"  {describe(base)}" if base is not None else "  none (the study was not started by lora-search run)")
+    ranked = ranked_trials(trials, direction)
+    if not ranked:
+        print("no complete feasible trial yet")
+        return 0
+    print(f"top {min(args.top, len(ranked))} of {len(ranked)} complete feasible trials:")
+    for rank, trial in enumerate(ranked[: args.top], start=1):
+        gain = ""
+        if base is not None and base.value is not None and trial_outcome(base) == "complete" and trial is not base:
+            gain = f"  [{improvement(trial.value, base.value, direction)} vs baseline]"
+        print(f"  {rank}. {describe(trial)}{gain}")
+    return 0

@@ -1,0 +1,57 @@
+"""lora-search studies: the studies in a storage, with trial counts and best values."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+List the studies in a storage: how many trials each holds by state (complete, pruned,
+infeasible, failed, running), its best value and its baseline (the guide preset's
+trial), so you can pick one to show, watch or export.
+
+examples:
+  lora-search studies
+  lora-search studies --storage sqlite:///elsewhere.db
+  lora-search show memory-constrained.minilm.fine-food --top 5
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._engine import ATTR_DIRECTION, ATTR_METRIC, ATTR_SPACE
+    from ._progress import format_value
+    from ._storage import open_storage, storage_label
+    from ._trials import baseline_trial, count_states, ranked_trials
+
+    storage = open_storage(args.storage, create=False)
+    studies = sorted(storage.get_all_studies(), key=lambda s: s.study_name)
+    if not studies:
+        print(f"no studies in {storage_label(args.storage)} yet: start one with 'lora-search run --space NAME'")
+        return 0
+    rows = [("study", "space", "metric", "complete", "pruned", "infeasible", "failed", "running", "best", "baseline")]
+    for frozen in studies:
+        trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
+        counts = count_states(trials)
+        attrs = frozen.user_attrs
+        direction = attrs.get(ATTR_DIRECTION) or frozen.directions[0].name.lower()
+        ranked = ranked_trials(trials, direction)
+        base = baseline_trial(trials)
+        rows.append((
+            frozen.study_name,
+            attrs.get(ATTR_SPACE, "-"),
+            f"{attrs.get(ATTR_METRIC, 'value')} ({direction[:3]})",
+            str(counts.complete), str(counts.pruned), str(counts.infeasible), str(counts.failed), str(counts.running),
+            format_value(ranked[0].value) if ranked else "-",
+            format_value(base.value) if base is not None and base.value is not None else "-",
+        ))
+    print(f"studies in {storage_label(args.storage)}:")
+    print(format_table(rows))
+    return 0
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -1,0 +1,54 @@
+"""The model and data options shared by ``run`` and ``train`` (the fields of a Workload).
+
+Every option defaults to "not given", so a resumed study keeps what it stored and a
+new one takes the Workload's defaults: the embedded MiniLM model and fine-food reviews.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# (option, Workload field, type, help)
+WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--model", "model", str, "model folder or hub id already in the local cache (default: the embedded all-MiniLM-L6-v2)"),
+    ("--data", "data", str, "CSV/JSON/Parquet file or local dataset (default: the embedded fine-food reviews)"),
+    ("--data-config", "data_config", str, "configuration name of a multi-config dataset"),
+    ("--train-split", "train_split", str, "split to train on"),
+    ("--eval-split", "eval_split", str, "split to evaluate on (default: held out from the training split)"),
+    ("--task", "task", str, "classification or causal-lm (default: inferred from the model and columns)"),
+    ("--text-column", "text_column", str, "text column (classification)"),
+    ("--label-column", "label_column", str, "label column (classification)"),
+    ("--prompt-column", "prompt_column", str, "prompt column (causal-lm)"),
+    ("--response-column", "response_column", str, "response column (causal-lm)"),
+    ("--train-sample", "train_sample", int, "training examples each trial samples from the split"),
+    ("--eval-sample", "eval_sample", int, "evaluation examples each trial scores"),
+    ("--max-length", "max_length", int, "tokens per example (longer ones are cut)"),
+    ("--evaluations", "evaluations_per_trial", int, "evaluations per trial: the points where pruning can stop it"),
+    ("--metric", "metric", str, "what a trial scores: eval_loss (default), accuracy, f1, perplexity"),
+    ("--memory-budget", "memory_budget_gb", str, "memory a trial may use, e.g. 4GB: bigger configs are infeasible"),
+    ("--seed", "seed", int, "seed for data sampling, initialisation and the sampler"),
+    ("--threads", "torch_threads", int, "CPU threads for torch (default: torch's choice)"),
+)
+
+_METAVARS = {"model": "PATH", "data": "PATH", "memory_budget_gb": "SIZE", "metric": "METRIC", "task": "TASK"}
+
+
+def add_workload_options(parser: argparse.ArgumentParser, *, title: str = "model and data") -> None:
+    group = parser.add_argument_group(title)
+    for option, name, kind, help_text in WORKLOAD_OPTIONS:
+        metavar = _METAVARS.get(name, "N" if kind is int else "NAME")
+        group.add_argument(option, dest=f"workload_{name}", type=kind, default=None, metavar=metavar, help=help_text)
+
+
+def workload_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Workload fields given on the command line (``--memory-budget`` parsed to GB)."""
+    from .spaces import parse_memory
+
+    given: dict[str, Any] = {}
+    for _, name, _, _ in WORKLOAD_OPTIONS:
+        value = getattr(args, f"workload_{name}")
+        if value is None:
+            continue
+        given[name] = parse_memory(value) if name == "memory_budget_gb" else value
+    return given

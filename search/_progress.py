@@ -1,0 +1,160 @@
+"""Watching a search: a live progress bar on a terminal, one line per finished trial.
+
+No progress library: on a terminal the bar is redrawn in place with a carriage return
+(a background thread ticks the clock once a second while a trial trains); into a file
+or a pipe only the per-trial lines are written, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ._trials import TrialCounts, count_states, describe_stop, trial_outcome
+
+BAR_WIDTH = 24
+
+
+def format_duration(seconds: float | None) -> str:
+    """``75`` -> ``1:15``, ``3725`` -> ``1:02:05``; None -> ``?``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """Parameters as ``name=value`` pairs, floats kept short."""
+    parts = []
+    for name, value in params.items():
+        if isinstance(value, float):
+            text = f"{value:.3g}"
+        else:
+            text = str(value)
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+@dataclass
+class Progress:
+    """An Optuna callback that reports each finished trial and keeps a bar up to date.
+
+    ``target`` is the number of finished trials the study should reach; ``deadline``
+    (a ``time.monotonic()`` instant) is when no new trial may start.
+    """
+
+    target: int
+    metric: str
+    direction: str
+    deadline: float | None = None
+    quiet: bool = False
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    counts: TrialCounts = field(default_factory=TrialCounts)
+    best: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    trials_this_run: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ticker: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def live(self) -> bool:
+        return not self.quiet and self.stream.isatty()
+
+    def start(self, study: Any) -> None:
+        """Counts what the study already holds (a resumed run) and starts the clock."""
+        self.counts = count_states(study.get_trials(deepcopy=False))
+        self.best = _best_value(study)
+        self.started = time.monotonic()
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, name="lora-search-progress", daemon=True)
+            self._ticker.start()
+            self._draw()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self.live:
+            with self._lock:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        """Optuna calls this after every trial of this process."""
+        self.trials_this_run += 1
+        counts = count_states(study.get_trials(deepcopy=False))
+        best = _best_value(study)
+        with self._lock:
+            self.counts, self.best = counts, best
+            if self.quiet:
+                return
+            if self.live:
+                self.stream.write("\r\033[K")
+            self.stream.write(self.trial_line(trial) + "\n")
+            if self.live:
+                self.stream.write(self.bar())
+            self.stream.flush()
+
+    def trial_line(self, trial: Any) -> str:
+        outcome = trial_outcome(trial)
+        tag = " (baseline)" if trial.user_attrs.get("baseline") else ""
+        if outcome == "complete":
+            result = f"{self.metric} {format_value(trial.value)}"
+        else:
+            result = f"{outcome}: {describe_stop(trial)}"
+        seconds = trial.duration.total_seconds() if trial.duration is not None else None
+        return (
+            f"trial {trial.number}{tag}  {result}  [{format_duration(seconds)}]  "
+            f"{self.counts.finished}/{self.target} finished, best {format_value(self.best)}  "
+            f"{format_params(trial.params)}"
+        )
+
+    def bar(self) -> str:
+        done = min(self.counts.finished, self.target)
+        filled = int(BAR_WIDTH * done / self.target) if self.target else BAR_WIDTH
+        elapsed = time.monotonic() - self.started
+        c = self.counts
+        return (
+            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{self.target}  "
+            f"complete {c.complete} pruned {c.pruned} infeasible {c.infeasible} failed {c.failed}  "
+            f"best {format_value(self.best)}  elapsed {format_duration(elapsed)}  "
+            f"left ~{format_duration(self.remaining_seconds(elapsed))}"
+        )
+
+    def remaining_seconds(self, elapsed: float) -> float | None:
+        """Mean time per trial of this run times the trials still to go, capped by the timeout."""
+        to_go = max(0, self.target - self.counts.finished)
+        estimate = elapsed / self.trials_this_run * to_go if self.trials_this_run else None
+        if self.deadline is not None:
+            until_deadline = max(0.0, self.deadline - time.monotonic())
+            estimate = until_deadline if estimate is None else min(estimate, until_deadline)
+        return estimate if to_go else 0.0
+
+    def _draw(self) -> None:
+        with self._lock:
+            self.stream.write("\r\033[K" + self.bar())
+            self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._draw()
+
+
+def _best_value(study: Any) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no complete feasible trial yet
+        return None

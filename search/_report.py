@@ -1,0 +1,94 @@
+"""A study's plots (optuna.visualization, plotly) as one self-contained HTML page."""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
+    """(title, explanation, figure or None-with-reason) for each section."""
+    import optuna.visualization as vis
+
+    from ._engine import importances, study_metric
+    from ._trials import baseline_trial, trial_outcome
+
+    metric, _ = study_metric(study)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if trial_outcome(t) == "complete"]
+    sections: list[tuple[str, str, Any]] = []
+
+    history = vis.plot_optimization_history(study, target_name=metric)
+    base = baseline_trial(trials)
+    if base is not None and base.value is not None:
+        history.add_hline(y=base.value, line_dash="dash", line_color="gray",
+                          annotation_text=f"baseline (guide preset, trial {base.number}): {base.value:.4g}")
+    sections.append(("Optimization history", f"{metric} of every complete trial and the best so far; the dashed line is the baseline.", history))
+
+    if any(t.intermediate_values for t in trials):
+        sections.append(("Intermediate values", f"{metric} after each evaluation; lines that stop early were pruned.",
+                         vis.plot_intermediate_values(study)))
+    else:
+        sections.append(("Intermediate values", "no trial reported intermediate values yet.", None))
+
+    shares, note = importances(study)
+    if shares:
+        sections.append(("Parameter importances", "how much of the variation in the metric each parameter explains.",
+                         vis.plot_param_importances(study, target_name=metric)))
+    else:
+        sections.append(("Parameter importances", note, None))
+
+    if len(complete) >= 2:
+        sections.append(("Parallel coordinates", "each line is a complete trial: its parameters and its metric.",
+                         vis.plot_parallel_coordinate(study, target_name=metric)))
+    else:
+        sections.append(("Parallel coordinates", f"need at least 2 complete trials, have {len(complete)}.", None))
+    return sections
+
+
+def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[str]:
+    """Write the report atomically; returns the titles of the plotted sections."""
+    from ._engine import SearchError
+    from ._trials import count_states
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sections = _figures(study)
+    parts = []
+    plotly_included = False
+    plotted = []
+    for title, explanation, figure in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>\n<p>{html.escape(explanation)}</p>")
+        if figure is not None:
+            parts.append(figure.to_html(full_html=False, include_plotlyjs=not plotly_included))
+            plotly_included = True
+            plotted.append(title.lower())
+    name = html.escape(study.study_name)
+    page = (
+        f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lora-search report: {name}</title></head>\n"
+        f"<body style=\"font-family: sans-serif; max-width: 1100px; margin: auto\">\n"
+        f"<h1>Study {name}</h1>\n<p>{html.escape(count_states(study.get_trials(deepcopy=False)).as_text())}</p>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+    target = Path(output)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        raise SearchError(f"cannot write {str(target)!r}: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(page)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return plotted

@@ -1,0 +1,115 @@
+"""Reading trials the way lora-search talks about them.
+
+Optuna knows COMPLETE, PRUNED, FAIL, RUNNING and WAITING. A complete trial whose
+constraints are violated (the objective calls ``trial.set_constraint``, e.g. when
+a configuration ran out of memory) is *infeasible*: it finished, but it cannot win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from optuna.trial import FrozenTrial, TrialState
+
+
+@dataclass
+class TrialCounts:
+    complete: int = 0
+    pruned: int = 0
+    infeasible: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        """The trials a search counts towards its target: complete, pruned or infeasible."""
+        return self.complete + self.pruned + self.infeasible
+
+    def as_text(self) -> str:
+        text = f"{self.complete} complete, {self.pruned} pruned, {self.infeasible} infeasible, {self.failed} failed"
+        if self.running:
+            text += f", {self.running} running"
+        if self.waiting:
+            text += f", {self.waiting} waiting"
+        return text
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    return any(value > 0 for value in trial.constraints.values())
+
+
+def trial_outcome(trial: FrozenTrial) -> str:
+    """complete, pruned, infeasible, failed, running or waiting."""
+    if trial.state == TrialState.COMPLETE:
+        return "infeasible" if is_infeasible(trial) else "complete"
+    return {
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }[trial.state]
+
+
+def count_states(trials: Iterable[FrozenTrial]) -> TrialCounts:
+    counts = TrialCounts()
+    for trial in trials:
+        outcome = trial_outcome(trial)
+        setattr(counts, outcome, getattr(counts, outcome) + 1)
+    return counts
+
+
+def describe_stop(trial: FrozenTrial) -> str:
+    """Why a trial ended the way it did, in a few words."""
+    reason = trial.user_attrs.get("stop_reason")
+    outcome = trial_outcome(trial)
+    if outcome == "pruned":
+        steps = sorted(trial.intermediate_values)
+        where = f" after {len(steps)} evaluation{'s' * (len(steps) != 1)}" if steps else ""
+        return str(reason) if reason else f"pruned{where}"
+    if outcome == "infeasible":
+        violated = ", ".join(name for name, value in trial.constraints.items() if value > 0)
+        return str(reason) if reason else f"violates {violated}"
+    if outcome == "failed":
+        return str(trial.system_attrs.get("fail_reason") or reason or "failed")
+    return str(reason) if reason else outcome
+
+
+def examples_seen(trial: FrozenTrial) -> int | None:
+    """Training examples the trial consumed, when the objective recorded it."""
+    value = trial.user_attrs.get("examples_seen")
+    return int(value) if value is not None else None
+
+
+def baseline_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
+    """The study's guide-preset trial (the one enqueued with user attr baseline=True)."""
+    for trial in trials:
+        if trial.user_attrs.get("baseline"):
+            return trial
+    return None
+
+
+def ranked_trials(trials: Iterable[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """Complete feasible trials, best first."""
+    scored = [t for t in trials if trial_outcome(t) == "complete" and t.value is not None]
+    return sorted(scored, key=lambda t: t.value, reverse=direction == "maximize")
+
+
+def improvement(best: float, baseline: float, direction: str) -> str:
+    """How much better ``best`` is than ``baseline``, as text with the sign of 'better'."""
+    gain = baseline - best if direction == "minimize" else best - baseline
+    if baseline:
+        return f"{gain:+.4g} ({gain / abs(baseline):+.1%})"
+    return f"{gain:+.4g}"
+
+
+def plain(value: Any) -> Any:
+    """Trial values as YAML/JSON-safe Python data."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
