@@ -188,6 +188,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed)
         if name == "cmaes":
+            _require("cmaes", "--sampler cmaes")
             # CMA-ES handles numbers; the categorical choices go to a seeded random sampler.
             return optuna.samplers.CmaEsSampler(
                 seed=seed, independent_sampler=optuna.samplers.RandomSampler(seed=seed), warn_independent_sampling=False
@@ -195,6 +196,13 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         if name == "qmc":
             return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     raise SearchError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+def _require(package: str, what: str) -> None:
+    from importlib.util import find_spec
+
+    if find_spec(package) is None:
+        raise SearchError(f"{what} needs the {package} package: pip install {package}")
 
 
 def make_pruner(name: str, direction: str) -> optuna.pruners.BasePruner:
@@ -220,7 +228,11 @@ def make_pruner(name: str, direction: str) -> optuna.pruners.BasePruner:
             optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0, n_min_trials=2), patience=2
         )
     if name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
     if name == "threshold":
         # prunes only diverged trials: a NaN metric, or an infinite loss
         infinity = float("inf")
