@@ -1,6 +1,31 @@
-"""Scenario search spaces, the guide's rules and presets. Never imports torch."""
+"""Scenario search spaces, the guide's rules and presets. Never imports torch.
+
+Optuna is imported only where a trial is replayed (``baseline``, ``params_for``), so
+importing this package stays cheap.
+"""
 
 from ._errors import LoraSearchError, SpaceError
+from ._presets import get_preset, load_config_file, preset_names
+from ._profile import RunProfile
+from ._resolve import ResolvedSpace
+from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
 from ._training_config import LoraSettings, TrainingConfig
+from ._units import parse_duration, parse_memory
 
-__all__ = ["LoraSearchError", "LoraSettings", "SpaceError", "TrainingConfig"]
+__all__ = [
+    "LoraSearchError",
+    "LoraSettings",
+    "ResolvedSpace",
+    "RunProfile",
+    "SearchSpace",
+    "SpaceError",
+    "StudyDefaults",
+    "TrainingConfig",
+    "get_preset",
+    "load_config_file",
+    "load_space",
+    "parse_duration",
+    "parse_memory",
+    "preset_names",
+    "scenario_names",
+]

@@ -1,0 +1,50 @@
+"""What the guide's rules need to know about a run: data size and hardware."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._errors import SpaceError
+
+ACCELERATORS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunProfile:
+    """The facts a space is resolved for. Validates on construction."""
+
+    dataset_size: int = field(metadata={"help": "Training examples in the FULL training split (not the trial's sample)."})
+    accelerator: str = field(default="cpu", metadata={"help": "'cpu' or 'cuda'."})
+    devices: int = field(default=1, metadata={"help": "Devices training together (data parallel); 1 on CPU."})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "Memory of ONE GPU in GB; required for cuda, None on CPU."})
+    bf16_supported: bool = field(default=False, metadata={"help": "Whether the GPUs compute in bfloat16 (Ampere and newer)."})
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.dataset_size, int) and not isinstance(self.dataset_size, bool) and self.dataset_size >= 1):
+            raise SpaceError(f"dataset_size must be a positive number of training examples, got {self.dataset_size!r}")
+        if self.accelerator not in ACCELERATORS:
+            raise SpaceError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        if not (isinstance(self.devices, int) and not isinstance(self.devices, bool) and self.devices >= 1):
+            raise SpaceError(f"devices must be a positive integer, got {self.devices!r}")
+        if not isinstance(self.bf16_supported, bool):
+            raise SpaceError(f"bf16_supported must be true or false, got {self.bf16_supported!r}")
+        if self.accelerator == "cpu":
+            if self.gpu_memory_gb is not None:
+                raise SpaceError("gpu_memory_gb was given for a CPU run: give accelerator 'cuda' or drop the GPU memory")
+            if self.devices != 1:
+                raise SpaceError(f"a CPU run trains on one device, got devices={self.devices}")
+            if self.bf16_supported:
+                raise SpaceError("bf16_supported applies to GPUs; the guide trains in fp32 on CPU")
+        else:
+            memory = self.gpu_memory_gb
+            if not (isinstance(memory, (int, float)) and not isinstance(memory, bool) and memory > 0):
+                raise SpaceError(f"a cuda run needs gpu_memory_gb (memory of one GPU in GB), got {memory!r}")
+
+    def describe(self) -> str:
+        """One line, e.g. '4,000 examples, 2 x cuda 24 GB (bf16)' or '4,000 examples, cpu'."""
+        if self.accelerator == "cpu":
+            hardware = "cpu"
+        else:
+            count = f"{self.devices} x " if self.devices > 1 else ""
+            hardware = f"{count}cuda {self.gpu_memory_gb:g} GB ({'bf16' if self.bf16_supported else 'no bf16'})"
+        return f"{self.dataset_size:,} training examples, {hardware}"
