@@ -4,6 +4,7 @@ Optuna is imported only where a trial is replayed (``baseline``, ``params_for``)
 importing this package stays cheap.
 """
 
+from ._check import Finding, check_config, rederive_for_dataset
 from ._errors import LoraSearchError, SpaceError
 from ._presets import get_preset, load_config_file, preset_names
 from ._profile import RunProfile
@@ -13,6 +14,7 @@ from ._training_config import LoraSettings, TrainingConfig
 from ._units import parse_duration, parse_memory
 
 __all__ = [
+    "Finding",
     "LoraSearchError",
     "LoraSettings",
     "ResolvedSpace",
@@ -21,11 +23,13 @@ __all__ = [
     "SpaceError",
     "StudyDefaults",
     "TrainingConfig",
+    "check_config",
     "get_preset",
     "load_config_file",
     "load_space",
     "parse_duration",
     "parse_memory",
     "preset_names",
+    "rederive_for_dataset",
     "scenario_names",
 ]
