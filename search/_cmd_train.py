@@ -29,11 +29,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from ._presets import train_preset
 
     metrics = train_preset(args.preset, args.output, workload=workload_options(args))
-    print(f"adapter saved to {args.output}")
+    # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
+    print(f"adapter saved to {Path(args.output) / 'adapter'} (settings and metrics in {Path(args.output) / 'training.json'})")
     print("final evaluation: " + json.dumps({key: round(value, 6) if isinstance(value, float) else value
                                               for key, value in metrics.items()}))
     return 0

@@ -61,10 +61,10 @@ RESUMABLE_WORKLOAD_FIELDS = frozenset({"torch_threads"})
 # Trials that crash (not pruned, not infeasible) are recorded as failed and the search
 # goes on; this many failures in a row mean something is broken, so the run stops.
 MAX_CONSECUTIVE_FAILURES = 3
-# Exceptions of a training run that fail one trial rather than the whole search
-# (numerical trouble, a device error, an incompatible combination of settings).
-# Errors the user must fix (LoraSearchError) and programming errors still stop it.
-TRIAL_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, ValueError, ArithmeticError, MemoryError)
+# A trial that raises is recorded as failed (the objective records the error as the
+# trial's user attr "error" and leaves the process clean for the next trial); the
+# MAX_CONSECUTIVE_FAILURES guard stops a search in which every trial breaks.
+TRIAL_FAILURES: tuple[type[BaseException], ...] = (Exception,)
 
 
 class SearchError(LoraSearchError):
@@ -397,9 +397,12 @@ def prepare(request: RunRequest) -> _Prepared:
     from .objectives._hardware import detect_hardware
     from .spaces import RunProfile, load_space
 
-    storage = open_storage(request.storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
     given = _given_workload(request)
+    if "metric" in given:
+        metric_direction(given["metric"])
     space_name = load_space(request.space).name if request.space is not None else None
+    storage = open_storage(request.storage)
 
     if request.study is not None:
         study_name = request.study
@@ -436,6 +439,9 @@ def prepare(request: RunRequest) -> _Prepared:
         raise SearchError(f"space {space.name!r} names unknown pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
     timeout = request.timeout if request.timeout is not None else space.study_defaults.timeout_seconds
 
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars would break the progress lines
     objective = LoraObjective(workload)  # loads model and data: bad input fails here, before any write
     if existing:
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
@@ -526,7 +532,7 @@ class _Stopper:
 
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
-            self.last_failure = str(trial.system_attrs.get("fail_reason", ""))
+            self.last_failure = str(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason", ""))
         else:
             self.consecutive_failures = 0
         if self.should_stop(study):
@@ -558,6 +564,8 @@ def run_trials(
     ``objective`` and ``resolved`` are reused when the caller already has them (the main
     process); a worker process builds its own from the plan.
     """
+    import warnings
+
     import optuna
 
     from .objectives import LoraObjective, Workload
@@ -567,10 +575,13 @@ def run_trials(
         objective = LoraObjective(Workload.from_dict(plan.workload))
     if resolved is None:
         resolved = load_space(plan.space_path).resolve(RunProfile(**plan.profile))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_plan_study(plan)
     # trials of a process that died are failed here (storages with heartbeats), so
     # they neither count as running nor block the target
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     stopper = _Stopper(plan.target, plan.deadline)
     if stopper.should_stop(study):
         return stopper.reason
@@ -586,7 +597,6 @@ def run_trials(
             mark_interrupted(study, trial)
             raise
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study.optimize(one_trial, catch=TRIAL_FAILURES, callbacks=[*(callbacks or []), stopper], gc_after_trial=True)
     except KeyboardInterrupt:

@@ -113,6 +113,8 @@ class Progress:
         tag = " (baseline)" if trial.user_attrs.get("baseline") else ""
         if outcome == "complete":
             result = f"{self.metric} {format_value(trial.value)}"
+        elif outcome == "pruned":
+            result = describe_stop(trial)  # "pruned at N examples"
         else:
             result = f"{outcome}: {describe_stop(trial)}"
         seconds = trial.duration.total_seconds() if trial.duration is not None else None

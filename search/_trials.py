@@ -61,18 +61,17 @@ def count_states(trials: Iterable[FrozenTrial]) -> TrialCounts:
 
 
 def describe_stop(trial: FrozenTrial) -> str:
-    """Why a trial ended the way it did, in a few words."""
+    """Why a trial ended the way it did, in a few words (from the objective's user attrs)."""
     reason = trial.user_attrs.get("stop_reason")
     outcome = trial_outcome(trial)
     if outcome == "pruned":
         steps = sorted(trial.intermediate_values)
-        where = f" after {len(steps)} evaluation{'s' * (len(steps) != 1)}" if steps else ""
-        return str(reason) if reason else f"pruned{where}"
+        return f"pruned at {steps[-1]:,} examples" if steps else "pruned"
     if outcome == "infeasible":
         violated = ", ".join(name for name, value in trial.constraints.items() if value > 0)
-        return str(reason) if reason else f"violates {violated}"
+        return str(trial.user_attrs.get("infeasible_reason") or reason or f"violates {violated}")
     if outcome == "failed":
-        return str(trial.system_attrs.get("fail_reason") or reason or "failed")
+        return str(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason") or "failed")
     return str(reason) if reason else outcome
 
 
@@ -100,7 +99,7 @@ def improvement(best: float, baseline: float, direction: str) -> str:
     """How much better ``best`` is than ``baseline``, as text with the sign of 'better'."""
     gain = baseline - best if direction == "minimize" else best - baseline
     if baseline:
-        return f"{gain:+.4g} ({gain / abs(baseline):+.1%})"
+        return f"{gain:+.4g} ({gain / abs(baseline):+.2%})"
     return f"{gain:+.4g}"
 
 

@@ -1,0 +1,242 @@
+"""`lora-search run`, `studies`, `show`, `export`, `presets`, `train` and `report` on a tiny BERT.
+
+One search (module fixture) is made through the real command line on an SQLite
+storage; the tests then resume it, read it back, export its winner and train with it.
+Order matters within this module: the resume test grows the study from 3 to 5 trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from lora_search._cli import main
+
+STUDY = "tiny"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def tiny_options(model: Path, data: Path, train_sample: int = 48) -> list[str]:
+    return [
+        "--model", str(model), "--data", str(data), "--train-sample", str(train_sample), "--eval-sample", "32",
+        "--max-length", "16", "--evaluations", "3", "--threads", "1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_bert, tiny_reviews):
+    folder = tmp_path_factory.mktemp("search")
+    storage = f"sqlite:///{folder / 'studies.db'}"
+    options = tiny_options(tiny_bert, tiny_reviews)
+    result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", STUDY, "--storage", storage, *options)
+    assert result.code == 0, result.err
+    return {"storage": storage, "options": options, "first": result, "folder": folder}
+
+
+def load(searched) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=searched["storage"])
+
+
+def finished(study: optuna.Study) -> int:
+    from lora_search._trials import count_states
+
+    return count_states(study.get_trials()).finished
+
+
+def test_run_starts_with_the_guide_baseline_and_stores_its_settings(searched):
+    from lora_search._engine import stored_space
+
+    study = load(searched)
+    assert finished(study) == 3
+    trials = study.get_trials()
+    assert trials[0].user_attrs["baseline"] is True
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    resolved = stored_space(study)
+    assert trials[0].params == resolved.params_for(resolved.baseline())
+    attrs = study.user_attrs
+    assert attrs["lora_search.space"] == "quick-experiment"
+    assert attrs["lora_search.metric"] == "eval_loss" and attrs["lora_search.direction"] == "minimize"
+    assert attrs["lora_search.workload"]["model"] == searched["options"][1]
+    assert attrs["lora_search.workload"]["train_sample"] == 48
+    assert attrs["lora_search.profile"]["dataset_size"] > 0
+    assert attrs["lora_search.version"]
+    summary = searched["first"].out
+    assert "baseline (guide preset, trial 0)" in summary
+    assert f"lora-search dashboard --storage {searched['storage']}" in summary
+    assert f"lora-search export {STUDY} --storage {searched['storage']} --name NAME" in summary
+    # one line per finished trial on stderr (not a terminal: no bar)
+    assert [line.split()[1] for line in searched["first"].err.splitlines() if line.startswith("trial ")] == ["0", "1", "2"]
+
+
+def test_rerun_resumes_to_exactly_the_target_from_the_stored_settings(searched):
+    # only the study and storage: model, data, space and metric come from the study
+    result = cli("run", "--study", STUDY, "--storage", searched["storage"], "--trials", 5, "--quiet")
+    assert result.code == 0, result.err
+    study = load(searched)
+    assert finished(study) == 5
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.get_trials()) == 1
+    assert result.err == ""  # --quiet
+    again = cli("run", "--study", STUDY, "--storage", searched["storage"], "--trials", 5, "--quiet")
+    assert again.code == 0 and "stopped: already done" in again.out
+    assert len(load(searched).get_trials()) == len(study.get_trials())
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--metric", "accuracy"], "--metric 'eval_loss'"),
+        (["--train-sample", "64"], "--train-sample 48"),
+        (["--space", "standard"], "searches space quick-experiment"),
+    ],
+)
+def test_resume_with_conflicting_options_is_refused(searched, options, fragment):
+    before = len(load(searched).get_trials())
+    result = cli("run", "--study", STUDY, "--storage", searched["storage"], "--trials", 9, *options)
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1 and fragment in result.err
+    assert len(load(searched).get_trials()) == before
+
+
+def test_seeded_runs_sample_the_same_parameters(searched, tiny_bert, tiny_reviews):
+    options = [*tiny_options(tiny_bert, tiny_reviews, train_sample=16), "--seed", "5", "--pruner", "none", "--quiet"]
+    params = []
+    for name in ("seeded-a", "seeded-b"):
+        result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", name, "--storage", searched["storage"], *options)
+        assert result.code == 0, result.err
+        params.append([t.params for t in optuna.load_study(study_name=name, storage=searched["storage"]).get_trials()])
+    assert params[0] == params[1]
+    assert params[0][1] != params[0][2]
+
+
+def test_studies_lists_counts_and_best_values(searched):
+    result = cli("studies", "--storage", searched["storage"])
+    assert result.code == 0, result.err
+    row = next(line for line in result.out.splitlines() if line.startswith(STUDY + " "))
+    study = load(searched)
+    from lora_search._trials import count_states
+
+    counts = count_states(study.get_trials())
+    assert row.split()[1:4] == ["quick-experiment", "eval_loss", "(min)"]
+    assert [int(x) for x in row.split()[4:8]] == [counts.complete, counts.pruned, counts.infeasible, counts.failed]
+    assert f"{study.best_value:.4g}" in row
+
+
+def test_show_prints_the_top_trials_and_the_baseline(searched):
+    study = load(searched)
+    result = cli("show", STUDY, "--storage", searched["storage"], "--top", 2)
+    assert result.code == 0, result.err
+    assert "baseline (guide preset):\n  trial 0:" in result.out
+    assert f"1. trial {study.best_trial.number}: eval_loss {study.best_value:.4g}" in result.out
+    assert "examples seen" in result.out
+    assert "learning_rate=" in result.out
+
+
+def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path, monkeypatch):
+    from lora_search import load_preset
+    from lora_search.spaces import TrainingConfig
+
+    monkeypatch.chdir(tmp_path)
+    study = load(searched)
+    result = cli("export", STUDY, "--storage", searched["storage"], "--name", "tiny-best")
+    assert result.code == 0, result.err
+    path = tmp_path / "studies" / "presets" / "tiny-best.yaml"
+    document = yaml.safe_load(path.read_text())
+    provenance = document["provenance"]
+    assert provenance["study"] == STUDY and provenance["trial"] == study.best_trial.number
+    assert provenance["value"] == pytest.approx(study.best_value)
+    assert provenance["baseline_value"] == pytest.approx(study.trials[0].value)
+    assert set(provenance["versions"]) >= {"lora-search", "optuna", "transformers", "peft", "torch"}
+    assert provenance["params"] == study.best_trial.params
+    config = TrainingConfig.from_dict(document["config"])
+    assert load_preset("tiny-best") == config
+    assert isinstance(document["config"]["lora"], dict) and document["config"]["lora"]["r"] >= 1
+    for name, change in document["rederived"].items():
+        assert set(change) == {"trial", "full", "reason"}, name
+    listing = cli("presets")
+    assert listing.code == 0 and "tiny-best" in listing.out and f"study {STUDY}, trial {study.best_trial.number}" in listing.out
+    shown = cli("presets", "show", "tiny-best")
+    assert shown.code == 0, shown.err
+    assert "TrainingArguments(\n    output_dir='lora-output'," in shown.out
+    assert f"    learning_rate={config.learning_rate!r}," in shown.out
+    assert "LoraConfig(\n    r=" in shown.out and "task_type='SEQ_CLS'" in shown.out
+
+    before = path.read_bytes()
+    refused = cli("export", STUDY, "--storage", searched["storage"], "--name", "tiny-best")
+    assert refused.code == 2 and "--force" in refused.err and len(refused.err.strip().splitlines()) == 1
+    assert path.read_bytes() == before
+    forced = cli("export", STUDY, "--storage", searched["storage"], "--name", "tiny-best", "--format", "json", "--force")
+    assert forced.code == 0, forced.err
+    assert not path.exists()  # one file per preset name
+    assert json.loads((path.with_suffix(".json")).read_text())["config"] == document["config"]
+    top = cli("export", STUDY, "--storage", searched["storage"], "--name", "tiny", "--top", 2)
+    assert top.code == 0 and (tmp_path / "studies/presets/tiny-1.yaml").is_file() and (tmp_path / "studies/presets/tiny-2.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x\\y"])
+def test_export_refuses_a_preset_name_with_a_path(searched, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", STUDY, "--storage", searched["storage"], "--name", name)
+    assert result.code == 2 and "not allowed" in result.err
+    assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "evil.yaml").exists()
+
+
+def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, monkeypatch):
+    from lora_search._presets import find_preset
+    from lora_search.objectives import Workload, replay
+    from lora_search.spaces import TrainingConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", STUDY, "--storage", searched["storage"], "--name", "winner").code == 0
+    preset = find_preset("winner")
+    trial_config = TrainingConfig.from_dict(preset.document["trial_config"])
+    value = replay(Workload.from_dict(preset.provenance["workload"]), trial_config)
+    assert value == pytest.approx(preset.provenance["value"], rel=0.02)
+
+    result = cli("train", "--preset", "winner", "--output", tmp_path / "adapter")
+    assert result.code == 0, result.err
+    assert (tmp_path / "adapter" / "adapter" / "adapter_config.json").is_file()
+    assert f"adapter saved to {tmp_path / 'adapter' / 'adapter'}" in result.out
+    assert "final evaluation:" in result.out and "eval_loss" in result.out
+
+
+def test_report_is_one_self_contained_page(searched, tmp_path):
+    output = tmp_path / "report.html"
+    result = cli("report", STUDY, "--storage", searched["storage"], "--output", output)
+    assert result.code == 0, result.err
+    page = output.read_text()
+    assert page.count("* plotly.js v") == 1  # the library embedded once
+    for title in ("Optimization history", "Intermediate values", "Parameter importances", "Parallel coordinates"):
+        assert f"<h2>{title}</h2>" in page
+    assert "baseline (guide preset, trial 0)" in page
+
+
+def test_python_api_matches_the_cli(searched, tmp_path, monkeypatch):
+    import lora_search
+
+    summary = lora_search.run_search(study=STUDY, storage=searched["storage"], trials=6, quiet=True)
+    assert summary.counts.finished == 6
+    assert summary.best is not None and summary.best["number"] == load(searched).best_trial.number
+    kwargs = lora_search.training_arguments_kwargs("memory-constrained", output_dir="out")
+    assert kwargs["output_dir"] == "out" and kwargs["gradient_accumulation_steps"] == 8
+    lora = lora_search.to_lora_config("memory-constrained")
+    assert lora.r == lora_search.load_preset("memory-constrained").lora.r
