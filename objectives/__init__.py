@@ -1,3 +1,26 @@
-"""The training objective: one Optuna trial is one brief LoRA fine-tuning run."""
+"""The training objective: one Optuna trial is one brief LoRA fine-tuning run.
 
-__all__: list[str] = []
+Heavy libraries (torch, transformers, peft, datasets) are imported when an objective
+is built or a trial runs, not when this package is imported.
+"""
+
+from ._errors import DataError, InfeasibleConfigError, ModelError
+from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
+from ._schedule import ProxySchedule
+from ._train import replay, train_with_preset
+from ._workload import Workload, metric_direction
+
+__all__ = [
+    "FINITE_LOSS_CONSTRAINT",
+    "MEMORY_CONSTRAINT",
+    "STOP_REASONS",
+    "DataError",
+    "InfeasibleConfigError",
+    "LoraObjective",
+    "ModelError",
+    "ProxySchedule",
+    "Workload",
+    "metric_direction",
+    "replay",
+    "train_with_preset",
+]

