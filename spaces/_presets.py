@@ -21,6 +21,7 @@ import yaml
 
 from ._errors import SpaceError
 from ._training_config import TrainingConfig
+from ._units import number_as_text
 
 _PRESET_SECTIONS = ("training", "lora")
 
@@ -79,6 +80,7 @@ def config_from_data(data: Any, *, source: str) -> TrainingConfig:
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping of training settings, got {type(data).__name__}")
     if "training" not in data:
+        _numbers_read_as_text(data, source)
         return TrainingConfig.from_dict(data, source=source)
     training = data["training"] or {}
     if not isinstance(training, dict):
@@ -88,7 +90,17 @@ def config_from_data(data: Any, *, source: str) -> TrainingConfig:
         if "lora" in training:
             raise SpaceError(f"{source}: LoRA settings given twice, under 'lora' and 'training.lora': keep one")
         training["lora"] = data["lora"]
+    _numbers_read_as_text(training, source)
     return TrainingConfig.from_dict(training, source=source)
+
+
+def _numbers_read_as_text(settings: dict[str, Any], source: str) -> None:
+    lora = settings.get("lora")
+    items = list(settings.items()) + ([(f"lora.{k}", v) for k, v in lora.items()] if isinstance(lora, dict) else [])
+    for key, value in items:
+        problem = number_as_text(value)
+        if problem:
+            raise SpaceError(f"{source}: {key}: {problem}")
 
 
 def load_config_file(path: str | Path) -> TrainingConfig:

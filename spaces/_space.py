@@ -25,7 +25,7 @@ from ._catalog import BY_KEY, PARAMETERS, ParamInfo
 from ._errors import SpaceError
 from ._presets import preset_names, read_yaml_text
 from ._training_config import LoraSettings, TrainingConfig
-from ._units import parse_duration
+from ._units import number_as_text, parse_duration
 
 if TYPE_CHECKING:
     from ._profile import RunProfile
@@ -241,9 +241,6 @@ def _constraints(raw: Any, source: str, inherited: tuple[int, int] | None) -> tu
     return (low, high)
 
 
-_NUMBER_AS_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
-
-
 def _typed(kind: type, value: Any, where: str) -> Any:
     """``value`` as ``kind``, or SpaceError saying what was found instead."""
     if kind is bool:
@@ -251,10 +248,9 @@ def _typed(kind: type, value: Any, where: str) -> Any:
             return value
         raise SpaceError(f"{where}: expected true or false, got {value!r}")
     if kind in (int, float):
-        if isinstance(value, str) and _NUMBER_AS_TEXT.match(value):
-            mantissa, _, exponent = value.strip().lower().partition("e")
-            hint = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else value.strip()
-            raise SpaceError(f"{where}: {value!r} was read as text, not a number (YAML needs a dot before the exponent): write {hint}")
+        problem = number_as_text(value)
+        if problem:
+            raise SpaceError(f"{where}: {problem}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpaceError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
         if kind is int:

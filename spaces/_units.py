@@ -49,3 +49,18 @@ def parse_duration(text: str | float | int) -> float:
     if not (seconds > 0 and math.isfinite(seconds)):
         raise SpaceError(f"duration {text!r} must be more than zero")
     return seconds
+
+
+_NUMBER_AS_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def number_as_text(value: object) -> str | None:
+    """For text that YAML left unparsed but that reads as a number, the problem and fix.
+
+    PyYAML follows YAML 1.1, where '1e-5' (no dot) is text; '1.0e-5' is a number.
+    """
+    if not isinstance(value, str) or not _NUMBER_AS_TEXT.match(value):
+        return None
+    mantissa, _, exponent = value.strip().lower().partition("e")
+    fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else value.strip()
+    return f"{value!r} was read as text, not a number (YAML needs a dot before the exponent): write {fixed}"

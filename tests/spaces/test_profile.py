@@ -1,0 +1,32 @@
+import pytest
+
+from lora_search.spaces import RunProfile, SpaceError
+
+
+def test_cpu_profile_defaults():
+    profile = RunProfile(4000)
+    assert (profile.accelerator, profile.devices, profile.gpu_memory_gb, profile.bf16_supported) == ("cpu", 1, None, False)
+    assert profile.describe() == "4,000 training examples, cpu"
+
+
+def test_gpu_profile_describes_itself():
+    assert RunProfile(500, "cuda", 2, 24.0, True).describe() == "500 training examples, 2 x cuda 24 GB (bf16)"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dataset_size": 0}, "dataset_size"),
+        ({"dataset_size": 10.5}, "dataset_size"),
+        ({"dataset_size": 10, "accelerator": "tpu"}, "accelerator"),
+        ({"dataset_size": 10, "devices": 0}, "devices"),
+        ({"dataset_size": 10, "gpu_memory_gb": 8.0}, "CPU run"),
+        ({"dataset_size": 10, "devices": 2}, "one device"),
+        ({"dataset_size": 10, "bf16_supported": True}, "GPUs"),
+        ({"dataset_size": 10, "accelerator": "cuda"}, "gpu_memory_gb"),
+        ({"dataset_size": 10, "accelerator": "cuda", "gpu_memory_gb": -1.0}, "gpu_memory_gb"),
+    ],
+)
+def test_invalid_profiles(kwargs, message):
+    with pytest.raises(SpaceError, match=message):
+        RunProfile(**kwargs)
