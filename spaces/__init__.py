@@ -10,6 +10,7 @@ from ._presets import get_preset, load_config_file, preset_names
 from ._profile import RunProfile
 from ._resolve import ResolvedSpace
 from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
+from ._suggest import suggest_scenario
 from ._training_config import LoraSettings, TrainingConfig
 from ._units import parse_duration, parse_memory
 
@@ -32,4 +33,5 @@ __all__ = [
     "preset_names",
     "rederive_for_dataset",
     "scenario_names",
+    "suggest_scenario",
 ]

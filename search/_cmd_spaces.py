@@ -1,0 +1,145 @@
+"""lora-search spaces: list the scenario spaces, show one fitted to a run, suggest one."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DESCRIPTION = """\
+The five scenarios of the parameter guide, each a constrained Optuna search space:
+ranges for what is searched, and the guide's rules for what follows from the data size
+and the hardware (epochs band, per-device batch cap, warmup by total steps, evaluation
+cadence, precision, gradient checkpointing).
+
+  lora-search spaces                                  list the scenarios
+  lora-search spaces show memory-constrained --gpu-memory 4GB
+  lora-search spaces show ./my-space.yaml --dataset-size 50000 --gpu-memory 24GB --bf16
+  lora-search spaces suggest --gpu-memory 8GB --hours 1
+
+A space file of your own may start with 'extends: memory-constrained' and change a few
+parameters; 'show' validates it and prints what a search would sample.
+"""
+
+DEFAULT_DATASET_SIZE = 4000  # the embedded reviews' training split
+
+
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """The options that describe the run a space or config is fitted to."""
+    group = parser.add_argument_group("the run (default: this machine's hardware, detected)")
+    group.add_argument("--dataset-size", type=int, default=DEFAULT_DATASET_SIZE, metavar="N",
+                       help=f"training examples in the full training split (default {DEFAULT_DATASET_SIZE:,}, the embedded reviews)")
+    group.add_argument("--gpu-memory", metavar="SIZE", help="memory of one GPU, e.g. 8GB (implies a CUDA run)")
+    group.add_argument("--devices", type=int, metavar="N", help="GPUs training together (default 1; needs --gpu-memory)")
+    group.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                       help="whether the GPU computes in bf16 (default with --gpu-memory: no, i.e. fp16)")
+    group.add_argument("--cpu", action="store_true", help="a CPU run (skips GPU detection)")
+
+
+def profile_from_args(args: argparse.Namespace) -> Any:
+    from .spaces import RunProfile, SpaceError, parse_memory
+
+    if args.gpu_memory is None and (args.devices is not None or args.bf16 is not None):
+        raise SpaceError("--devices and --bf16 describe GPUs: give --gpu-memory too")
+    if args.cpu and args.gpu_memory is not None:
+        raise SpaceError("--cpu and --gpu-memory contradict each other: give one")
+    if args.gpu_memory is not None:
+        return RunProfile(args.dataset_size, "cuda", args.devices or 1, parse_memory(args.gpu_memory), bool(args.bf16))
+    if args.cpu:
+        return RunProfile(args.dataset_size)
+    from .objectives._hardware import detect_hardware
+
+    return RunProfile(args.dataset_size, **detect_hardware())
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="the scenarios with a one-line description (the default)")
+    show = actions.add_parser("show", help="a space resolved for a run: every parameter's range, choices or rule",
+                              description="Print a space resolved for a run: every parameter's range, choices or rule.")
+    show.add_argument("space", metavar="NAME|FILE", help="a scenario name or a space YAML file")
+    add_profile_options(show)
+    suggest = actions.add_parser("suggest", help="pick the scenario for your GPU memory and time budget",
+                                 description="Pick the scenario like the guide's Step 1, and say why.")
+    suggest.add_argument("--gpu-memory", metavar="SIZE", help="memory of one GPU, e.g. 8GB (default: detected)")
+    suggest.add_argument("--hours", type=float, metavar="H", help="time you can spend, in hours (e.g. 0.5, 1, 4)")
+    suggest.add_argument("--cpu", action="store_true", help="suggest for a CPU run (skips GPU detection)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return _show(args)
+    if args.action == "suggest":
+        return _suggest(args)
+    return _list()
+
+
+def _list() -> int:
+    from .spaces import load_space, scenario_names
+
+    spaces = [load_space(name) for name in scenario_names()]
+    width = max(len(space.name) for space in spaces)
+    for space in spaces:
+        print(f"{space.name:<{width}}  {space.description}")
+    print("\nlora-search spaces show NAME [--gpu-memory 8GB] prints one resolved for a run.")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .spaces import load_space
+
+    space = load_space(args.space)
+    profile = profile_from_args(args)
+    resolved = space.resolve(profile)
+    defaults = space.study_defaults
+    timeout = "none" if defaults.timeout_seconds is None else f"{defaults.timeout_seconds / 60:g} min"
+    band = f"{space.effective_batch[0]}-{space.effective_batch[1]}" if space.effective_batch else "none"
+    print(f"space {space.name}: {space.description}")
+    print(f"source: {space.source}")
+    print(f"resolved for: {profile.describe()}")
+    print(f"baseline preset: {space.baseline_preset}; study defaults: timeout {timeout}, pruner {defaults.pruner or 'the run default'}")
+    print(f"effective batch band: {band} examples per optimizer step (per-device x accumulation x devices)")
+    print()
+    print(format_table(("parameter", "range / choices", "note / rule"), resolved.rows()))
+    searched = sum(1 for param in resolved.params if param.sampled)
+    print(f"\n{searched} parameters searched; the others fixed or derived by rule "
+          "(derived values are stored on each trial as user attributes 'derived.<name>').")
+    return 0
+
+
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, tuple("-" * len(h) for h in header), *rows]:
+        cells = [f"{str(cell):<{width}}" for cell, width in zip(row, widths)] + [str(row[-1])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from .spaces import SpaceError, parse_memory, suggest_scenario
+
+    if args.hours is not None and not args.hours > 0:
+        raise SpaceError(f"--hours must be more than zero, got {args.hours:g}")
+    if args.cpu and args.gpu_memory is not None:
+        raise SpaceError("--cpu and --gpu-memory contradict each other: give one")
+    detected = ""
+    if args.gpu_memory is not None:
+        memory = parse_memory(args.gpu_memory)
+    elif args.cpu:
+        memory = None
+    else:
+        from .objectives._hardware import detect_hardware
+
+        hardware = detect_hardware()
+        memory = hardware["gpu_memory_gb"]
+        detected = " (detected: " + ("no GPU" if memory is None else f"{hardware['devices']} x {memory:g} GB GPU") + ")"
+    name, reasons = suggest_scenario(memory, args.hours)
+    print(f"suggested space: {name}{detected}")
+    print("why:")
+    for reason in reasons:
+        print(f"  - {reason}")
+    memory_option = f" --gpu-memory {args.gpu_memory}" if args.gpu_memory else (" --cpu" if args.cpu else "")
+    print("next:")
+    print(f"  lora-search spaces show {name}{memory_option}")
+    print(f"  lora-search run --space {name}" + (f" --timeout {args.hours:g}h" if args.hours and name != "time-constrained" else ""))
+    return 0
