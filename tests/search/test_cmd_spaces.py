@@ -1,0 +1,106 @@
+"""lora-search spaces, through the real CLI entry point."""
+
+import pytest
+
+from lora_search._cli import main
+from lora_search.spaces import suggest_scenario
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv", [["spaces"], ["spaces", "list"]])
+def test_list(capsys, argv):
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[:5]]
+    assert names == ["quick-experiment", "standard", "production", "memory-constrained", "time-constrained"]
+
+
+def test_show_prints_an_aligned_table(capsys):
+    code, out, _ = _run(capsys, "spaces", "show", "memory-constrained", "--gpu-memory", "4GB", "--dataset-size", "500")
+    assert code == 0
+    assert "resolved for: 500 training examples, cuda 4 GB (no bf16)" in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("parameter"))
+    column = lines[header].index("range / choices")
+    rows = lines[header + 2: header + 26]
+    assert all(row[column - 2: column] == "  " and row[column] != " " for row in rows)
+    table = {row.split()[0]: row for row in rows}
+    assert "one of 2, 4" in table["per_device_train_batch_size"]
+    assert "= true (rule)" in table["gradient_checkpointing"]
+    assert "= epoch (rule)" in table["eval_strategy"]  # 500 examples: per-epoch evaluation
+    assert "5 .. 5" not in table["num_train_epochs"] and "= 5" in table["num_train_epochs"]
+
+
+def test_show_a_user_file(capsys, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: standard\nlora:\n  r: {choices: [16, 32]}\n")
+    code, out, _ = _run(capsys, "spaces", "show", str(path), "--cpu")
+    assert code == 0
+    assert "space mine:" in out and "one of 16, 32" in out and "= fp32 (rule)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["spaces", "show", "tiny", "--cpu"], "unknown space 'tiny': choose one of quick-experiment, standard"),
+        (["spaces", "show", "missing.yaml", "--cpu"], "space file 'missing.yaml' not found"),
+        (["spaces", "show", "standard", "--gpu-memory", "lots"], "memory size 'lots' not understood"),
+        (["spaces", "show", "standard", "--devices", "2"], "give --gpu-memory too"),
+        (["spaces", "show", "standard", "--cpu", "--dataset-size", "0"], "dataset_size must be a positive"),
+        (["spaces", "suggest", "--hours", "0", "--cpu"], "--hours must be more than zero"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_invalid_space_file_exit_2(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  learning_rate: 1e-4\n")
+    code, _, err = _run(capsys, "spaces", "show", str(path), "--cpu")
+    assert code == 2 and f"{path}: training.learning_rate: '1e-4' was read as text" in err and "write 1.0e-4" in err
+    path.write_text("training: {learning_rate: [\n")
+    code, _, err = _run(capsys, "spaces", "show", str(path), "--cpu")
+    assert code == 2 and "not valid YAML" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "why"),
+    [
+        (["--gpu-memory", "8GB", "--hours", "1"], "quick-experiment", "quick-experiment window"),
+        (["--gpu-memory", "4GB", "--hours", "12"], "memory-constrained", "under 8 GB"),
+        (["--gpu-memory", "24GB", "--hours", "0.5"], "time-constrained", "30 minutes"),
+        (["--gpu-memory", "16GB", "--hours", "4"], "standard", "2 to 8 hours"),
+        (["--gpu-memory", "24GB", "--hours", "12"], "production", "8 hours or more"),
+        (["--cpu"], "standard", "no time budget"),
+    ],
+)
+def test_suggest_explains(capsys, argv, name, why):
+    code, out, _ = _run(capsys, "spaces", "suggest", *argv)
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"suggested space: {name}")
+    assert why in out and f"lora-search run --space {name}" in out
+
+
+def test_suggest_detects_hardware_when_not_told(capsys):
+    code, out, _ = _run(capsys, "spaces", "suggest", "--hours", "1")
+    assert code == 0 and "(detected: " in out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("memory", "hours", "name"),
+    [
+        (7.99, None, "memory-constrained"), (8.0, None, "standard"), (None, 0.5, "time-constrained"),
+        (8.0, 0.51, "quick-experiment"), (8.0, 1.99, "quick-experiment"), (8.0, 2.0, "standard"),
+        (16.0, 7.99, "standard"), (16.0, 8.0, "production"), (7.0, 0.25, "memory-constrained"),
+    ],
+)
+def test_suggest_thresholds(memory, hours, name):
+    assert suggest_scenario(memory, hours)[0] == name
