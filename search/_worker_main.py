@@ -19,12 +19,7 @@ def main() -> int:
     plan = SearchPlan(**json.loads(sys.stdin.read()))
     try:
         with sigterm_as_interrupt():
-            import torch
-
-            threads = plan.workload.get("torch_threads")
-            if threads:
-                torch.set_num_threads(int(threads))
-            reason = run_trials(plan)
+            reason = run_trials(plan)  # the plan's workload carries this worker's torch_threads
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except LoraSearchError as error:

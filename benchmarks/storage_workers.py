@@ -1,0 +1,177 @@
+"""Throughput of shared studies: finished trials per minute by storage and worker count.
+
+Each worker is a separate process running the same loop as ``lora-search run`` (Optuna's
+optimize with lora-search's rules: wait for room, surplus check, dead-trial reclaim),
+on a cheap objective that suggests six parameters, reports three intermediate values
+and sleeps OBJECTIVE_SECONDS in total. So the difference from the ideal
+(workers x 60 / OBJECTIVE_SECONDS per minute) is what the storage and the coordination
+cost. Storages: SQLite file, journal file, and PostgreSQL 15 (a throwaway cluster, as
+in the tests; skipped with a note where the server binaries are missing).
+
+    python benchmarks/storage_workers.py            # full: 1, 2, 4 workers, 48 trials each
+    python benchmarks/storage_workers.py --quick    # well under a minute
+Writes benchmarks/results/storage_workers.md (table) and .json (raw figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OBJECTIVE_SECONDS = 0.3  # per trial: 3 "evaluations" of 0.1 s
+
+
+def _objective(trial, target: int, study) -> float:
+    from lora_search._workers import begin_trial
+
+    begin_trial(study, trial, target, None)
+    lr = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    r = trial.suggest_categorical("r", [4, 8, 16, 32])
+    trial.suggest_float("lora_dropout", 0.0, 0.1)
+    trial.suggest_categorical("batch_size", [8, 16, 32])
+    trial.suggest_int("epochs", 1, 3)
+    trial.suggest_categorical("target_modules", ["attention", "all-linear"])
+    value = 0.0
+    for step in range(3):
+        time.sleep(OBJECTIVE_SECONDS / 3)
+        value = (lr * 1000 - 0.3) ** 2 + 1 / r + step * 0.01
+        trial.report(value, step)
+    return value
+
+
+def _worker(spec: str, target: int, seed: int, errors) -> None:
+    import optuna
+
+    from lora_search._storage import open_storage
+    from lora_search._workers import wait_for_room
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name="bench", storage=open_storage(spec),
+                              sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
+
+    def stop_at_target(study, trial) -> None:
+        counts = wait_for_room(study, target, None)
+        if counts.finished + counts.running >= target:
+            study.stop()
+
+    try:
+        if wait_for_room(study, target, None).finished < target:
+            study.optimize(lambda t: _objective(t, target, study), callbacks=[stop_at_target],
+                           catch=(RuntimeError,))
+    except Exception as error:  # counted, e.g. SQLite "database is locked"
+        errors.append(f"{type(error).__name__}: {error}".splitlines()[0])
+
+
+def measure(kind: str, spec: str, workers: int, trials: int) -> dict:
+    import optuna
+    from optuna.trial import TrialState
+
+    from lora_search._storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(study_name="bench", storage=open_storage(spec))
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager()
+    errors = manager.list()
+    processes = [context.Process(target=_worker, args=(spec, trials, seed, errors)) for seed in range(workers)]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    all_trials = optuna.load_study(study_name="bench", storage=open_storage(spec)).get_trials()
+    finished = [t for t in all_trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished]
+    # from the first trial's start to the last one's end: process start-up (imports) excluded
+    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+    ideal = workers * 60 / OBJECTIVE_SECONDS
+    per_minute = len(finished) / span * 60
+    return {
+        "storage": kind,
+        "workers": workers,
+        "target": trials,
+        "finished": len(finished),
+        "failed": sum(t.state == TrialState.FAIL for t in all_trials),
+        "duplicate_numbers": len(all_trials) - len({t.number for t in all_trials}),
+        "elapsed_s": round(elapsed, 2),
+        "trials_span_s": round(span, 2),
+        "trials_per_minute": round(per_minute, 1),
+        "ideal_per_minute": round(ideal, 1),
+        "efficiency": round(per_minute / ideal, 3),
+        # worker time per trial beyond the objective's own sleep: sampling, storage
+        # reads and writes, and the coordination (counting, waiting at the end)
+        "overhead_per_trial_s": round(span * workers / len(finished) - OBJECTIVE_SECONDS, 3),
+        # inside a trial (start to complete), beyond the sleep: suggest/report/attr writes
+        "in_trial_overhead_s": round(sum(durations) / max(1, len(durations)) - OBJECTIVE_SECONDS, 3),
+        "errors": list(errors),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 and 2 workers, 8 trials: well under a minute")
+    parser.add_argument("--output", type=Path, default=HERE / "results", help="folder for storage_workers.md/.json")
+    args = parser.parse_args(argv)
+    worker_counts = [1, 2] if args.quick else [1, 2, 4]
+    trials = 8 if args.quick else 48
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from postgres_cluster import MISSING_BINARIES, POSTGRES_BIN, PostgresCluster
+
+    results: list[dict] = []
+    notes: list[str] = []
+    cluster = None
+    with tempfile.TemporaryDirectory(prefix="lora-search-bench-") as folder:
+        if (POSTGRES_BIN / "initdb").exists():
+            cluster = PostgresCluster()
+            cluster.start()
+        else:
+            notes.append(f"PostgreSQL skipped: {MISSING_BINARIES}")
+        try:
+            for workers in worker_counts:
+                specs = [("sqlite", f"{folder}/w{workers}.db"), ("journal", f"{folder}/w{workers}.journal")]
+                if cluster is not None:
+                    specs.append(("postgresql", cluster.create_database(f"bench_w{workers}")))
+                for kind, spec in specs:
+                    row = measure(kind, spec, workers, trials)
+                    results.append(row)
+                    print(f"{kind:10s} workers={workers}  {row['finished']}/{trials} finished  "
+                          f"{row['trials_per_minute']:6.1f}/min (ideal {row['ideal_per_minute']})  "
+                          f"overhead {row['overhead_per_trial_s']:.3f} s/trial  errors {len(row['errors'])}",
+                          flush=True)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    meta = {"python": platform.python_version(), "machine": platform.machine(),
+            "cpus": multiprocessing.cpu_count(), "objective_seconds": OBJECTIVE_SECONDS,
+            "trials_per_run": trials, "mode": "quick" if args.quick else "full", "notes": notes}
+    (args.output / "storage_workers.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    lines = [
+        f"Finished trials per minute, objective {OBJECTIVE_SECONDS} s/trial, {trials} trials per run, "
+        f"{meta['cpus']} CPUs ({meta['mode']} mode).",
+        "",
+        "| storage | workers | finished | trials/min | ideal | efficiency | overhead s/trial | in-trial overhead s | failed | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r['storage']} | {r['workers']} | {r['finished']}/{r['target']} | {r['trials_per_minute']} | "
+                     f"{r['ideal_per_minute']} | {r['efficiency']:.0%} | {r['overhead_per_trial_s']} | "
+                     f"{r['in_trial_overhead_s']} | {r['failed']} | {len(r['errors'])} |")
+    lines += [""] + notes
+    (args.output / "storage_workers.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
