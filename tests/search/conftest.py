@@ -7,8 +7,11 @@ and a small CSV of labelled sentences as ``--data PATH``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,52 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reviews(tmp_path_factory) -> Path:
     return write_reviews_csv(tmp_path_factory.mktemp("data") / "reviews.csv")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: object) -> CliResult:
+    """``lora-search ARGS`` in this process (the real parser and commands), output captured."""
+    from lora_search._cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit:  # argparse rejects options this way
+            code = exit.code
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_options(tiny_bert, tiny_reviews):
+    """Model and data options of a search on the tiny BERT: a trial takes about a second."""
+
+    def options(train_sample: int = 48) -> list[str]:
+        return [
+            "--model", str(tiny_bert), "--data", str(tiny_reviews), "--train-sample", str(train_sample),
+            "--eval-sample", "32", "--max-length", "16", "--evaluations", "3", "--threads", "1",
+        ]
+
+    return options
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory, tiny_options):
+    """A 3-trial quick-experiment study named 'tiny', made with `lora-search run` on an SQLite storage."""
+    folder = tmp_path_factory.mktemp("search")
+    storage = f"sqlite:///{folder / 'studies.db'}"
+    options = tiny_options()
+    result = run_cli("run", "--space", "quick-experiment", "--trials", 3, "--study", "tiny", "--storage", storage, *options)
+    assert result.code == 0, result.err
+    return {"storage": storage, "options": options, "first": result, "folder": folder}

@@ -7,50 +7,13 @@ Order matters within this module: the resume test grows the study from 3 to 5 tr
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
-from lora_search._cli import main
-
-STUDY = "tiny"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def cli(*args: str) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def tiny_options(model: Path, data: Path, train_sample: int = 48) -> list[str]:
-    return [
-        "--model", str(model), "--data", str(data), "--train-sample", str(train_sample), "--eval-sample", "32",
-        "--max-length", "16", "--evaluations", "3", "--threads", "1",
-    ]
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, tiny_bert, tiny_reviews):
-    folder = tmp_path_factory.mktemp("search")
-    storage = f"sqlite:///{folder / 'studies.db'}"
-    options = tiny_options(tiny_bert, tiny_reviews)
-    result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", STUDY, "--storage", storage, *options)
-    assert result.code == 0, result.err
-    return {"storage": storage, "options": options, "first": result, "folder": folder}
+STUDY = "tiny"  # the study the `searched` fixture makes (tests/search/conftest.py)
 
 
 def load(searched) -> optuna.Study:
@@ -88,7 +51,7 @@ def test_run_starts_with_the_guide_baseline_and_stores_its_settings(searched):
     assert [line.split()[1] for line in searched["first"].err.splitlines() if line.startswith("trial ")] == ["0", "1", "2"]
 
 
-def test_rerun_resumes_to_exactly_the_target_from_the_stored_settings(searched):
+def test_rerun_resumes_to_exactly_the_target_from_the_stored_settings(searched, cli):
     # only the study and storage: model, data, space and metric come from the study
     result = cli("run", "--study", STUDY, "--storage", searched["storage"], "--trials", 5, "--quiet")
     assert result.code == 0, result.err
@@ -109,7 +72,7 @@ def test_rerun_resumes_to_exactly_the_target_from_the_stored_settings(searched):
         (["--space", "standard"], "searches space quick-experiment"),
     ],
 )
-def test_resume_with_conflicting_options_is_refused(searched, options, fragment):
+def test_resume_with_conflicting_options_is_refused(searched, options, fragment, cli):
     before = len(load(searched).get_trials())
     result = cli("run", "--study", STUDY, "--storage", searched["storage"], "--trials", 9, *options)
     assert result.code == 2
@@ -117,8 +80,8 @@ def test_resume_with_conflicting_options_is_refused(searched, options, fragment)
     assert len(load(searched).get_trials()) == before
 
 
-def test_seeded_runs_sample_the_same_parameters(searched, tiny_bert, tiny_reviews):
-    options = [*tiny_options(tiny_bert, tiny_reviews, train_sample=16), "--seed", "5", "--pruner", "none", "--quiet"]
+def test_seeded_runs_sample_the_same_parameters(searched, cli, tiny_options):
+    options = [*tiny_options(train_sample=16), "--seed", "5", "--pruner", "none", "--quiet"]
     params = []
     for name in ("seeded-a", "seeded-b"):
         result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", name, "--storage", searched["storage"], *options)
@@ -128,7 +91,7 @@ def test_seeded_runs_sample_the_same_parameters(searched, tiny_bert, tiny_review
     assert params[0][1] != params[0][2]
 
 
-def test_studies_lists_counts_and_best_values(searched):
+def test_studies_lists_counts_and_best_values(searched, cli):
     result = cli("studies", "--storage", searched["storage"])
     assert result.code == 0, result.err
     row = next(line for line in result.out.splitlines() if line.startswith(STUDY + " "))
@@ -141,7 +104,7 @@ def test_studies_lists_counts_and_best_values(searched):
     assert f"{study.best_value:.4g}" in row
 
 
-def test_show_prints_the_top_trials_and_the_baseline(searched):
+def test_show_prints_the_top_trials_and_the_baseline(searched, cli):
     study = load(searched)
     result = cli("show", STUDY, "--storage", searched["storage"], "--top", 2)
     assert result.code == 0, result.err
@@ -151,7 +114,7 @@ def test_show_prints_the_top_trials_and_the_baseline(searched):
     assert "learning_rate=" in result.out
 
 
-def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path, monkeypatch):
+def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path, monkeypatch, cli):
     from lora_search import load_preset
     from lora_search.spaces import TrainingConfig
 
@@ -193,14 +156,14 @@ def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x\\y"])
-def test_export_refuses_a_preset_name_with_a_path(searched, tmp_path, monkeypatch, name):
+def test_export_refuses_a_preset_name_with_a_path(searched, tmp_path, monkeypatch, name, cli):
     monkeypatch.chdir(tmp_path)
     result = cli("export", STUDY, "--storage", searched["storage"], "--name", name)
     assert result.code == 2 and "not allowed" in result.err
     assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "evil.yaml").exists()
 
 
-def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, monkeypatch):
+def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, monkeypatch, cli):
     from lora_search._presets import find_preset
     from lora_search.objectives import Workload, replay
     from lora_search.spaces import TrainingConfig
@@ -219,7 +182,7 @@ def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, mon
     assert "final evaluation:" in result.out and "eval_loss" in result.out
 
 
-def test_report_is_one_self_contained_page(searched, tmp_path):
+def test_report_is_one_self_contained_page(searched, tmp_path, cli):
     output = tmp_path / "report.html"
     result = cli("report", STUDY, "--storage", searched["storage"], "--output", output)
     assert result.code == 0, result.err
@@ -230,7 +193,7 @@ def test_report_is_one_self_contained_page(searched, tmp_path):
     assert "baseline (guide preset, trial 0)" in page
 
 
-def test_python_api_matches_the_cli(searched, tmp_path, monkeypatch):
+def test_python_api_matches_the_cli(searched):
     import lora_search
 
     summary = lora_search.run_search(study=STUDY, storage=searched["storage"], trials=6, quiet=True)

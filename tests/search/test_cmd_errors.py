@@ -1,0 +1,110 @@
+"""Bad input to the search-level commands: one line on stderr, exit code 2, nothing changed."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+
+def studies_snapshot(storage: str) -> dict[str, list[tuple[int, str]]]:
+    """Each study's trials (number, state): what a refused command must not change."""
+    return {
+        summary.study_name: [(t.number, t.state.name) for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()]
+        for summary in optuna.get_all_study_summaries(storage)
+    }
+
+
+def assert_refused(result, fragment: str) -> None:
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--trials", "0"], "--trials must be a whole number >= 1"),
+        (["--trials", "-2"], "--trials must be a whole number >= 1"),
+        (["--sampler", "grid"], "invalid choice: 'grid'"),
+        (["--pruner", "asha"], "invalid choice: 'asha'"),
+        (["--metric", "bleu"], "unknown metric 'bleu'"),
+        (["--timeout", "soon"], "soon"),
+        (["--space", "no-such-space"], "no-such-space"),
+    ],
+)
+def test_run_refuses_bad_options_and_leaves_the_studies_alone(searched, cli, options, fragment):
+    before = studies_snapshot(searched["storage"])
+    base = ["run", "--space", "quick-experiment", "--study", "tiny", "--storage", searched["storage"], "--trials", "9"]
+    if "--space" in options:
+        base = base[:1] + base[3:]
+    result = cli(*base, *options)
+    assert_refused(result, fragment)
+    assert studies_snapshot(searched["storage"]) == before
+
+
+def test_run_without_space_or_study_says_what_to_pass(cli, tmp_path):
+    result = cli("run", "--trials", "3", "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert_refused(result, "--space is required")
+
+
+@pytest.mark.parametrize(
+    ("storage", "fragment"),
+    [
+        ("foo://somewhere/db", "unknown storage scheme 'foo'"),
+        ("not-a-storage", "neither a URL nor a .db/.journal file path"),
+        ("postgresql://user@127.0.0.1:1/db", "cannot reach the PostgreSQL server at 127.0.0.1:1"),
+        ("sqlite:///{tmp}/missing-folder/s.db", "does not exist"),
+    ],
+)
+def test_run_refuses_a_storage_it_cannot_use(cli, tmp_path, storage, fragment):
+    result = cli("run", "--space", "quick-experiment", "--trials", "2", "--storage", storage.format(tmp=tmp_path))
+    assert_refused(result, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_an_unwritable_studies_folder(cli, tmp_path, monkeypatch):
+    # a file where the default studies/ folder belongs: it cannot hold the database
+    # (a read-only folder would not do: tests run as root in CI, and root writes anyway)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LORA_SEARCH_STORAGE", raising=False)
+    (tmp_path / "studies").write_text("not a folder")
+    result = cli("run", "--space", "quick-experiment", "--trials", "2")
+    assert_refused(result, "studies")
+    assert (tmp_path / "studies").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", [["show"], ["export", "--name", "x"], ["report"]])
+def test_unknown_study_lists_the_known_ones(searched, cli, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    result = cli(command[0], "no-such-study", *command[1:], "--storage", searched["storage"])
+    assert_refused(result, "no study named 'no-such-study'")
+    assert "tiny" in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_commands_refuse_a_missing_storage_file(cli, tmp_path):
+    result = cli("studies", "--storage", f"sqlite:///{tmp_path / 'nothing.db'}")
+    assert_refused(result, "no SQLite file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_study_without_a_finished_trial_is_refused(cli, tmp_path, monkeypatch, tiny_bert, tiny_reviews):
+    from lora_search._engine import RunRequest, prepare
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    workload = {"model": str(tiny_bert), "data": str(tiny_reviews), "train_sample": 16, "eval_sample": 16, "max_length": 16}
+    prepare(RunRequest(space="quick-experiment", study="empty", storage=storage, trials=2, workload=workload))
+    assert [t.state.name for t in optuna.load_study(study_name="empty", storage=storage).get_trials()] == ["WAITING"]
+    result = cli("export", "empty", "--name", "nothing", "--storage", storage)
+    assert_refused(result, "has no complete feasible trial")
+    assert not (tmp_path / "studies").exists()
+
+
+def test_unknown_presets_are_refused(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_refused(cli("presets", "show", "no-such-preset"), "no preset named 'no-such-preset'")
+    assert_refused(cli("train", "--preset", "no-such-preset", "--output", tmp_path / "out"), "no preset named 'no-such-preset'")
+    assert_refused(cli("train", "--preset", "missing/preset.yaml", "--output", tmp_path / "out"), "no preset file")
+    assert list(tmp_path.iterdir()) == []
