@@ -315,6 +315,15 @@ def trial_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> Tr
     return resolved.sample(optuna.trial.FixedTrial(dict(trial.params), number=trial.number))
 
 
+def _quiet_libraries() -> None:
+    """Keep model loading from writing between the progress lines: transformers' loading
+    bars and its load report (the new classifier head is expected to be untrained)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
 # --- preparing a study ----------------------------------------------------------------
 
 
@@ -393,6 +402,7 @@ def prepare(request: RunRequest) -> _Prepared:
     import optuna
 
     from ._storage import open_storage
+    from ._trials import baseline_trial, count_states, trial_outcome
     from .objectives import LoraObjective, Workload, metric_direction
     from .objectives._hardware import detect_hardware
     from .spaces import RunProfile, load_space
@@ -439,9 +449,7 @@ def prepare(request: RunRequest) -> _Prepared:
         raise SearchError(f"space {space.name!r} names unknown pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
     timeout = request.timeout if request.timeout is not None else space.study_defaults.timeout_seconds
 
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # "Loading weights" bars would break the progress lines
+    _quiet_libraries()
     objective = LoraObjective(workload)  # loads model and data: bad input fails here, before any write
     if existing:
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
@@ -471,11 +479,10 @@ def prepare(request: RunRequest) -> _Prepared:
     study.set_user_attr(ATTR_PRUNER, pruner)
 
     trials = study.get_trials(deepcopy=False)
-    if not any(t.user_attrs.get("baseline") for t in trials):
+    base = baseline_trial(trials)
+    if base is None or trial_outcome(base) == "failed":  # once per study; again only if it failed
         study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset})
         trials = study.get_trials(deepcopy=False)
-
-    from ._trials import count_states
 
     plan = SearchPlan(
         study_name=study_name,
@@ -572,6 +579,7 @@ def run_trials(
     from .spaces import RunProfile, load_space
 
     if objective is None:
+        _quiet_libraries()
         objective = LoraObjective(Workload.from_dict(plan.workload))
     if resolved is None:
         resolved = load_space(plan.space_path).resolve(RunProfile(**plan.profile))

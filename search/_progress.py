@@ -8,6 +8,7 @@ or a pipe only the per-trial lines are written, so logs stay readable.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import threading
 import time
@@ -105,7 +106,7 @@ class Progress:
                 self.stream.write("\r\033[K")
             self.stream.write(self.trial_line(trial) + "\n")
             if self.live:
-                self.stream.write(self.bar())
+                self.stream.write(self._fitted_bar())
             self.stream.flush()
 
     def trial_line(self, trial: Any) -> str:
@@ -139,16 +140,23 @@ class Progress:
     def remaining_seconds(self, elapsed: float) -> float | None:
         """Mean time per trial of this run times the trials still to go, capped by the timeout."""
         to_go = max(0, self.target - self.counts.finished)
-        estimate = elapsed / self.trials_this_run * to_go if self.trials_this_run else None
+        if not to_go:
+            return 0.0
+        if not self.trials_this_run:
+            return None  # no trial of this run has finished: nothing to estimate from
+        estimate = elapsed / self.trials_this_run * to_go
         if self.deadline is not None:
-            until_deadline = max(0.0, self.deadline - time.monotonic())
-            estimate = until_deadline if estimate is None else min(estimate, until_deadline)
-        return estimate if to_go else 0.0
+            estimate = min(estimate, max(0.0, self.deadline - time.monotonic()))
+        return estimate
 
     def _draw(self) -> None:
         with self._lock:
-            self.stream.write("\r\033[K" + self.bar())
+            self.stream.write("\r\033[K" + self._fitted_bar())
             self.stream.flush()
+
+    def _fitted_bar(self) -> str:
+        """The bar cut to the terminal's width: a wrapped line cannot be redrawn with \\r."""
+        return self.bar()[: shutil.get_terminal_size().columns - 1]
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):

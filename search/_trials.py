@@ -82,10 +82,16 @@ def examples_seen(trial: FrozenTrial) -> int | None:
 
 
 def baseline_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
-    """The study's guide-preset trial (the one enqueued with user attr baseline=True)."""
-    for trial in trials:
-        if trial.user_attrs.get("baseline"):
-            return trial
+    """The study's guide-preset trial (enqueued with user attr baseline=True).
+
+    A baseline that failed (an interrupted run) is queued again with the same attrs,
+    so the finished one is preferred, then one still to run, then the last failure.
+    """
+    candidates = [t for t in trials if t.user_attrs.get("baseline")]
+    for wanted in (("complete", "infeasible", "pruned"), ("running", "waiting"), ("failed",)):
+        matching = [t for t in candidates if trial_outcome(t) in wanted]
+        if matching:
+            return matching[0] if wanted[0] != "failed" else matching[-1]
     return None
 
 

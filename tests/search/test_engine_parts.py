@@ -135,3 +135,20 @@ def test_formatting_helpers():
     assert format_duration(3725) == "1:02:05"
     assert format_duration(None) == "?"
     assert format_params({"learning_rate": 0.000512345, "r": 8, "targets": "all-linear"}) == "learning_rate=0.000512 r=8 targets=all-linear"
+
+
+def test_progress_redraws_a_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    study = optuna.create_study()
+    progress = Progress(target=2, metric="eval_loss", direction="minimize", stream=stream)
+    progress.start(study)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[progress])
+    progress.close()
+    text = stream.getvalue()
+    assert text.startswith("\r\033[K[") and text.endswith("\r\033[K")  # drawn first, cleared last
+    assert "\r\033[Ktrial 0  eval_loss" in text and "\r\033[Ktrial 1  eval_loss" in text
+    assert "] 2/2  complete 2 pruned 0" in text
