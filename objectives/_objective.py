@@ -107,6 +107,7 @@ class LoraObjective:
         callback = None
         failure: tuple[str, str] | None = None
         train_seconds = 0.0
+        optimizer_steps = 0
         try:
             model = self._with_adapter(model, config)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -140,6 +141,7 @@ class LoraObjective:
                 except NonFiniteLossError as error:
                     failure = ("infeasible:nan", str(error))
                 train_seconds = time.perf_counter() - train_started
+                optimizer_steps = trainer.state.global_step
                 trial.set_user_attr("peak_memory_mb", _peak_memory_mb(self.device, memory_before))
                 trial.set_user_attr("setup_seconds", round(setup_seconds, 3))
         except Exception as error:
@@ -156,7 +158,7 @@ class LoraObjective:
         eval_seconds = callback.eval_seconds if callback else 0.0
         training_only = max(train_seconds - eval_seconds, 1e-9)
         trial.set_user_attr("examples_seen", watch.examples)
-        trial.set_user_attr("optimizer_steps", callback.evaluations[-1]["optimizer_step"] if callback and callback.evaluations else 0)
+        trial.set_user_attr("optimizer_steps", optimizer_steps)
         trial.set_user_attr("train_seconds", round(training_only, 3) if train_seconds else 0.0)
         trial.set_user_attr("eval_seconds", round(eval_seconds, 3))
         trial.set_user_attr("examples_per_second", round(watch.examples / training_only, 2) if train_seconds else 0.0)

@@ -168,7 +168,8 @@ def test_replay_reproduces_the_trial_value(tiny_objective, tiny_workload, good_c
         lambda steps: optuna.pruners.MedianPruner(n_startup_trials=1),
         lambda steps: optuna.pruners.PercentilePruner(25.0, n_startup_trials=1),
         lambda steps: optuna.pruners.SuccessiveHalvingPruner(min_resource=steps[0]),
-        lambda steps: optuna.pruners.HyperbandPruner(min_resource=steps[0], max_resource=steps[-1]),
+        # reduction factor 5 over 64..256 examples gives one bracket: two trials always meet in it.
+        lambda steps: optuna.pruners.HyperbandPruner(min_resource=steps[0], max_resource=steps[-1], reduction_factor=5),
         lambda steps: optuna.pruners.ThresholdPruner(upper=1.0),
         lambda steps: optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(n_startup_trials=1), patience=0),
         lambda steps: optuna.pruners.WilcoxonPruner(p_threshold=0.5, n_startup_steps=1),
