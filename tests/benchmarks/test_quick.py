@@ -1,0 +1,157 @@
+"""Every benchmark's --quick mode runs (real code, a subprocess each) and writes a well-formed table.
+
+The quick modes start together, two at a time (most of their time is process start-up
+and single-threaded training), so the module takes about as long as the longest pair.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+OURS = ("overhead", "peer", "throughput", "pruning", "search_vs_guide", "workers")
+ALL = sorted(path.stem for path in BENCHMARKS.glob("*.py") if not path.stem.startswith("_"))
+
+
+def test_every_benchmark_script_is_covered():
+    assert set(OURS) <= set(ALL), f"benchmarks missing: {sorted(set(OURS) - set(ALL))}"
+
+
+def tables(markdown: str) -> list[list[list[str]]]:
+    """The markdown tables in ``markdown``: lists of rows of cells."""
+    found, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif current:
+            found.append(current)
+            current = []
+    return found
+
+
+def assert_well_formed(table: list[list[str]]) -> None:
+    header, separator, *body = table
+    assert all(cell for cell in header), f"empty heading in {header}"
+    assert all(set(cell) == {"-"} for cell in separator) and len(separator) == len(header), f"bad separator {separator}"
+    assert body, "table without rows"
+    for row in body:
+        assert len(row) == len(header), f"row {row} has {len(row)} cells for {len(header)} columns"
+        assert all(cell not in ("nan", "inf", "None") for cell in row), f"unmeasured cell in {row}"
+
+
+# the longest first, so the pairs finish close together
+START_ORDER = ("workers", "storage_workers", "pruning", "overhead", "peer", "search_vs_guide", "throughput")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("benchmark-results")
+
+
+@pytest.fixture(scope="module")
+def quick_runs(results):
+    """name -> Future of the finished subprocess of ``benchmarks/<name>.py --quick``."""
+    def launch(name: str) -> subprocess.CompletedProcess:
+        option = "--results" if name in OURS else "--output"
+        command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", option, str(results)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    names = sorted(ALL, key=lambda name: START_ORDER.index(name) if name in START_ORDER else len(START_ORDER))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {name: pool.submit(launch, name) for name in names}
+
+
+def run_quick(name: str, folder: Path, runs: dict[str, Future]) -> tuple[str, dict]:
+    finished = runs[name].result()
+    assert finished.returncode == 0, f"{name} --quick exited {finished.returncode}:\n{finished.stderr[-3000:]}"
+    markdown = (folder / f"{name}.md").read_text()
+    record = json.loads((folder / f"{name}.json").read_text())
+    found = tables(markdown)
+    assert found, f"{name}.md holds no table:\n{markdown}"
+    for table in found:
+        assert_well_formed(table)
+    return markdown, record
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_quick_mode_writes_table_and_record(name, results, quick_runs):
+    markdown, record = run_quick(name, results, quick_runs)
+    assert record["benchmark"] == name and record["mode"] == "quick"
+    assert record["rows"], "no raw rows recorded"
+    assert {"torch", "transformers", "peft", "optuna"} <= set(record["versions"])
+    assert markdown.startswith("Command: `python benchmarks/") and "--quick" in markdown.splitlines()[0]
+    assert "Versions: " in markdown and record["machine"]["cores"] >= 1
+    CHECKS[name](record)
+
+
+def check_overhead(record: dict) -> None:
+    summary = record["summary"]
+    assert summary["trials"] == record["parameters"]["trials"] == len(record["rows"])
+    assert 0 < summary["outside_share"] < 1
+    assert all(row["train_s"] > 0 and row["before_loop_s"] >= 0 and row["state"] == "COMPLETE" for row in record["rows"])
+
+
+def check_peer(record: dict) -> None:
+    summary = record["summary"]
+    for side in ("peer", "ours"):
+        assert summary[side]["trials"] == record["parameters"]["trials"]
+        assert summary[side]["setup_s"] > 0 and summary[side]["loop_s"] > 0
+    assert math.isfinite(summary["wall_ratio_ours_over_peer"]) and summary["wall_ratio_ours_over_peer"] > 0
+
+
+def check_throughput(record: dict) -> None:
+    for row in record["rows"]:
+        assert row["examples"] == row["bare_examples"] > 0, "both sides must train the same number of examples"
+        assert row["bare_examples_per_s"] > 0 and row["trial_examples_per_s"] > 0
+
+
+def check_pruning(record: dict) -> None:
+    by_pruner = {row["pruner"]: row for row in record["rows"]}
+    assert set(by_pruner) == set(record["parameters"]["pruners"])
+    trials = record["parameters"]["trials"]
+    for row in by_pruner.values():
+        assert row["complete"] + row["pruned"] + row["infeasible"] == trials
+        assert row["examples"] > 0
+    assert by_pruner["none"]["pruned"] == 0
+    assert record["summary"]["noise"] >= 0
+
+
+def check_search_vs_guide(record: dict) -> None:
+    parameters = record["parameters"]
+    assert len(record["rows"]) == len(parameters["scenarios"]) * len(parameters["samplers"]) * len(parameters["seeds"])
+    for run in record["rows"]:
+        assert run["baseline"] is not None, f"{run['scenario']}: the guide preset trial did not complete"
+        final = run["best"][str(parameters["trials"])]  # JSON keys are strings
+        assert final <= run["baseline"], "the best of a study includes its baseline, so it cannot be worse"
+
+
+def check_workers(record: dict) -> None:
+    trials = record["parameters"]["trials"]
+    assert {row["arrangement"] for row in record["rows"]} == {"1 worker x 2 threads", "2 workers x 1 thread"}
+    for row in record["rows"]:
+        assert row["finished"] == trials and row["failed"] == 0
+    examples = {row["examples"] for row in record["rows"]}
+    assert len(examples) == 1, f"both arrangements must run the same trials, trained {examples}"
+
+
+CHECKS = {
+    "overhead": check_overhead,
+    "peer": check_peer,
+    "throughput": check_throughput,
+    "pruning": check_pruning,
+    "search_vs_guide": check_search_vs_guide,
+    "workers": check_workers,
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL) - set(OURS)))
+def test_other_benchmarks_quick_mode(name, results, quick_runs):
+    """Benchmarks of other parts (e.g. storage_workers.py) follow the same --quick contract, with --output."""
+    run_quick(name, results, quick_runs)
