@@ -211,6 +211,16 @@ def make_pruner(name: str, direction: str) -> optuna.pruners.BasePruner:
     The objective reports after every evaluation; two trials (the baseline and one more)
     are enough to start comparing, since a study here holds tens of trials, not hundreds.
     """
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # PatientPruner and WilcoxonPruner are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _pruner(name, direction)
+
+
+def _pruner(name: str, direction: str) -> optuna.pruners.BasePruner:
     import optuna
 
     if name == "median":
@@ -228,11 +238,7 @@ def make_pruner(name: str, direction: str) -> optuna.pruners.BasePruner:
             optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0, n_min_trials=2), patience=2
         )
     if name == "wilcoxon":
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
     if name == "threshold":
         # prunes only diverged trials: a NaN metric, or an infinite loss
         infinity = float("inf")
@@ -597,9 +603,9 @@ def run_trials(
     from ._workers import begin_trial, mark_interrupted
 
     def one_trial(trial: optuna.Trial) -> float:
-        begin_trial(study, trial, plan.target, plan.deadline,
-                    default_device="cuda:0" if plan.profile.get("accelerator") == "cuda" else "cpu")
         try:
+            begin_trial(study, trial, plan.target, plan.deadline,
+                        default_device="cuda:0" if plan.profile.get("accelerator") == "cuda" else "cpu")
             return objective(trial, resolved.sample(trial))
         except KeyboardInterrupt:
             mark_interrupted(study, trial)
