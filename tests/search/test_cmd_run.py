@@ -203,3 +203,28 @@ def test_python_api_matches_the_cli(searched):
     assert kwargs["output_dir"] == "out" and kwargs["gradient_accumulation_steps"] == 8
     lora = lora_search.to_lora_config("memory-constrained")
     assert lora.r == lora_search.load_preset("memory-constrained").lora.r
+
+
+def test_a_space_file_is_stored_so_the_study_resumes_without_it(cli, tiny_options, tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    space = tmp_path / "narrow.yaml"
+    space.write_text("name: narrow\nextends: quick-experiment\ntraining:\n  learning_rate: {low: 1.0e-3, high: 2.0e-3, log: true}\n")
+    options = [*tiny_options(train_sample=16), "--quiet", "--storage", storage]
+    first = cli("run", "--space", space, "--trials", 2, *options)
+    assert first.code == 0, first.err
+    from lora_search._engine import default_study_name
+    from lora_search.objectives import Workload
+
+    name = default_study_name("narrow", Workload(model=options[1], data=options[3]))
+    assert name.startswith("narrow.tiny-bert") and name.endswith(".reviews")  # SPACE.MODEL.DATA
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert study.user_attrs["lora_search.space_yaml"] == space.read_text()
+    assert all(1e-3 <= t.params["learning_rate"] <= 2e-3 for t in study.get_trials()[1:])
+
+    space.write_text(space.read_text().replace("2.0e-3", "3.0e-3"))
+    changed = cli("run", "--space", space, "--trials", 3, *options)
+    assert changed.code == 2 and "searches space narrow" in changed.err
+    space.unlink()
+    resumed = cli("run", "--study", name, "--trials", 3, *options)
+    assert resumed.code == 0, resumed.err
+    assert len(study.get_trials()) == 3
