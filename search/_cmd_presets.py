@@ -58,7 +58,8 @@ def _list() -> int:
 
 
 def _brief(config) -> str:
-    return (f"{config.num_train_epochs:g} epochs, batch {config.per_device_train_batch_size}x{config.gradient_accumulation_steps}, "
+    epochs = config.num_train_epochs
+    return (f"{epochs:g} epoch{'s' * (epochs != 1)}, batch {config.per_device_train_batch_size}x{config.gradient_accumulation_steps}, "
             f"lr {config.learning_rate:.2g}, r {config.lora.r}, {config.precision}")
 
 

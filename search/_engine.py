@@ -343,13 +343,18 @@ class _Prepared:
 
 
 def _given_workload(request: RunRequest) -> dict[str, Any]:
+    """The workload options given, local model and data paths made absolute: the study
+    stores them, and a resume, export or train may run from another folder."""
     from .objectives import Workload
 
     if request.workload is None:
         return {}
-    if isinstance(request.workload, Workload):
-        return request.workload.to_dict()
-    return dict(request.workload)
+    given = request.workload.to_dict() if isinstance(request.workload, Workload) else dict(request.workload)
+    for name in ("model", "data"):
+        value = given.get(name)
+        if value and Path(value).expanduser().exists():
+            given[name] = str(Path(value).expanduser().resolve())
+    return given
 
 
 def _space_file_text(space_arg: str) -> str | None:
@@ -382,6 +387,8 @@ def _materialize_stored_space(study_name: str, stored: dict[str, Any]) -> str:
 def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | None, space_name: str | None,
                       given_workload: dict[str, Any]) -> None:
     """Refuse options that would mix a second, different search into a stored study."""
+    from ._options import WORKLOAD_OPTIONS
+
     hint = f"drop the option to continue study {study_name!r}, or pass --study NEW-NAME to start another"
     if space_arg is not None:
         file_text = _space_file_text(space_arg)
@@ -393,7 +400,7 @@ def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | 
         if name in RESUMABLE_WORKLOAD_FIELDS or name not in stored_workload:
             continue
         if stored_workload[name] != value:
-            option = "--" + name.replace("_", "-")
+            option = next((flag for flag, field_name, _, _ in WORKLOAD_OPTIONS if field_name == name), name)
             raise SearchError(
                 f"study {study_name!r} was run with {option} {stored_workload[name]!r}, this run asks for {value!r}: {hint}"
             )
