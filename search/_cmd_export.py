@@ -83,7 +83,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     import dataclasses
     from datetime import datetime, timezone
 
-    from ._engine import ATTR_SPACE, ATTR_WORKLOAD, study_metric, trial_config
+    from ._engine import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
     from ._trials import baseline_trial, plain
     from .spaces import rederive_for_dataset
 
@@ -115,7 +115,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "space": study.user_attrs.get(ATTR_SPACE),
             "model": workload.get("model") or "embedded all-MiniLM-L6-v2",
             "data": workload.get("data") or "embedded fine-food reviews",
-            "task": workload.get("task"),
+            "task": study.user_attrs.get(ATTR_TASK) or workload.get("task"),
             "workload": workload,
             "profile": dataclasses.asdict(resolved.profile),
             "versions": library_versions(),

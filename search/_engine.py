@@ -49,6 +49,7 @@ ATTR_SPACE_YAML = ATTR_PREFIX + "space_yaml"  # the file's text, for spaces read
 ATTR_PROFILE = ATTR_PREFIX + "profile"
 ATTR_WORKLOAD = ATTR_PREFIX + "workload"
 ATTR_METRIC = ATTR_PREFIX + "metric"
+ATTR_TASK = ATTR_PREFIX + "task"  # the task the objective trained (inferred when not given)
 ATTR_DIRECTION = ATTR_PREFIX + "direction"
 ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
@@ -482,6 +483,7 @@ def prepare(request: RunRequest) -> _Prepared:
             ATTR_PROFILE: dataclasses.asdict(profile),
             ATTR_WORKLOAD: workload.to_dict(),
             ATTR_METRIC: workload.metric,
+            ATTR_TASK: objective.task,
             ATTR_DIRECTION: direction,
             ATTR_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

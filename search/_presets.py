@@ -63,7 +63,7 @@ class Preset:
     @property
     def task_type(self) -> str:
         """peft's task type for the model this preset was searched on (SEQ_CLS by default)."""
-        task = (self.provenance.get("workload") or {}).get("task") or self.provenance.get("task")
+        task = self.provenance.get("task") or (self.provenance.get("workload") or {}).get("task")
         return PEFT_TASK_TYPES.get(task, "SEQ_CLS")
 
 

@@ -130,6 +130,7 @@ def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path
     assert provenance["baseline_value"] == pytest.approx(study.trials[0].value)
     assert set(provenance["versions"]) >= {"lora-search", "optuna", "transformers", "peft", "torch"}
     assert provenance["params"] == study.best_trial.params
+    assert provenance["task"] == "classification"  # inferred from the label column, stored on the study
     config = TrainingConfig.from_dict(document["config"])
     assert load_preset("tiny-best") == config
     assert isinstance(document["config"]["lora"], dict) and document["config"]["lora"]["r"] >= 1
