@@ -36,11 +36,13 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     from lora_search.objectives._data import label_key, prepare_data
     from lora_search.objectives._model import model_location
     from lora_search.objectives._objective import classification_metrics, current_argument_names
 
+    datasets.disable_progress_bars()
     started = time.time()
     path, _ = model_location(work.model)
     data = prepare_data(work)  # the same rows lora-search samples
@@ -69,6 +71,7 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
                   report_to="none", disable_tqdm=True, seed=work.seed, data_seed=work.seed)
     trainer = Trainer(model_init=model_init, args=TrainingArguments(**kwargs), train_dataset=train_rows, eval_dataset=eval_rows,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=classification_metrics)
+    trainer.remove_callback(PrinterCallback)  # lora-search prints no metric lines either
     storage = optuna.storages.InMemoryStorage()
     learning_rate = config.learning_rate
     trainer.hyperparameter_search(

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-sample", type=int, default=48, help="training examples per trial (full mode)")
     parser.add_argument("--eval-sample", type=int, default=48, help="evaluation examples per evaluation (full mode)")
     parser.add_argument("--max-length", type=int, default=32, help="tokens per example (full mode)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quick)")
+    parser.add_argument("--jobs", type=int, default=1, help="studies run at the same time, each in its own process")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: 2 / jobs; 1 with --quick)")
     args = parser.parse_args(argv)
     from lora_search.spaces import scenario_names
 
@@ -44,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     trials = args.trials or (3 if args.quick else 30)
     checkpoints = sorted({int(c) for c in args.checkpoints.split(",") if int(c) < trials} | {trials})
     seeds = list(range(42, 42 + (args.seeds or (1 if args.quick else 3))))
-    threads = args.threads or (1 if args.quick else 2)
+    threads = args.threads or (1 if args.quick else max(1, 2 // args.jobs))
     _common.quiet_libraries()
 
-    runs = []
     with _common.scratch_folder() as scratch_name:
         scratch = _common.Path(scratch_name)
         fields = {"torch_threads": threads}
@@ -55,22 +55,18 @@ def main(argv: list[str] | None = None) -> int:
             fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample, max_length=args.max_length)
         base = _common.workload(args.quick, scratch, **fields)
         run = _common.Run("search_vs_guide", args.quick, {"scenarios": scenarios, "trials": trials, "checkpoints": checkpoints,
-                                                          "seeds": seeds, "samplers": list(SAMPLERS), "workload": base.to_dict()})
-        storage = _common.search_storage(scratch, "search_vs_guide", args.quick)
-        for scenario in scenarios:
-            for seed in seeds:
-                for sampler in SAMPLERS:
-                    work = base.replace(seed=seed)
-                    result = _common.search(scenario, work, storage, f"{scenario}.{sampler}.{seed}", trials, sampler=sampler)
-                    data = result["trials"]
-                    runs.append({
-                        "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": result["pruner"], "wall_s": result["wall_s"],
-                        "baseline": _common.baseline_value(data),
-                        "best": {k: _common.best_value(data, work.direction, first=k) for k in checkpoints},
-                        "examples": sum(t["examples"] for t in data),
-                        "trials": data,
-                    })
-                    print(f"{scenario} {sampler} seed {seed}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
+                                                          "seeds": seeds, "samplers": list(SAMPLERS), "jobs": args.jobs,
+                                                          "workload": base.to_dict()})
+        tasks = [(scenario, sampler, seed, base.replace(seed=seed).to_dict(), str(scratch), args.quick, trials, checkpoints)
+                 for scenario in scenarios for seed in seeds for sampler in SAMPLERS]
+        if args.jobs == 1:
+            runs = [one_study(*task) for task in tasks]
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                runs = list(pool.map(one_study, *zip(*tasks)))
 
     direction = base.direction
     rows = []
@@ -97,13 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"{len(scenarios)} scenarios x {len(SAMPLERS)} samplers x {len(seeds)} seeds ({', '.join(map(str, seeds))}) x {trials} trials; "
         f"workload: train sample {base.train_sample}, eval sample {base.eval_sample}, max length {base.max_length}, "
-        f"{base.evaluations_per_trial} evaluations per trial, {threads} torch threads; metric {base.metric} ({direction}); "
-        f"{summary['total_trials']} trials in {summary['total_wall_s'] / 60:.0f} min. Cells: median [min - max] over the seeds; "
+        f"{base.evaluations_per_trial} evaluations per trial, {args.jobs} studies at a time with {threads} torch threads each; metric {base.metric} ({direction}); "
+        f"{summary['total_trials']} trials, {summary['total_wall_s'] / 60:.0f} min of study wall time. Cells: median [min - max] over the seeds; "
         f"gain = how much better than the same study's guide preset.\n\n"
         + _common.markdown_table(columns, rows)
     )
     _common.write(run.record([{k: v for k, v in r.items() if k != "trials"} for r in runs], summary), body, _common.results_folder(args))
     return 0
+
+
+def one_study(scenario: str, sampler: str, seed: int, workload: dict, scratch: str, quick: bool, trials: int,
+              checkpoints: list[int]) -> dict:
+    """One study (its own storage file, so parallel jobs never share one); its baseline and bests."""
+    from lora_search.objectives import Workload
+
+    _common.quiet_libraries()
+    work = Workload.from_dict(workload)
+    name = f"{scenario}.{sampler}.{seed}"
+    result = _common.search(scenario, work, _common.search_storage(_common.Path(scratch), name, quick), name, trials, sampler=sampler)
+    data = result["trials"]
+    print(f"{name}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    return {
+        "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": result["pruner"], "wall_s": result["wall_s"],
+        "baseline": _common.baseline_value(data),
+        "best": {k: _common.best_value(data, work.direction, first=k) for k in checkpoints},
+        "examples": sum(t["examples"] for t in data),
+        "trials": data,
+    }
 
 
 def spread(values: list[float], percent: bool = False) -> str | None:
