@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                                   ("ratio", "ratio"), ("what it covers", "note")], rows)
         + f"\n**Wall time ratio lora-search / peer: {wall_ratio:.3f}** ({'no slower' if wall_ratio <= 1 else 'slower'}); "
         f"per-trial set-up {our_figures['setup_s']:.2f} s vs {peer_figures['setup_s']:.2f} s "
-        f"({summary['setup_saved_s_per_trial']:+.2f} s saved per trial).\n"
+        f"(lora-search: {abs(summary['setup_saved_s_per_trial']):.2f} s "
+        f"{'less' if summary['setup_saved_s_per_trial'] >= 0 else 'more'} per trial).\n"
     )
     _common.write(run.record(rows, summary), body, _common.results_folder(args))
     return 0
