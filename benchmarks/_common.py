@@ -368,15 +368,22 @@ def search(space: str, work: Any, storage: str, study: str, trials: int, *, samp
            pruner: str | None = None) -> dict[str, Any]:
     """``run_search`` as ``lora-search run`` calls it; returns its wall time and one dict per trial."""
     from lora_search import RunRequest, run_search
-    from lora_search._trials import trial_outcome
-    from lora_search._engine import load_lora_study
 
     started = time.time()
-    summary = run_search(RunRequest(space=space, trials=trials, study=study, storage=storage, sampler=sampler,
-                                    pruner=pruner, workload=work, quiet=True))
+    run_search(RunRequest(space=space, trials=trials, study=study, storage=storage, sampler=sampler,
+                          pruner=pruner, workload=work, quiet=True))
     wall = time.time() - started
+    return {"wall_s": wall, **study_trials(storage, study)}
+
+
+def study_trials(storage: str, study: str) -> dict[str, Any]:
+    """The study's pruner and one dict per trial: number, outcome, value (complete feasible only), examples."""
+    from lora_search._engine import ATTR_PRUNER, load_lora_study
+    from lora_search._trials import trial_outcome
+
+    loaded = load_lora_study(study, storage)
     trials_data = []
-    for trial in load_lora_study(study, storage).get_trials(deepcopy=False):
+    for trial in loaded.get_trials(deepcopy=False):
         outcome = trial_outcome(trial)
         trials_data.append({
             "number": trial.number,
@@ -386,13 +393,7 @@ def search(space: str, work: Any, storage: str, study: str, trials: int, *, samp
             "baseline": bool(trial.user_attrs.get("baseline")),
             "params": dict(trial.params),
         })
-    return {"wall_s": wall, "pruner": summary_pruner(storage, study), "trials": trials_data}
-
-
-def summary_pruner(storage: str, study: str) -> str:
-    from lora_search._engine import ATTR_PRUNER, load_lora_study
-
-    return load_lora_study(study, storage).user_attrs.get(ATTR_PRUNER, "?")
+    return {"pruner": loaded.user_attrs.get(ATTR_PRUNER, "?"), "trials": trials_data}
 
 
 def best_value(trials: list[dict[str, Any]], direction: str, first: int | None = None) -> float | None:

@@ -110,7 +110,8 @@ def render(record: dict) -> str:
     meeting = [r for r in rows if r["pruner"] != "none" and r["within_noise"] and r["saved_share"] >= 0.5]
     # minimize: a best no higher than no pruning's; maximize: no lower
     sign = 1 if summary["direction"] == "minimize" else -1
-    same_best = [r for r in rows if r["pruner"] != "none" and r["best_minus_none"] is not None and sign * r["best_minus_none"] <= 1e-12]
+    same_best = [r for r in rows if r["pruner"] != "none" and r["saved_share"] > 0
+                 and r["best_minus_none"] is not None and sign * r["best_minus_none"] <= 1e-12]
     if meeting:
         pick = max(meeting, key=lambda r: r["saved_share"])
         verdict = (f"**The table supports `{pick['pruner']}` as the default pruner**: of the pruners that saved at least half "
@@ -121,8 +122,8 @@ def render(record: dict) -> str:
                    f"the same best value as no pruning, `{pick['pruner']}` saved the most compute ({pick['compute_saved']}): "
                    f"**the table supports `{pick['pruner']}` as the default pruner.**")
     else:
-        verdict = ("**No pruner met the target, and none found the same best as no pruning**: the table supports no pruning "
-                   "for searches this short.")
+        verdict = ("**No pruner met the target, and none saved compute while finding the same best as no pruning**: the "
+                   "table supports no pruner over another here.")
     return (
         f"`{parameters['space']}`, {parameters['trials']} trials per pruner, TPE sampler, seed {work['seed']}; workload: train sample "
         f"{work['train_sample']}, eval sample {work['eval_sample']}, max length {work['max_length']}, "

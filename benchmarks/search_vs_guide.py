@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=32, help="tokens per example (full mode)")
     parser.add_argument("--jobs", type=int, default=1, help="studies run at the same time, each in its own process")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: 2 / jobs; 1 with --quick)")
+    parser.add_argument("--from-storage", type=_common.Path, metavar="DIR",
+                        help="no training: tabulate the studies left in DIR by an interrupted run (SCENARIO.SAMPLER.SEED.db)")
     args = parser.parse_args(argv)
     from lora_search.spaces import scenario_names
 
@@ -56,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         base = _common.workload(args.quick, scratch, **fields)
         run = _common.Run("search_vs_guide", args.quick, {"scenarios": scenarios, "trials": trials, "checkpoints": checkpoints,
                                                           "seeds": seeds, "samplers": list(SAMPLERS), "jobs": args.jobs,
+                                                          "from_storage": str(args.from_storage) if args.from_storage else None,
                                                           "workload": base.to_dict()})
         tasks = [(scenario, sampler, seed, base.replace(seed=seed).to_dict(), str(scratch), args.quick, trials, checkpoints)
                  for scenario in scenarios for seed in seeds for sampler in SAMPLERS]
-        if args.jobs == 1:
+        if args.from_storage is not None:
+            runs = [stored_study(*task[:3], str(args.from_storage), trials, checkpoints) for task in tasks]
+            runs = [r for r in runs if r is not None]
+        elif args.jobs == 1:
             runs = [one_study(*task) for task in tasks]
         else:
             import multiprocessing
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for scenario in scenarios:
         mine = [r for r in runs if r["scenario"] == scenario]
+        if not mine:  # --from-storage: a study the interrupted run never reached
+            continue
         baselines = [r["baseline"] for r in mine if r["sampler"] == SAMPLERS[0] and r["baseline"] is not None]
         row = {"scenario": scenario, "pruner": mine[0]["pruner"], "guide": spread(baselines)}
         for sampler in SAMPLERS:
@@ -118,6 +126,31 @@ def one_study(scenario: str, sampler: str, seed: int, workload: dict, scratch: s
         "baseline": _common.baseline_value(data),
         "best": {k: _common.best_value(data, work.direction, first=k) for k in checkpoints},
         "examples": sum(t["examples"] for t in data),
+        "trials": data,
+    }
+
+
+def stored_study(scenario: str, sampler: str, seed: int, folder: str, trials: int, checkpoints: list[int]) -> dict | None:
+    """The figures of a study an interrupted run left behind (None when it never started)."""
+    name = f"{scenario}.{sampler}.{seed}"
+    path = _common.Path(folder) / f"{name}.db"
+    if not path.exists():
+        return None
+    from lora_search._engine import load_lora_study, study_metric
+
+    storage = f"sqlite:///{path}"
+    stored = _common.study_trials(storage, name)
+    data = [t for t in stored["trials"] if t["outcome"] not in ("running", "waiting")]
+    study = load_lora_study(name, storage)
+    direction = study_metric(study)[1]
+    windows = _common.trial_windows(study)
+    return {
+        "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": stored["pruner"],
+        "wall_s": windows[-1][2] - windows[0][1] if windows else 0.0,
+        "baseline": _common.baseline_value(data),
+        "best": {k: _common.best_value(data, direction, first=k) for k in checkpoints},
+        "examples": sum(t["examples"] for t in data),
+        "finished": len(data),
         "trials": data,
     }
 
