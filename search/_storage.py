@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .spaces import LoraSearchError
 
@@ -215,10 +215,36 @@ def _open_sqlite(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseSt
     assert resolved.path is not None
     existed = _check_file_location(resolved, create)
     try:
-        return _rdb_storage(resolved, {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}})
+        storage = _rdb_storage(resolved, {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}})
     except StorageError:
         _remove_new_file(resolved.path, existed)
         raise
+    _use_write_ahead_log(storage)
+    return storage
+
+
+def _use_write_ahead_log(storage: "optuna.storages.RDBStorage") -> None:
+    """WAL journal, synced at checkpoints: a trial makes about 70 small commits (each
+    parameter and user attribute), 13 ms each in the default rollback mode here.
+
+    WAL lives in the file, so one switch covers every later process; readers such as
+    the dashboard no longer block writers. ``synchronous`` is per connection.
+    """
+    import sqlalchemy
+
+    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
+    try:
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            _sqlite_synchronous_normal(connection.connection.dbapi_connection, None)
+    except sqlalchemy.exc.OperationalError:
+        pass  # a read-only file: reading works in any journal mode
+
+
+def _sqlite_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _remove_new_file(path: Path, existed: bool) -> None:
