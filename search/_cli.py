@@ -89,13 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .spaces import LoraSearchError
 
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except LoraSearchError as error:
         print(f"lora-search {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lora-search {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:  # a bug, not bad input: one line unless asked for the traceback
         if os.environ.get("LORA_SEARCH_DEBUG"):
             raise
