@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
@@ -320,8 +320,7 @@ def trial_windows(study: Any) -> list[tuple[Any, float, float]]:
 
 
 def fixed_parameter_run(space: str, work: Any, storage: str, trials: int, *, study: str = "bench",
-                        extra_params: list[dict[str, Any]] | None = None,
-                        before_loop: Callable[[], None] | None = None) -> dict[str, Any]:
+                        extra_params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``trials`` trials of lora-search's engine: the scenario's baseline first, then
     ``extra_params`` (default: the baseline again each time); return the study and the
     timings of each phase.
@@ -340,8 +339,6 @@ def fixed_parameter_run(space: str, work: Any, storage: str, trials: int, *, stu
     # prepare() has queued the baseline once; the others follow it
     for entry in (extra_params if extra_params is not None else [baseline_params] * (trials - 1)):
         prepared.study.enqueue_trial(entry)
-    if before_loop is not None:
-        before_loop()
     loop_started = time.time()
     stopped = run_trials(prepared.plan, objective=prepared.objective, resolved=prepared.resolved)
     loop_ended = time.time()

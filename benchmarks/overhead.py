@@ -10,16 +10,9 @@ once per process is shown apart (it does not grow with the trial count).
 
     python benchmarks/overhead.py            # 10 trials on the embedded default (~4 min on 2 cores)
     python benchmarks/overhead.py --quick    # 3 trials on a tiny model (seconds)
-    python benchmarks/overhead.py --proposed-fixes   # the same with two changes not yet in the code (below)
 
---proposed-fixes measures two changes before anyone makes them, from outside the code:
-gc.freeze() once model and data are loaded (the process's long-lived objects leave the
-collector's sight, so each of the three full collections a trial triggers - the
-objective's, Optuna's gc_after_trial and accelerate's free_memory at the start of
-train() - scans only the trial's own objects), and SQLite in WAL journal mode (a
-commit appends to a log instead of rewriting a rollback journal; a trial commits some
-70 times: every suggested parameter and user attribute). Results go to
-overhead_proposed.md/.json.
+This benchmark is why the engine freezes the process's long-lived objects before the
+trial loop (gc.freeze) and opens SQLite in WAL mode: see the README's overhead section.
 """
 
 from __future__ import annotations
@@ -38,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-sample", type=int, default=128, help="training examples per trial (the Workload default)")
     parser.add_argument("--eval-sample", type=int, default=128, help="evaluation examples (the Workload default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quick)")
-    parser.add_argument("--proposed-fixes", action="store_true", help="gc.freeze() after loading and SQLite WAL mode (see above)")
     args = parser.parse_args(argv)
     trials = args.trials or (3 if args.quick else 10)
     _common.quiet_libraries()
@@ -49,14 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample)
         work = _common.workload(args.quick, scratch, **fields)
-        name = "overhead_proposed" if args.proposed_fixes else "overhead"
         database = scratch / "overhead.db"
-        run = _common.Run(name, args.quick, {"space": args.space, "trials": trials, "workload": work.to_dict(),
-                                                    "storage": "SQLite file", "pruner": "none",
-                                               "proposed_fixes": args.proposed_fixes})
+        run = _common.Run("overhead", args.quick, {"space": args.space, "trials": trials, "workload": work.to_dict(),
+                                                    "storage": "SQLite file", "pruner": "none"})
         timer = _common.LoopTimer().install()
-        outcome = _common.fixed_parameter_run(args.space, work, f"sqlite:///{database}", trials,
-                                              before_loop=(lambda: apply_proposed_fixes(database)) if args.proposed_fixes else None)
+        outcome = _common.fixed_parameter_run(args.space, work, f"sqlite:///{database}", trials)
         timer.uninstall()
 
     rows = []
@@ -114,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{count} trials of the `{args.space}` guide preset, each training {rows[0]['examples']} examples "
         f"(train sample {work.train_sample}, eval sample {work.eval_sample}, max length {work.max_length}, "
         f"{work.torch_threads} torch threads), SQLite study, pruner none"
-        + ("; **with the proposed fixes: gc.freeze() after loading, SQLite WAL journal**" if args.proposed_fixes else "") + ".\n\n"
+        + ".\n\n"
         + _common.markdown_table([("phase", "phase"), ("s per trial", "s"), ("share of trial wall", "share")], phase_rows)
         + f"\n**Outside training and evaluation: {summary['outside_share']:.2%} of the trial loop's wall time, "
         f"{summary['outside_s_per_trial']:.3f} s per trial** (target < {TARGET_SHARE:.0%}: {verdict} it). "
@@ -130,17 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     _common.write(run.record(rows, summary), body, _common.results_folder(args))
     return 0
-
-
-def apply_proposed_fixes(database: _common.Path) -> None:
-    import gc
-    import sqlite3
-
-    gc.collect()
-    gc.freeze()
-    connection = sqlite3.connect(database)
-    connection.execute("PRAGMA journal_mode=WAL")  # stored in the file: every later connection uses it
-    connection.close()
 
 
 if __name__ == "__main__":
