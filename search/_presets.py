@@ -19,13 +19,12 @@ A file given by path may also be a bare mapping of training settings.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import write_atomically
 from .spaces import LoraSearchError, TrainingConfig
 
 if TYPE_CHECKING:
@@ -171,18 +170,9 @@ def write_preset(name: str, document: dict[str, Any], *, fmt: str = "yaml", forc
     target = folder / f"{name}.{fmt}"
     text = render_document(document, fmt)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        write_atomically(target, text)
     except OSError as error:
         raise PresetError(f"cannot write to the presets folder {str(folder)!r}: {error.strerror}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     if existing is not None and existing != target:
         existing.unlink()  # replaced in the other format: one file per name
     return target

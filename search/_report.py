@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ._files import write_atomically
 
 if TYPE_CHECKING:
     import optuna
@@ -79,16 +80,8 @@ def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[st
         + "\n</body></html>\n"
     )
     target = Path(output)
-    folder = target.parent if str(target.parent) else Path(".")
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        write_atomically(target, page)
     except OSError as error:
         raise SearchError(f"cannot write {str(target)!r}: {error.strerror}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return plotted
