@@ -21,6 +21,17 @@ def run_configs(objective, configs, pruner=None):
     return study
 
 
+def injected_trial_then_a_clean_one(objective, config, injected):
+    """One trial with ``injected``'s fault, then one without, in the same study."""
+    study = optuna.create_study(direction="minimize")
+    try:
+        study.optimize(lambda trial: objective(trial, config), n_trials=1)
+    finally:
+        injected.handle.remove()
+    study.optimize(lambda trial: objective(trial, config), n_trials=1)
+    return study
+
+
 def test_good_config_learns_and_records_what_happened(tiny_objective, good_config):
     trial = run_configs(tiny_objective, [good_config]).trials[0]
     attrs = trial.user_attrs
@@ -93,12 +104,7 @@ class RaiseOnTrainingForward:
 
 def test_out_of_memory_ends_infeasible_and_the_study_goes_on(tiny_objective, good_config):
     injected = RaiseOnTrainingForward(tiny_objective, 3, error=torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    study = optuna.create_study(direction="minimize")
-    try:
-        study.optimize(lambda trial: tiny_objective(trial, good_config), n_trials=1)
-    finally:
-        injected.handle.remove()
-    study.optimize(lambda trial: tiny_objective(trial, good_config), n_trials=1)
+    study = injected_trial_then_a_clean_one(tiny_objective, good_config, injected)
     oom, after = study.trials
     assert oom.state == optuna.trial.TrialState.COMPLETE  # complete-but-infeasible: samplers learn from it
     assert oom.user_attrs["stop_reason"] == "infeasible:oom"
@@ -111,12 +117,7 @@ def test_out_of_memory_ends_infeasible_and_the_study_goes_on(tiny_objective, goo
 
 def test_nan_loss_ends_infeasible_and_the_next_trial_runs(tiny_objective, good_config):
     injected = RaiseOnTrainingForward(tiny_objective, 5, poison=True)
-    study = optuna.create_study(direction="minimize")
-    try:
-        study.optimize(lambda trial: tiny_objective(trial, good_config), n_trials=1)
-    finally:
-        injected.handle.remove()
-    study.optimize(lambda trial: tiny_objective(trial, good_config), n_trials=1)
+    study = injected_trial_then_a_clean_one(tiny_objective, good_config, injected)
     nan, after = study.trials
     assert nan.state == optuna.trial.TrialState.COMPLETE
     assert nan.user_attrs["stop_reason"] == "infeasible:nan"
