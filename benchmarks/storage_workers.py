@@ -5,8 +5,8 @@ optimize with lora-search's rules: wait for room, surplus check, dead-trial recl
 on a cheap objective that suggests six parameters, reports three intermediate values
 and sleeps OBJECTIVE_SECONDS in total. So the difference from the ideal
 (workers x 60 / OBJECTIVE_SECONDS per minute) is what the storage and the coordination
-cost. Storages: SQLite file, journal file, and PostgreSQL 15 (a throwaway cluster, as
-in the tests; skipped with a note where the server binaries are missing).
+cost. Storages: SQLite file, journal file, PostgreSQL 15 and MariaDB (throwaway servers,
+as in the tests; each skipped with a note where its server binaries are missing).
 
     python benchmarks/storage_workers.py            # full: 1, 2, 4 workers, 48 trials each
     python benchmarks/storage_workers.py --quick    # well under a minute
@@ -124,22 +124,27 @@ def main(argv: list[str] | None = None) -> int:
     trials = 8 if args.quick else 48
 
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from postgres_cluster import MISSING_BINARIES, POSTGRES_BIN, PostgresCluster
+    import mysql_server
+    import postgres_cluster
 
     results: list[dict] = []
     notes: list[str] = []
-    cluster = None
+    servers = []  # the database servers whose binaries are here, started for the run
     with tempfile.TemporaryDirectory(prefix="lora-search-bench-") as folder:
-        if (POSTGRES_BIN / "initdb").exists():
-            cluster = PostgresCluster()
-            cluster.start()
+        if (postgres_cluster.POSTGRES_BIN / "initdb").exists():
+            servers.append(postgres_cluster.PostgresCluster())
         else:
-            notes.append(f"PostgreSQL skipped: {MISSING_BINARIES}")
+            notes.append(f"PostgreSQL skipped: {postgres_cluster.MISSING_BINARIES}")
+        if mysql_server.MARIADB_SERVER.exists() and mysql_server.MARIADB_INSTALL_DB.exists():
+            servers.append(mysql_server.MariaDBServer())
+        else:
+            notes.append(f"MariaDB skipped: {mysql_server.MISSING_BINARIES}")
         try:
+            for server in servers:
+                server.start()
             for workers in worker_counts:
                 specs = [("sqlite", f"{folder}/w{workers}.db"), ("journal", f"{folder}/w{workers}.journal")]
-                if cluster is not None:
-                    specs.append(("postgresql", cluster.create_database(f"bench_w{workers}")))
+                specs += [(server.scheme, server.create_database(f"bench_w{workers}")) for server in servers]
                 for kind, spec in specs:
                     row = measure(kind, spec, workers, trials)
                     results.append(row)
@@ -148,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"overhead {row['overhead_per_trial_s']:.3f} s/trial  errors {len(row['errors'])}",
                           flush=True)
         finally:
-            if cluster is not None:
-                cluster.stop()
+            for server in servers:
+                server.stop()
 
     args.output.mkdir(parents=True, exist_ok=True)
     meta = {"python": platform.python_version(), "machine": platform.machine(),

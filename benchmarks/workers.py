@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from lora_search._engine import RunRequest, prepare
     from lora_search._storage import open_storage
     from lora_search._trials import count_states
+    from lora_search._workers import ATTR_SURPLUS
 
     space = "memory-constrained"
     rows = []
@@ -85,11 +86,17 @@ def main(argv: list[str] | None = None) -> int:
                 if finished.returncode != 0:
                     raise RuntimeError(f"{' '.join(command)} exited {finished.returncode}: {finished.stderr.strip()[-2000:]}")
                 study = optuna.load_study(study_name="bench", storage=open_storage(storage))
-                windows = _common.trial_windows(study)
+                windows = [w for w in _common.trial_windows(study) if not w[0].user_attrs.get(ATTR_SURPLUS)]
                 span = max(end for _, _, end in windows) - min(start for _, start, _ in windows)
                 counts = count_states(study.get_trials(deepcopy=False))
                 examples = sum(t.user_attrs.get("examples_seen") or 0 for t, _, _ in windows)
-                rows.append({"round": round_number + 1, "arrangement": label, "finished": counts.finished, "failed": counts.failed,
+                failed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+                # a surplus trial (two workers started the last trial at once) ends before it trains
+                surplus = [t for t in failed if t.user_attrs.get(ATTR_SURPLUS)]
+                failures = [f"trial {t.number}: {t.user_attrs.get('error') or t.system_attrs.get('fail_reason', 'no reason recorded')}"
+                            for t in failed if t not in surplus]
+                rows.append({"round": round_number + 1, "arrangement": label, "finished": counts.finished, "failed": len(failures),
+                             "failures": failures, "surplus": len(surplus),
                              "examples": examples, "span_s": span, "wall_s": wall,
                              "trials_per_hour": counts.finished / span * 3600,
                              "trials_per_hour_wall": counts.finished / wall * 3600,
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{space}`: the guide baseline and {trials - 1} seeded random configs, the same in every run; workload: train sample "
         f"{work.train_sample}, eval sample {work.eval_sample}, max length {work.max_length}; journal storage, pruner none.\n\n"
         + _common.markdown_table([("round", "round"), ("arrangement", "arrangement"), ("finished", "finished"), ("failed", "failed"),
+                                  ("surplus", "surplus"),
                                   ("examples", "examples"), ("trial span s", "span_s"), ("command wall s", "wall_s"),
                                   ("trials/hour (span)", "trials_per_hour"), ("trials/hour (wall)", "trials_per_hour_wall"),
                                   ("mean trial s", "mean_trial_s")], rows)

@@ -6,7 +6,7 @@ A spec is what ``--storage`` takes:
   under the current folder (``studies/`` is created when a command writes);
 - ``sqlite:///path.db``, or a plain path ending in ``.db``, ``.sqlite``, ``.sqlite3``;
 - ``postgresql://user:password@host:5432/db`` (driven by psycopg 3);
-- ``mysql://user:password@host:3306/db`` (driven by PyMySQL, installed separately);
+- ``mysql://user:password@host:3306/db`` (MySQL or MariaDB, driven by PyMySQL);
 - a plain path ending in ``.journal``: Optuna's journal file, for several processes on
   one host without a database server.
 
@@ -323,7 +323,8 @@ def _explain_database_error(error: Exception, resolved: StorageSpec, host: str, 
     if "password authentication failed" in lowered or "access denied" in lowered or "no password supplied" in lowered:
         return f"the {server} server at {host} refused the user name or password in {label!r}: check the credentials"
     if ("does not exist" in lowered and "database" in lowered) or "unknown database" in lowered:
-        return f"database {database!r} does not exist on the {server} server at {host}: create it first (e.g. createdb {database})"
+        how = f"createdb {database}" if resolved.kind == "postgresql" else f"CREATE DATABASE {database}"
+        return f"database {database!r} does not exist on the {server} server at {host}: create it first (e.g. {how})"
     if "failed to resolve host" in lowered or "name or service not known" in lowered:
         return f"host {host.rsplit(':', 1)[0]!r} in {label!r} cannot be resolved: check the host name"
     if "refused" in lowered or "timeout" in lowered or "timed out" in lowered or "can't connect" in lowered:

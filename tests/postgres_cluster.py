@@ -27,7 +27,7 @@ MISSING_BINARIES = (
 _DATABASE_NUMBERS = itertools.count()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -36,10 +36,12 @@ def _free_port() -> int:
 class PostgresCluster:
     """initdb + pg_ctl in a temporary folder; ``url(db)`` gives SQLAlchemy URLs."""
 
+    scheme = "postgresql"
+
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="lora-search-pg-"))
         self.data_dir = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "postgres"
         self.password = "lora-search-test"
         self._as_postgres_user = os.geteuid() == 0

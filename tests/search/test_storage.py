@@ -1,8 +1,8 @@
-"""open_storage against real SQLite files, real journal files and a real PostgreSQL 15."""
+"""open_storage against real SQLite files, real journal files, a real PostgreSQL 15 and a real MariaDB."""
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 import time
 
 import optuna
@@ -98,33 +98,40 @@ def test_journal_file_shared_by_two_storage_objects():
     _roundtrip("studies.journal")
 
 
-def test_postgresql_url_opens_with_heartbeats(postgres_url):
-    assert postgres_url.startswith("postgresql://")
-    storage = open_storage(postgres_url)
+DRIVERS = {"postgresql": "postgresql+psycopg://", "mysql": "mysql+pymysql://"}
+SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL"}
+CREATE_HINTS = {"postgresql": "createdb no_such_db", "mysql": "CREATE DATABASE no_such_db"}
+
+
+def test_database_url_opens_with_heartbeats(database_server, database_url):
+    assert database_url.startswith(f"{database_server.scheme}://")
+    storage = open_storage(database_url)
     assert isinstance(storage, RDBStorage)
-    assert storage.url.startswith("postgresql+psycopg://")
+    assert storage.url.startswith(DRIVERS[database_server.scheme])
     assert storage.get_heartbeat_interval() is not None
-    _roundtrip(postgres_url)
+    _roundtrip(database_url)
 
 
-def test_postgresql_connection_refused(postgres_cluster):
-    port = postgres_cluster.port + 1 if postgres_cluster.port < 65535 else 1
+def test_database_connection_refused(database_server):
+    port = database_server.port + 1 if database_server.port < 65535 else 1
     with pytest.raises(StorageError) as caught:
-        open_storage(f"postgresql://postgres:pw@127.0.0.1:{port}/nothing")
+        open_storage(f"{database_server.scheme}://{database_server.user}:pw@127.0.0.1:{port}/nothing")
     message = str(caught.value)
-    assert f"127.0.0.1:{port}" in message and "not running" in message and "\n" not in message
+    assert f"{SERVER_NAMES[database_server.scheme]} server at 127.0.0.1:{port}" in message
+    assert "not running" in message and "\n" not in message
 
 
-def test_postgresql_wrong_password_is_named_and_not_echoed(postgres_cluster):
-    url = f"postgresql://postgres:WRONG-secret@127.0.0.1:{postgres_cluster.port}/postgres"
+def test_database_wrong_password_is_named_and_not_echoed(database_server):
+    url = f"{database_server.scheme}://{database_server.user}:WRONG-secret@127.0.0.1:{database_server.port}/x"
     with pytest.raises(StorageError, match="refused the user name or password") as caught:
         open_storage(url)
     assert "WRONG-secret" not in str(caught.value)
 
 
-def test_postgresql_unknown_database(postgres_cluster):
-    with pytest.raises(StorageError, match="database 'no_such_db' does not exist"):
-        open_storage(postgres_cluster.url("no_such_db"))
+def test_database_unknown_database_says_how_to_create_it(database_server):
+    with pytest.raises(StorageError, match="database 'no_such_db' does not exist") as caught:
+        open_storage(database_server.url("no_such_db"))
+    assert CREATE_HINTS[database_server.scheme] in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -145,10 +152,12 @@ def test_bad_specs(spec, pattern, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pymysql") is not None, reason="PyMySQL is installed here")
-def test_mysql_without_driver_names_the_package():
-    with pytest.raises(StorageError, match="pip install PyMySQL"):
-        open_storage("mysql://user:pw@127.0.0.1:3306/studies")
+@pytest.mark.parametrize(("scheme", "module", "package"), [("mysql+mysqldb", "MySQLdb", "mysqlclient"),
+                                                        ("postgresql+psycopg2", "psycopg2", "psycopg2-binary")])
+def test_optional_driver_not_installed_names_the_package(scheme, module, package, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed, wherever it is
+    with pytest.raises(StorageError, match=f"pip install {package}$"):
+        open_storage(f"{scheme}://user:pw@127.0.0.1:3306/studies")
 
 
 def test_spec_resolution_is_pure(tmp_path):
@@ -167,15 +176,17 @@ def test_label_masks_the_password():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
-def test_stale_trial_is_failed_and_requeued(monkeypatch):
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
+def test_stale_trial_is_failed_and_requeued(kind, monkeypatch, request):
     """A trial whose heartbeat stops (its worker died) is failed and re-queued, at most MAX_RETRIES times."""
     monkeypatch.setenv(HEARTBEAT_ENV_VAR, "1")  # grace period 3 s
-    storage = open_storage("hb.db")
+    storage = open_storage({"sqlite": lambda: "hb.db", "postgresql": lambda: request.getfixturevalue("postgres_url"),
+                            "mysql": lambda: request.getfixturevalue("mysql_url")}[kind]())
     study = optuna.create_study(study_name="hb", storage=storage)
     trial = study.ask()
     trial.suggest_int("r", 4, 64)
     storage.record_heartbeat(trial._trial_id)  # then silence, as after SIGKILL
-    time.sleep(5)  # grace 3 s, + 1 s since SQLite's clock has whole seconds, + margin for a busy machine
+    time.sleep(5)  # grace 3 s, + 1 s since SQLite's and MySQL's clocks may have whole seconds, + margin
     optuna.storages.fail_stale_trials(study)
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]

@@ -2,7 +2,7 @@
 
 First the rules, on real storages with hand-made trials; then ``lora-search run
 --workers N`` end to end: real worker processes training tiny models built from a
-config, on PostgreSQL, a journal file and the default SQLite file, killed and
+config, on PostgreSQL, MariaDB, a journal file and the default SQLite file, killed and
 interrupted on purpose.
 """
 
@@ -282,10 +282,10 @@ def _assert_consistent(study: optuna.Study, target: int, workers: int) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_three_workers_share_a_postgresql_study(postgres_url, tiny_workload, tmp_path):
-    result = _lora_search_run([*tiny_workload, "--trials", "12", "--workers", "3", "--storage", postgres_url], tmp_path)
+def test_three_workers_share_a_database_study(database_url, tiny_workload, tmp_path):
+    result = _lora_search_run([*tiny_workload, "--trials", "12", "--workers", "3", "--storage", database_url], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    study = _load(postgres_url, tmp_path)
+    study = _load(database_url, tmp_path)
     _assert_consistent(study, target=12, workers=3)
     assert len({t.user_attrs["worker.pid"] for t in _finished(study)}) >= 2  # the work was shared
     drawn = [tuple(sorted(t.params.items())) for t in _finished(study)]
@@ -372,11 +372,15 @@ def test_sigterm_on_two_journal_workers_then_resume(tiny_workload, tmp_path):
     [
         ("postgresql://postgres:pw@127.0.0.1:{closed_port}/studies", "cannot reach the PostgreSQL server at 127.0.0.1:{closed_port}"),
         ("postgresql://postgres:not-the-password@127.0.0.1:{port}/postgres", "refused the user name or password"),
+        ("mysql://lora:pw@127.0.0.1:{mysql_closed_port}/studies", "cannot reach the MySQL server at 127.0.0.1:{mysql_closed_port}"),
+        ("mysql://lora:not-the-password@127.0.0.1:{mysql_port}/studies", "refused the user name or password"),
+        ("mysql://lora:lora-search-test@127.0.0.1:{mysql_port}/nothing_here", "database 'nothing_here' does not exist"),
         ("no-such-folder/studies.journal", "folder 'no-such-folder'"),
     ],
 )
-def test_bad_storage_is_one_line_and_exit_code_2(storage, expected, postgres_cluster, tmp_path):
-    ports = {"port": postgres_cluster.port, "closed_port": postgres_cluster.port + 1}
+def test_bad_storage_is_one_line_and_exit_code_2(storage, expected, postgres_cluster, mysql_server, tmp_path):
+    ports = {"port": postgres_cluster.port, "closed_port": postgres_cluster.port + 1,
+             "mysql_port": mysql_server.port, "mysql_closed_port": mysql_server.port + 1}
     result = subprocess.run([sys.executable, "-m", "lora_search", "run", "--space", "quick-experiment",
                              "--storage", storage.format(**ports)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
