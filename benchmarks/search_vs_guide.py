@@ -16,6 +16,10 @@ Up to trial 10 TPE draws its start-up trials with a random sampler seeded like
     python benchmarks/search_vs_guide.py --trials 30 --seeds 3 --train-sample 128 --eval-sample 128 --max-length 64
                                                     # the full design: 5 scenarios x 2 samplers x 3 seeds x 30 trials
     python benchmarks/search_vs_guide.py --quick    # 1 scenario, 1 seed, 3 trials on a tiny model
+
+A full run takes hours on 2 cores: with ``--studies DIR`` the study files stay in DIR,
+and the same command run again resumes every unfinished study where it stopped (a
+finished one is only read back), so an interrupted run loses at most the running trials.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=32, help="tokens per example (full mode)")
     parser.add_argument("--jobs", type=int, default=1, help="studies run at the same time, each in its own process")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: 2 / jobs; 1 with --quick)")
-    parser.add_argument("--from-storage", type=_common.Path, metavar="DIR",
-                        help="no training: tabulate the studies left in DIR by an interrupted run (SCENARIO.SAMPLER.SEED.db)")
+    parser.add_argument("--studies", type=_common.Path, metavar="DIR",
+                        help="keep the study files (SCENARIO.SAMPLER.SEED.db) in DIR; run again to resume (default: a temporary folder)")
     args = parser.parse_args(argv)
     from lora_search.spaces import scenario_names
 
@@ -51,21 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     _common.quiet_libraries()
 
     with _common.scratch_folder() as scratch_name:
-        scratch = _common.Path(scratch_name)
+        # the study files and (with --quick) the tiny model: the same paths when the run resumes
+        studies = _common.Path(scratch_name)
+        if args.studies is not None:
+            args.studies.mkdir(parents=True, exist_ok=True)
+            studies = args.studies
         fields = {"torch_threads": threads}
         if not args.quick:
             fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample, max_length=args.max_length)
-        base = _common.workload(args.quick, scratch, **fields)
+        base = _common.workload(args.quick, studies, **fields)
         run = _common.Run("search_vs_guide", args.quick, {"scenarios": scenarios, "trials": trials, "checkpoints": checkpoints,
                                                           "seeds": seeds, "samplers": list(SAMPLERS), "jobs": args.jobs,
-                                                          "from_storage": str(args.from_storage) if args.from_storage else None,
                                                           "workload": base.to_dict()})
-        tasks = [(scenario, sampler, seed, base.replace(seed=seed).to_dict(), str(scratch), args.quick, trials, checkpoints)
+        tasks = [(scenario, sampler, seed, base.replace(seed=seed).to_dict(), str(studies), args.quick, trials, checkpoints)
                  for scenario in scenarios for seed in seeds for sampler in SAMPLERS]
-        if args.from_storage is not None:
-            runs = [stored_study(*task[:3], str(args.from_storage), trials, checkpoints) for task in tasks]
-            runs = [r for r in runs if r is not None]
-        elif args.jobs == 1:
+        if args.jobs == 1:
             runs = [one_study(*task) for task in tasks]
         else:
             import multiprocessing
@@ -78,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for scenario in scenarios:
         mine = [r for r in runs if r["scenario"] == scenario]
-        if not mine:  # --from-storage: a study the interrupted run never reached
-            continue
         baselines = [r["baseline"] for r in mine if r["sampler"] == SAMPLERS[0] and r["baseline"] is not None]
         row = {"scenario": scenario, "pruner": mine[0]["pruner"], "guide": spread(baselines)}
         for sampler in SAMPLERS:
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(scenarios)} scenarios x {len(SAMPLERS)} samplers x {len(seeds)} seeds ({', '.join(map(str, seeds))}) x {trials} trials; "
         f"workload: train sample {base.train_sample}, eval sample {base.eval_sample}, max length {base.max_length}, "
         f"{base.evaluations_per_trial} evaluations per trial, {args.jobs} studies at a time with {threads} torch threads each; metric {base.metric} ({direction}); "
-        f"{summary['total_trials']} trials, {summary['total_wall_s'] / 60:.0f} min of study wall time. Cells: median [min - max] over the seeds; "
+        f"{summary['total_trials']} trials, {summary['total_wall_s'] / 60:.0f} min of trial time (first trial start to last trial end, summed over studies). Cells: median [min - max] over the seeds; "
         f"gain = how much better than the same study's guide preset.\n\n"
         + _common.markdown_table(columns, rows)
     )
@@ -110,47 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def one_study(scenario: str, sampler: str, seed: int, workload: dict, scratch: str, quick: bool, trials: int,
+def one_study(scenario: str, sampler: str, seed: int, workload: dict, folder: str, quick: bool, trials: int,
               checkpoints: list[int]) -> dict:
-    """One study (its own storage file, so parallel jobs never share one); its baseline and bests."""
+    """One study (its own storage file, so parallel jobs never share one), run or resumed to
+    ``trials``; its baseline and bests."""
+    from lora_search._engine import load_lora_study
     from lora_search.objectives import Workload
 
     _common.quiet_libraries()
     work = Workload.from_dict(workload)
     name = f"{scenario}.{sampler}.{seed}"
-    result = _common.search(scenario, work, _common.search_storage(_common.Path(scratch), name, quick), name, trials, sampler=sampler)
+    storage = _common.search_storage(_common.Path(folder), name, quick)
+    result = _common.search(scenario, work, storage, name, trials, sampler=sampler)
     data = result["trials"]
-    print(f"{name}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    windows = _common.trial_windows(load_lora_study(name, storage))
+    # from the trials' own times, so a study resumed by a second run counts its whole span
+    span = windows[-1][2] - windows[0][1] if windows else 0.0
+    print(f"{name}: {span:.0f} s of trials ({result['wall_s']:.0f} s in this run)", file=sys.stderr, flush=True)
     return {
-        "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": result["pruner"], "wall_s": result["wall_s"],
+        "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": result["pruner"], "wall_s": span,
         "baseline": _common.baseline_value(data),
         "best": {k: _common.best_value(data, work.direction, first=k) for k in checkpoints},
         "examples": sum(t["examples"] for t in data),
-        "trials": data,
-    }
-
-
-def stored_study(scenario: str, sampler: str, seed: int, folder: str, trials: int, checkpoints: list[int]) -> dict | None:
-    """The figures of a study an interrupted run left behind (None when it never started)."""
-    name = f"{scenario}.{sampler}.{seed}"
-    path = _common.Path(folder) / f"{name}.db"
-    if not path.exists():
-        return None
-    from lora_search._engine import load_lora_study, study_metric
-
-    storage = f"sqlite:///{path}"
-    stored = _common.study_trials(storage, name)
-    data = [t for t in stored["trials"] if t["outcome"] not in ("running", "waiting")]
-    study = load_lora_study(name, storage)
-    direction = study_metric(study)[1]
-    windows = _common.trial_windows(study)
-    return {
-        "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": stored["pruner"],
-        "wall_s": windows[-1][2] - windows[0][1] if windows else 0.0,
-        "baseline": _common.baseline_value(data),
-        "best": {k: _common.best_value(data, direction, first=k) for k in checkpoints},
-        "examples": sum(t["examples"] for t in data),
-        "finished": len(data),
         "trials": data,
     }
 

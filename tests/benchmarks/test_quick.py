@@ -157,3 +157,34 @@ CHECKS = {
 def test_other_benchmarks_quick_mode(name, results, quick_runs):
     """Benchmarks of other parts (e.g. storage_workers.py) follow the same --quick contract, with --output."""
     run_quick(name, results, quick_runs)
+
+
+def test_search_vs_guide_resumes_from_its_studies_folder(tmp_path):
+    """With --studies DIR a second run continues the studies of the first instead of starting again."""
+    studies, results = tmp_path / "studies", tmp_path / "results"
+
+    def run(trials: int) -> dict:
+        command = [sys.executable, str(BENCHMARKS / "search_vs_guide.py"), "--quick", "--trials", str(trials),
+                   "--studies", str(studies), "--results", str(results)]
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return json.loads((results / "search_vs_guide.json").read_text())
+
+    def trial_starts() -> dict[str, list]:
+        import optuna
+
+        starts = {}
+        for path in sorted(studies.glob("*.journal")):
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+            study = optuna.load_study(study_name=path.stem, storage=storage)
+            starts[path.stem] = [t.datetime_start for t in study.trials]
+        return starts
+
+    run(2)
+    before = trial_starts()
+    assert len(before) == 2 and all(len(starts) == 2 for starts in before.values())  # tpe and random
+    record = run(3)
+    after = trial_starts()
+    assert {name: starts[:2] for name, starts in after.items()} == before  # the first run's trials, kept
+    assert all(len(starts) == 3 for starts in after.values())  # and one more each
+    assert record["summary"]["total_trials"] == 2 * 3
