@@ -1,24 +1,27 @@
 """Pruning pays: the same memory-constrained search with each pruner, compute vs result.
 
 Every run is ``lora-search run --space memory-constrained`` with the same trials,
-sampler (TPE), seed and workload; only ``--pruner`` changes. Per pruner: training
-examples of all trials together (the compute), wall time, the best value, the guide
-baseline's value and how much better the best is. "Noise" is how much one config's
-value moves when only the seed changes (data sample, initialisation, order): the
-no-pruning winner replayed with other seeds; a pruner whose best lies within that
-distance of the no-pruning best found as good a config.
+sampler (TPE), seed and workload; only ``--pruner`` changes. Per pruner and seed:
+training examples of all trials together (the compute), wall time, the best value,
+the guide baseline's value and how much better the best is. "Noise" is how much one
+config's value moves when only the seed changes (data sample, initialisation, order):
+each seed's no-pruning winner replayed with other seeds; a pruner whose best lies
+within that distance of the no-pruning best found as good a config. With several
+seeds the first table sums up each pruner over them (median and range), and the
+verdict asks for the same result in every seed.
 
-    python benchmarks/pruning.py            # 30 trials x 4 pruners (see --help for the workload)
+    python benchmarks/pruning.py            # 30 trials x 5 pruners x 3 seeds (see --help for the workload)
     python benchmarks/pruning.py --quick    # 3 trials x 2 pruners on a tiny model
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 import _common
 
-FULL_PRUNERS = ("none", "median", "patient", "hyperband")
+FULL_PRUNERS = ("none", "median", "percentile", "successive-halving", "hyperband")
 QUICK_PRUNERS = ("none", "median")
 
 
@@ -26,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = _common.parser(__doc__)
     parser.add_argument("--trials", type=int, default=None, help="trials per pruner (default 30; 3 with --quick)")
     parser.add_argument("--pruners", default=None, help=f"comma-separated (default {','.join(FULL_PRUNERS)})")
-    parser.add_argument("--seed", type=int, default=42, help="workload and sampler seed, the same for every pruner")
-    parser.add_argument("--noise-seeds", type=int, default=None, help="extra seeds the no-pruning winner is replayed with (default 2; 1 with --quick)")
-    parser.add_argument("--train-sample", type=int, default=64, help="training examples per trial (full mode)")
-    parser.add_argument("--eval-sample", type=int, default=64, help="evaluation examples per evaluation (full mode)")
+    parser.add_argument("--seed", type=int, default=42, help="first workload and sampler seed, the same for every pruner")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds, from --seed on (default 3; 1 with --quick)")
+    parser.add_argument("--noise-seeds", type=int, default=None, help="extra seeds each winner is replayed with (default 2; 1 with --quick)")
+    parser.add_argument("--train-sample", type=int, default=32, help="training examples per trial (full mode)")
+    parser.add_argument("--eval-sample", type=int, default=32, help="evaluation examples per evaluation (full mode)")
     parser.add_argument("--max-length", type=int, default=32, help="tokens per example (full mode)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quick)")
     parser.add_argument("--from-json", type=_common.Path, help="render a stored pruning.json again (no training)")
@@ -40,40 +44,53 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     trials = args.trials or (3 if args.quick else 30)
     pruners = args.pruners.split(",") if args.pruners else list(QUICK_PRUNERS if args.quick else FULL_PRUNERS)
+    seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else 3))))
     noise_seeds = args.noise_seeds if args.noise_seeds is not None else (1 if args.quick else 2)
     threads = args.threads or (1 if args.quick else 2)
     if "none" not in pruners:
         parser.error("--pruners must include none: it is the reference")
     _common.quiet_libraries()
 
-    from lora_search._engine import stored_space, trial_config, load_lora_study
-    from lora_search.objectives import replay
-
     space = "memory-constrained"
+    rows, noises = [], {}
     with _common.scratch_folder() as scratch_name:
         scratch = _common.Path(scratch_name)
-        fields = {"torch_threads": threads, "seed": args.seed}
+        fields = {"torch_threads": threads}
         if not args.quick:
             fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample, max_length=args.max_length)
         work = _common.workload(args.quick, scratch, **fields)
         run = _common.Run("pruning", args.quick, {"space": space, "trials": trials, "pruners": pruners, "sampler": "tpe",
-                                                   "workload": work.to_dict(), "noise_seeds": noise_seeds})
+                                                   "seeds": seeds, "workload": work.to_dict(), "noise_seeds": noise_seeds})
         storage = _common.search_storage(scratch, "pruning", args.quick)
-        direction = work.direction
-        runs = {}
-        for pruner in pruners:
-            runs[pruner] = _common.search(space, work, storage, f"pruning-{pruner}", trials, sampler="tpe", pruner=pruner)
-            print(f"pruner {pruner}: {runs[pruner]['wall_s']:.0f} s", file=sys.stderr, flush=True)
+        for seed in seeds:
+            seed_rows, noises[str(seed)] = one_seed(space, work.replace(seed=seed), storage, trials, pruners, noise_seeds)
+            rows += seed_rows
+    summary = {"noise": noises, "metric": work.metric, "direction": work.direction, "by_pruner": by_pruner(rows, pruners)}
+    record = run.record(rows, summary)
+    _common.write(record, render(record), _common.results_folder(args))
+    return 0
 
-        reference = runs["none"]["trials"]
-        winner = next(t for t in reference if t["value"] == _common.best_value(reference, direction))
-        study = load_lora_study("pruning-none", storage)
-        config = trial_config(stored_space(study), study.trials[winner["number"]])
-        replays = [winner["value"]] + [replay(work.replace(seed=args.seed + 1 + i), config) for i in range(noise_seeds)]
+
+def one_seed(space: str, work, storage: str, trials: int, pruners: list[str], noise_seeds: int) -> tuple[list[dict], dict]:
+    """Every pruner's study at one seed; one row each, and the seed's noise yardstick."""
+    from lora_search._engine import load_lora_study, stored_space, trial_config
+    from lora_search.objectives import replay
+
+    direction = work.direction
+    runs = {}
+    for pruner in pruners:
+        name = f"pruning-{pruner}-{work.seed}"
+        runs[pruner] = _common.search(space, work, storage, name, trials, sampler="tpe", pruner=pruner)
+        print(f"seed {work.seed}, pruner {pruner}: {runs[pruner]['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    reference = runs["none"]["trials"]
+    base_best = _common.best_value(reference, direction)
+    winner = next(t for t in reference if t["value"] == base_best)
+    study = load_lora_study(f"pruning-none-{work.seed}", storage)
+    config = trial_config(stored_space(study), study.trials[winner["number"]])
+    replays = [winner["value"]] + [replay(work.replace(seed=work.seed + 1 + i), config) for i in range(noise_seeds)]
     noise = max(replays) - min(replays)
 
     base_examples = sum(t["examples"] for t in reference)
-    base_best = _common.best_value(reference, direction)
     rows = []
     for pruner, result in runs.items():
         data = result["trials"]
@@ -81,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         best = _common.best_value(data, direction)
         baseline = _common.baseline_value(data)
         outcomes = [t["outcome"] for t in data]
+        gain = _common.gain(best, baseline, direction)
         rows.append({
+            "seed": work.seed,
             "pruner": pruner,
             "complete": outcomes.count("complete"),
             "pruned": outcomes.count("pruned"),
@@ -92,50 +111,84 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": result["wall_s"],
             "best": best,
             "baseline": baseline,
-            "best_vs_baseline": f"{_common.gain(best, baseline, direction):+.1%}" if best is not None and baseline else None,
+            "gain": gain,
+            "best_vs_baseline": f"{gain:+.1%}" if gain is not None else None,
             "best_minus_none": None if best is None else best - base_best,
+            # minimize: no higher than no pruning's best; maximize: no lower
+            "same_best": best is not None and (1 if direction == "minimize" else -1) * (best - base_best) <= 1e-12,
             "within_noise": best is not None and abs(best - base_best) <= noise,
         })
-    summary = {"noise": noise, "replays": replays, "winner_params": winner["params"], "metric": work.metric, "direction": direction}
-    record = run.record(rows, summary)
-    _common.write(record, render(record), _common.results_folder(args))
-    return 0
+    return rows, {"noise": noise, "replays": replays, "winner_params": winner["params"]}
+
+
+def by_pruner(rows: list[dict], pruners: list[str]) -> list[dict]:
+    """Each pruner over the seeds: compute saved (median and range), how often it kept the best."""
+    summary = []
+    for pruner in pruners:
+        mine = [r for r in rows if r["pruner"] == pruner]
+        saved = [r["saved_share"] for r in mine]
+        gains = [r["gain"] for r in mine if r["gain"] is not None]
+        summary.append({
+            "pruner": pruner,
+            "seeds": len(mine),
+            "saved_median": statistics.median(saved),
+            "compute_saved": _spread(saved, "{:.0%}"),
+            "wall_s": _spread([r["wall_s"] for r in mine], "{:.0f}"),
+            "gain": _spread(gains, "{:+.1%}") if gains else None,
+            "same_best": sum(r["same_best"] for r in mine),
+            "within_noise": sum(r["within_noise"] for r in mine),
+        })
+        summary[-1]["same_best_seeds"] = f"{summary[-1]['same_best']}/{len(mine)}"
+        summary[-1]["within_noise_seeds"] = f"{summary[-1]['within_noise']}/{len(mine)}"
+    return summary
+
+
+def _spread(values: list[float], form: str) -> str:
+    middle, low, high = _common.median_spread(values)
+    return form.format(middle) if len(values) == 1 else f"{form.format(middle)} [{form.format(low)} - {form.format(high)}]"
 
 
 def render(record: dict) -> str:
-    """The table and the verdict, from a stored record (``--from-json`` renders one again)."""
+    """The tables and the verdict, from a stored record (``--from-json`` renders one again)."""
     rows, summary, parameters = record["rows"], record["summary"], record["parameters"]
-    work = parameters["workload"]
-    noise, replays = summary["noise"], summary["replays"]
-    meeting = [r for r in rows if r["pruner"] != "none" and r["within_noise"] and r["saved_share"] >= 0.5]
-    # minimize: a best no higher than no pruning's; maximize: no lower
-    sign = 1 if summary["direction"] == "minimize" else -1
-    same_best = [r for r in rows if r["pruner"] != "none" and r["saved_share"] > 0
-                 and r["best_minus_none"] is not None and sign * r["best_minus_none"] <= 1e-12]
+    work, seeds = parameters["workload"], parameters["seeds"]
+    candidates = [p for p in summary["by_pruner"] if p["pruner"] != "none"]
+    meeting = [p for p in candidates if p["within_noise"] == p["seeds"] and p["saved_median"] >= 0.5]
+    kept_best = [p for p in candidates if p["same_best"] == p["seeds"] and p["saved_median"] > 0]
+    every = "in every seed" if len(seeds) > 1 else ""
     if meeting:
-        pick = max(meeting, key=lambda r: r["saved_share"])
+        pick = max(meeting, key=lambda p: p["saved_median"])
         verdict = (f"**The table supports `{pick['pruner']}` as the default pruner**: of the pruners that saved at least half "
-                   f"of the compute with the best value within noise, it saved the most ({pick['compute_saved']}).")
-    elif same_best:
-        pick = max(same_best, key=lambda r: r["saved_share"])
+                   f"of the compute with the best value within noise {every}, it saved the most ({pick['compute_saved']}).")
+    elif kept_best:
+        pick = max(kept_best, key=lambda p: p["saved_median"])
         verdict = (f"**No pruner met the target** (half of the compute saved, best within noise). Of the pruners that found "
-                   f"the same best value as no pruning, `{pick['pruner']}` saved the most compute ({pick['compute_saved']}): "
-                   f"**the table supports `{pick['pruner']}` as the default pruner.**")
+                   f"the same best value as no pruning {every}, `{pick['pruner']}` saved the most compute "
+                   f"({pick['compute_saved']}): **the table supports `{pick['pruner']}` as the default pruner.**")
     else:
-        verdict = ("**No pruner met the target, and none saved compute while finding the same best as no pruning**: the "
-                   "table supports no pruner over another here.")
+        verdict = (f"**No pruner met the target, and none saved compute while finding the same best as no pruning {every}**: "
+                   "the table supports no pruner over another here.")
+    noise = summary["noise"]
+    noise_lines = "; ".join(
+        f"seed {seed}: {info['noise']:.4f} ({', '.join(f'{v:.4f}' for v in info['replays'])})" for seed, info in noise.items()
+    )
     return (
-        f"`{parameters['space']}`, {parameters['trials']} trials per pruner, TPE sampler, seed {work['seed']}; workload: train sample "
-        f"{work['train_sample']}, eval sample {work['eval_sample']}, max length {work['max_length']}, "
-        f"{work['evaluations_per_trial']} evaluations per trial, {work['torch_threads']} torch threads; metric {summary['metric']} "
-        f"({summary['direction']}). Examples = training examples of all trials together.\n\n"
-        + _common.markdown_table([("pruner", "pruner"), ("complete", "complete"), ("pruned", "pruned"), ("infeasible", "infeasible"),
-                                  ("examples trained", "examples"), ("compute saved", "compute_saved"), ("wall s", "wall_s"),
-                                  ("best", "best"), ("guide baseline", "baseline"), ("best vs baseline", "best_vs_baseline"),
-                                  ("best - best(none)", "best_minus_none"), ("within noise", "within_noise")], rows)
-        + f"\nNoise: the no-pruning winner's value spans {noise:.4f} over seeds "
-        f"{', '.join(str(work['seed'] + i) for i in range(len(replays)))} ({', '.join(f'{v:.4f}' for v in replays)}); "
-        "another seed also draws another data sample, so this is a generous yardstick.\n\n"
+        f"`{parameters['space']}`, {parameters['trials']} trials per pruner and seed, TPE sampler, seeds "
+        f"{', '.join(map(str, seeds))}; workload: train sample {work['train_sample']}, eval sample {work['eval_sample']}, max length "
+        f"{work['max_length']}, {work['evaluations_per_trial']} evaluations per trial, {work['torch_threads']} torch threads; metric "
+        f"{summary['metric']} ({summary['direction']}). Examples = training examples of all trials of a study together.\n\n"
+        f"Over the seeds (median [min - max]; \"same best\" and \"within noise\" count the seeds):\n\n"
+        + _common.markdown_table([("pruner", "pruner"), ("compute saved", "compute_saved"), ("wall s", "wall_s"),
+                                  ("best vs baseline", "gain"), ("same best as none", "same_best_seeds"),
+                                  ("within noise", "within_noise_seeds")], summary["by_pruner"])
+        + "\nEach study:\n\n"
+        + _common.markdown_table([("seed", "seed"), ("pruner", "pruner"), ("complete", "complete"), ("pruned", "pruned"),
+                                  ("infeasible", "infeasible"), ("examples trained", "examples"), ("compute saved", "compute_saved"),
+                                  ("wall s", "wall_s"), ("best", "best"), ("guide baseline", "baseline"),
+                                  ("best vs baseline", "best_vs_baseline"), ("best - best(none)", "best_minus_none"),
+                                  ("within noise", "within_noise")], rows)
+        + f"\nNoise: each seed's no-pruning winner replayed with the next seeds spans {noise_lines}; another seed also draws "
+        "another data sample, so this is a generous yardstick.\n\n"
         + verdict + "\n"
     )
 

@@ -9,20 +9,17 @@ cost. Storages: SQLite file, journal file, PostgreSQL 15 and MariaDB (throwaway 
 as in the tests; each skipped with a note where its server binaries are missing).
 
     python benchmarks/storage_workers.py            # full: 1, 2, 4 workers, 48 trials each
-    python benchmarks/storage_workers.py --quick    # well under a minute
-Writes benchmarks/results/storage_workers.md (table) and .json (raw figures).
+    python benchmarks/storage_workers.py --quick    # 1 and 2 workers, 8 trials: well under a minute
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import _common
 
 HERE = Path(__file__).resolve().parent
 OBJECTIVE_SECONDS = 0.3  # per trial: 3 "evaluations" of 0.1 s
@@ -46,7 +43,7 @@ def _objective(trial, target: int, study) -> float:
     return value
 
 
-def _worker(spec: str, target: int, seed: int, errors) -> None:
+def _worker(spec: str, target: int, seed: int, errors, windows) -> None:
     import optuna
 
     from lora_search._storage import open_storage
@@ -56,14 +53,23 @@ def _worker(spec: str, target: int, seed: int, errors) -> None:
     study = optuna.load_study(study_name="bench", storage=open_storage(spec),
                               sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
 
+    started: dict[int, float] = {}
+
+    def timed_objective(trial) -> float:
+        started[trial.number] = time.time()
+        return _objective(trial, target, study)
+
     def stop_at_target(study, trial) -> None:
+        # this host's clock, not the storage's: MySQL keeps trial times in whole seconds
+        if trial.state.is_finished() and trial.state.name in ("COMPLETE", "PRUNED"):
+            windows.append((started[trial.number], time.time()))
         counts = wait_for_room(study, target, None)
         if counts.finished + counts.running >= target:
             study.stop()
 
     try:
         if wait_for_room(study, target, None).finished < target:
-            study.optimize(lambda t: _objective(t, target, study), callbacks=[stop_at_target],
+            study.optimize(timed_objective, callbacks=[stop_at_target],
                            catch=(RuntimeError,))
     except Exception as error:  # counted, e.g. SQLite "database is locked"
         errors.append(f"{type(error).__name__}: {error}".splitlines()[0])
@@ -74,13 +80,14 @@ def measure(kind: str, spec: str, workers: int, trials: int) -> dict:
     from optuna.trial import TrialState
 
     from lora_search._storage import open_storage
+    from lora_search._workers import ATTR_SURPLUS
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     optuna.create_study(study_name="bench", storage=open_storage(spec))
     context = multiprocessing.get_context("spawn")
     manager = context.Manager()
-    errors = manager.list()
-    processes = [context.Process(target=_worker, args=(spec, trials, seed, errors)) for seed in range(workers)]
+    errors, windows = manager.list(), manager.list()  # windows: (objective called, trial told) per finished trial
+    processes = [context.Process(target=_worker, args=(spec, trials, seed, errors, windows)) for seed in range(workers)]
     started = time.perf_counter()
     for process in processes:
         process.start()
@@ -89,9 +96,10 @@ def measure(kind: str, spec: str, workers: int, trials: int) -> dict:
     elapsed = time.perf_counter() - started
     all_trials = optuna.load_study(study_name="bench", storage=open_storage(spec)).get_trials()
     finished = [t for t in all_trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished]
+    windows = list(windows)
+    durations = [end - start for start, end in windows]
     # from the first trial's start to the last one's end: process start-up (imports) excluded
-    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+    span = max(end for _, end in windows) - min(start for start, _ in windows)
     ideal = workers * 60 / OBJECTIVE_SECONDS
     per_minute = len(finished) / span * 60
     return {
@@ -99,7 +107,9 @@ def measure(kind: str, spec: str, workers: int, trials: int) -> dict:
         "workers": workers,
         "target": trials,
         "finished": len(finished),
-        "failed": sum(t.state == TrialState.FAIL for t in all_trials),
+        # two workers may both start the last trial: the later one ends as surplus, untrained
+        "surplus": sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(ATTR_SURPLUS)) for t in all_trials),
+        "failed": sum(t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_SURPLUS) for t in all_trials),
         "duplicate_numbers": len(all_trials) - len({t.number for t in all_trials}),
         "elapsed_s": round(elapsed, 2),
         "trials_span_s": round(span, 2),
@@ -109,28 +119,28 @@ def measure(kind: str, spec: str, workers: int, trials: int) -> dict:
         # worker time per trial beyond the objective's own sleep: sampling, storage
         # reads and writes, and the coordination (counting, waiting at the end)
         "overhead_per_trial_s": round(span * workers / len(finished) - OBJECTIVE_SECONDS, 3),
-        # inside a trial (start to complete), beyond the sleep: suggest/report/attr writes
+        # inside a trial (objective called to trial told), beyond the sleep: suggest/report/attr writes, tell
         "in_trial_overhead_s": round(sum(durations) / max(1, len(durations)) - OBJECTIVE_SECONDS, 3),
         "errors": list(errors),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 and 2 workers, 8 trials: well under a minute")
-    parser.add_argument("--output", type=Path, default=HERE / "results", help="folder for storage_workers.md/.json")
+    parser = _common.parser(__doc__)
     args = parser.parse_args(argv)
     worker_counts = [1, 2] if args.quick else [1, 2, 4]
     trials = 8 if args.quick else 48
 
-    sys.path.insert(0, str(HERE.parent / "tests"))
+    sys.path.insert(0, str(HERE.parent / "tests"))  # the throwaway database servers of the tests
     import mysql_server
     import postgres_cluster
 
-    results: list[dict] = []
+    run = _common.Run("storage_workers", args.quick, {"workers": worker_counts, "trials": trials,
+                                                      "objective_seconds": OBJECTIVE_SECONDS})
+    rows: list[dict] = []
     notes: list[str] = []
     servers = []  # the database servers whose binaries are here, started for the run
-    with tempfile.TemporaryDirectory(prefix="lora-search-bench-") as folder:
+    with _common.scratch_folder() as folder:
         if (postgres_cluster.POSTGRES_BIN / "initdb").exists():
             servers.append(postgres_cluster.PostgresCluster())
         else:
@@ -147,34 +157,31 @@ def main(argv: list[str] | None = None) -> int:
                 specs += [(server.scheme, server.create_database(f"bench_w{workers}")) for server in servers]
                 for kind, spec in specs:
                     row = measure(kind, spec, workers, trials)
-                    results.append(row)
+                    rows.append(row)
                     print(f"{kind:10s} workers={workers}  {row['finished']}/{trials} finished  "
                           f"{row['trials_per_minute']:6.1f}/min (ideal {row['ideal_per_minute']})  "
                           f"overhead {row['overhead_per_trial_s']:.3f} s/trial  errors {len(row['errors'])}",
-                          flush=True)
+                          file=sys.stderr, flush=True)
         finally:
             for server in servers:
                 server.stop()
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "machine": platform.machine(),
-            "cpus": multiprocessing.cpu_count(), "objective_seconds": OBJECTIVE_SECONDS,
-            "trials_per_run": trials, "mode": "quick" if args.quick else "full", "notes": notes}
-    (args.output / "storage_workers.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    lines = [
-        f"Finished trials per minute, objective {OBJECTIVE_SECONDS} s/trial, {trials} trials per run, "
-        f"{meta['cpus']} CPUs ({meta['mode']} mode).",
-        "",
-        "| storage | workers | finished | trials/min | ideal | efficiency | overhead s/trial | in-trial overhead s | failed | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(f"| {r['storage']} | {r['workers']} | {r['finished']}/{r['target']} | {r['trials_per_minute']} | "
-                     f"{r['ideal_per_minute']} | {r['efficiency']:.0%} | {r['overhead_per_trial_s']} | "
-                     f"{r['in_trial_overhead_s']} | {r['failed']} | {len(r['errors'])} |")
-    lines += [""] + notes
-    (args.output / "storage_workers.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for row in rows:
+        row["finished_of_target"] = f"{row['finished']}/{row['target']}"
+        row["efficiency_share"] = f"{row['efficiency']:.0%}"
+        row["error_count"] = len(row["errors"])
+    body = (
+        f"Finished trials per minute, objective {OBJECTIVE_SECONDS} s per trial, {trials} trials per run; ideal = workers x 60 / "
+        f"{OBJECTIVE_SECONDS}. Overhead = worker time per trial beyond the objective's sleep (sampling, storage, coordination); "
+        "in-trial overhead = the part of it between a trial's start and its end.\n\n"
+        + _common.markdown_table([("storage", "storage"), ("workers", "workers"), ("finished", "finished_of_target"),
+                                  ("trials/min", "trials_per_minute"), ("ideal", "ideal_per_minute"),
+                                  ("efficiency", "efficiency_share"), ("overhead s/trial", "overhead_per_trial_s"),
+                                  ("in-trial overhead s", "in_trial_overhead_s"), ("surplus", "surplus"),
+                                  ("failed", "failed"), ("errors", "error_count")], rows)
+        + "".join(f"\n{note}\n" for note in notes)
+    )
+    _common.write(run.record(rows, {"notes": notes}), body, _common.results_folder(args))
     return 0
 
 

@@ -14,14 +14,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from mysql_server import MARIADB_SERVER
+from postgres_cluster import POSTGRES_BIN
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-OURS = ("overhead", "peer", "throughput", "pruning", "search_vs_guide", "workers")
+OURS = ("overhead", "peer", "throughput", "pruning", "search_vs_guide", "workers", "storage_workers")
 ALL = sorted(path.stem for path in BENCHMARKS.glob("*.py") if not path.stem.startswith("_"))
 
 
 def test_every_benchmark_script_is_covered():
-    assert set(OURS) <= set(ALL), f"benchmarks missing: {sorted(set(OURS) - set(ALL))}"
+    assert set(OURS) == set(ALL), f"benchmarks without a check: {sorted(set(ALL) - set(OURS))}; checks without a script: {sorted(set(OURS) - set(ALL))}"
 
 
 def tables(markdown: str) -> list[list[list[str]]]:
@@ -59,11 +61,10 @@ def results(tmp_path_factory):
 def quick_runs(results):
     """name -> Future of the finished subprocess of ``benchmarks/<name>.py --quick``."""
     def launch(name: str) -> subprocess.CompletedProcess:
-        option = "--results" if name in OURS else "--output"
-        command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", option, str(results)]
+        command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--results", str(results)]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
-    names = sorted(ALL, key=lambda name: START_ORDER.index(name) if name in START_ORDER else len(START_ORDER))
+    names = sorted(OURS, key=START_ORDER.index)
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {name: pool.submit(launch, name) for name in names}
 
@@ -113,14 +114,17 @@ def check_throughput(record: dict) -> None:
 
 
 def check_pruning(record: dict) -> None:
-    by_pruner = {row["pruner"]: row for row in record["rows"]}
-    assert set(by_pruner) == set(record["parameters"]["pruners"])
-    trials = record["parameters"]["trials"]
-    for row in by_pruner.values():
-        assert row["complete"] + row["pruned"] + row["infeasible"] == trials
+    parameters = record["parameters"]
+    assert {(row["seed"], row["pruner"]) for row in record["rows"]} == {
+        (seed, pruner) for seed in parameters["seeds"] for pruner in parameters["pruners"]}
+    for row in record["rows"]:
+        assert row["complete"] + row["pruned"] + row["infeasible"] == parameters["trials"]
         assert row["examples"] > 0
-    assert by_pruner["none"]["pruned"] == 0
-    assert record["summary"]["noise"] >= 0
+        if row["pruner"] == "none":
+            assert row["pruned"] == 0 and row["same_best"] and row["compute_saved"] == "0%"
+    assert [p["pruner"] for p in record["summary"]["by_pruner"]] == parameters["pruners"]
+    assert all(p["seeds"] == len(parameters["seeds"]) for p in record["summary"]["by_pruner"])
+    assert all(info["noise"] >= 0 for info in record["summary"]["noise"].values())
 
 
 def check_search_vs_guide(record: dict) -> None:
@@ -143,6 +147,19 @@ def check_workers(record: dict) -> None:
     assert len(examples) == 1, f"both arrangements must run the same trials, trained {examples}"
 
 
+def check_storage_workers(record: dict) -> None:
+    parameters = record["parameters"]
+    servers_here = {"postgresql": (POSTGRES_BIN / "initdb").exists(), "mysql": MARIADB_SERVER.exists()}
+    expected = {"sqlite", "journal"} | {scheme for scheme, here in servers_here.items() if here}
+    assert {row["storage"] for row in record["rows"]} == expected, f"a storage was skipped: {record['summary']['notes']}"
+    assert sorted({row["workers"] for row in record["rows"]}) == parameters["workers"]
+    for row in record["rows"]:
+        assert row["finished"] == row["target"] == parameters["trials"], row
+        assert row["duplicate_numbers"] == 0 and row["failed"] == 0 and not row["errors"], row
+        assert row["surplus"] <= row["workers"] - 1
+        assert 0 < row["trials_per_minute"] <= row["ideal_per_minute"] * 1.05
+
+
 CHECKS = {
     "overhead": check_overhead,
     "peer": check_peer,
@@ -150,13 +167,8 @@ CHECKS = {
     "pruning": check_pruning,
     "search_vs_guide": check_search_vs_guide,
     "workers": check_workers,
+    "storage_workers": check_storage_workers,
 }
-
-
-@pytest.mark.parametrize("name", sorted(set(ALL) - set(OURS)))
-def test_other_benchmarks_quick_mode(name, results, quick_runs):
-    """Benchmarks of other parts (e.g. storage_workers.py) follow the same --quick contract, with --output."""
-    run_quick(name, results, quick_runs)
 
 
 def test_search_vs_guide_resumes_from_its_studies_folder(tmp_path):
