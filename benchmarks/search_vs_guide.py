@@ -104,12 +104,44 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(scenarios)} scenarios x {len(SAMPLERS)} samplers x {len(seeds)} seeds ({', '.join(map(str, seeds))}) x {trials} trials; "
         f"workload: train sample {base.train_sample}, eval sample {base.eval_sample}, max length {base.max_length}, "
         f"{base.evaluations_per_trial} evaluations per trial, {args.jobs} studies at a time with {threads} torch threads each; metric {base.metric} ({direction}); "
-        f"{summary['total_trials']} trials, {summary['total_wall_s'] / 60:.0f} min of trial time (first trial start to last trial end, summed over studies). Cells: median [min - max] over the seeds; "
+        f"{summary['total_trials']} trials, {summary['total_wall_s'] / 60:.0f} min of trial time (first trial start to last trial end, summed over studies), "
+        f"trained {trained_between(runs)} (a resumed or re-read run shows the times of the training, not its own). Cells: median [min - max] over the seeds; "
         f"gain = how much better than the same study's guide preset.\n\n"
         + _common.markdown_table(columns, rows)
+        + "\n" + verdict(runs, scenarios, trials, direction) + "\n"
     )
     _common.write(run.record([{k: v for k, v in r.items() if k != "trials"} for r in runs], summary), body, _common.results_folder(args))
     return 0
+
+
+def trained_between(runs: list[dict]) -> str:
+    import datetime
+
+    starts = [r["first_start"] for r in runs if r["first_start"] is not None]
+    ends = [r["last_end"] for r in runs if r["last_end"] is not None]
+    if not starts:
+        return "never"
+    show = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+    return f"from {show(min(starts))} to {show(max(ends))} UTC"
+
+
+def verdict(runs: list[dict], scenarios: list[str], trials: int, direction: str) -> str:
+    """The target in one line: TPE beats the guide preset everywhere, and random sampling in most scenarios."""
+    better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
+    beats_guide, beats_random = [], []
+    for scenario in scenarios:
+        tpe = [r for r in runs if r["scenario"] == scenario and r["sampler"] == "tpe"]
+        random = [r for r in runs if r["scenario"] == scenario and r["sampler"] == "random"]
+        if all(r["best"][trials] is not None and r["baseline"] is not None and better(r["best"][trials], r["baseline"]) for r in tpe):
+            beats_guide.append(scenario)
+        tpe_median = _common.median_spread([r["best"][trials] for r in tpe if r["best"][trials] is not None])[0]
+        random_median = _common.median_spread([r["best"][trials] for r in random if r["best"][trials] is not None])[0]
+        if tpe_median is not None and random_median is not None and better(tpe_median, random_median):
+            beats_random.append(scenario)
+    met = len(beats_guide) == len(scenarios) and 2 * len(beats_random) > len(scenarios)
+    return (f"**TPE's best after {trials} trials beats the guide preset in {len(beats_guide)} of {len(scenarios)} scenarios "
+            f"in every seed, and beats random sampling's best after {trials} (median over the seeds) in {len(beats_random)} of "
+            f"{len(scenarios)}: the target (every scenario; most) is {'met' if met else 'not met'}.**")
 
 
 def one_study(scenario: str, sampler: str, seed: int, workload: dict, folder: str, quick: bool, trials: int,
@@ -131,6 +163,7 @@ def one_study(scenario: str, sampler: str, seed: int, workload: dict, folder: st
     print(f"{name}: {span:.0f} s of trials ({result['wall_s']:.0f} s in this run)", file=sys.stderr, flush=True)
     return {
         "scenario": scenario, "sampler": sampler, "seed": seed, "pruner": result["pruner"], "wall_s": span,
+        "first_start": windows[0][1] if windows else None, "last_end": windows[-1][2] if windows else None,
         "baseline": _common.baseline_value(data),
         "best": {k: _common.best_value(data, work.direction, first=k) for k in checkpoints},
         "examples": sum(t["examples"] for t in data),
