@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-sample", type=int, default=32, help="training examples per trial (full mode)")
     parser.add_argument("--eval-sample", type=int, default=32, help="evaluation examples per evaluation (full mode)")
     parser.add_argument("--max-length", type=int, default=32, help="tokens per example (full mode)")
+    parser.add_argument("--evaluations-per-trial", type=int, default=None,
+                        help="about how many evaluations (pruning decisions) a trial makes (default: the objective's, 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quick)")
     parser.add_argument("--from-json", type=_common.Path, help="render a stored pruning.json again (no training)")
     args = parser.parse_args(argv)
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     with _common.scratch_folder() as scratch_name:
         scratch = _common.Path(scratch_name)
         fields = {"torch_threads": threads}
+        if args.evaluations_per_trial is not None:
+            fields["evaluations_per_trial"] = args.evaluations_per_trial
         if not args.quick:
             fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample, max_length=args.max_length)
         work = _common.workload(args.quick, scratch, **fields)
