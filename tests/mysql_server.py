@@ -9,7 +9,6 @@ started with ``--user=root``; the data folder is private to the test anyway.
 from __future__ import annotations
 
 import getpass
-import itertools
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from postgres_cluster import free_port
+from throwaway_server import database_name, free_port, session_server
 
 MARIADB_SERVER = Path(os.environ.get("LORA_SEARCH_MARIADB_SERVER", "/usr/sbin/mariadbd"))
 MARIADB_INSTALL_DB = Path(os.environ.get("LORA_SEARCH_MARIADB_INSTALL_DB", "/usr/bin/mariadb-install-db"))
@@ -28,7 +27,6 @@ MISSING_BINARIES = (
     "package, as .ci/run does, or set LORA_SEARCH_MARIADB_SERVER and LORA_SEARCH_MARIADB_INSTALL_DB"
 )
 START_TIMEOUT_SECONDS = 60
-_DATABASE_NUMBERS = itertools.count()
 
 
 class MariaDBServer:
@@ -113,25 +111,12 @@ class MariaDBServer:
 
 @pytest.fixture(scope="session")
 def mysql_server():
-    """A running MariaDB server for the whole test session.
-
-    Where the binaries are missing this fails under CI (``CI`` set: .ci/run installs
-    them) and skips elsewhere, saying what to install.
-    """
-    if not MARIADB_SERVER.exists() or not MARIADB_INSTALL_DB.exists():
-        if os.environ.get("CI"):
-            pytest.fail(MISSING_BINARIES)
-        pytest.skip(MISSING_BINARIES)
-    server = MariaDBServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    """A running MariaDB server for the whole test session."""
+    present = MARIADB_SERVER.exists() and MARIADB_INSTALL_DB.exists()
+    yield from session_server(MariaDBServer, present, MISSING_BINARIES)
 
 
 @pytest.fixture
 def mysql_url(mysql_server, request):
     """The URL of a fresh, empty database on the session's server, one per test."""
-    test_name = "".join(ch if ch.isalnum() else "_" for ch in request.node.name.lower())
-    return mysql_server.create_database(f"t{next(_DATABASE_NUMBERS)}_{test_name}"[:64])
+    return mysql_server.create_database(database_name(request, 64))

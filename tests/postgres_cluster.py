@@ -8,29 +8,22 @@ user, which the Debian package creates.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from throwaway_server import database_name, free_port, session_server
+
 POSTGRES_BIN = Path(os.environ.get("LORA_SEARCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 MISSING_BINARIES = (
     f"PostgreSQL 15 server binaries not found in {POSTGRES_BIN} (initdb, pg_ctl): "
     "install Debian's 'postgresql' package, as .ci/run does, or set LORA_SEARCH_PG_BIN"
 )
-_DATABASE_NUMBERS = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresCluster:
@@ -89,25 +82,12 @@ class PostgresCluster:
 
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    """A running PostgreSQL 15 cluster for the whole test session.
-
-    Where the server binaries are missing this fails under CI (``CI`` set: .ci/run
-    installs them) and skips elsewhere, saying what to install.
-    """
-    if not (POSTGRES_BIN / "initdb").exists() or not (POSTGRES_BIN / "pg_ctl").exists():
-        if os.environ.get("CI"):
-            pytest.fail(MISSING_BINARIES)
-        pytest.skip(MISSING_BINARIES)
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    """A running PostgreSQL 15 cluster for the whole test session."""
+    present = (POSTGRES_BIN / "initdb").exists() and (POSTGRES_BIN / "pg_ctl").exists()
+    yield from session_server(PostgresCluster, present, MISSING_BINARIES)
 
 
 @pytest.fixture
 def postgres_url(postgres_cluster, request):
     """The URL of a fresh, empty database in the session's cluster, one per test."""
-    test_name = "".join(ch if ch.isalnum() else "_" for ch in request.node.name.lower())
-    return postgres_cluster.create_database(f"t{next(_DATABASE_NUMBERS)}_{test_name}"[:63])
+    return postgres_cluster.create_database(database_name(request, 63))
