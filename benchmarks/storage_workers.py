@@ -61,7 +61,7 @@ def _worker(spec: str, target: int, seed: int, errors, windows) -> None:
 
     def stop_at_target(study, trial) -> None:
         # this host's clock, not the storage's: MySQL keeps trial times in whole seconds
-        if trial.state.is_finished() and trial.state.name in ("COMPLETE", "PRUNED"):
+        if trial.state.name in ("COMPLETE", "PRUNED"):
             windows.append((started[trial.number], time.time()))
         counts = wait_for_room(study, target, None)
         if counts.finished + counts.running >= target:
