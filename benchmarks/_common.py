@@ -133,7 +133,7 @@ def header(record: dict[str, Any]) -> str:
         f"Command: `{record['command']}`{mode}  \n"
         f"Run: {record['date']} UTC, {record['duration_s']:.0f} s; machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_gb']} GB, Python {m['python']}; 1-minute load average {load[0][0] if load[0] else '?'} at start, "
-        f"{load[1][0] if load[1] else '?'} at end (shared machine: other processes were running).  \n"
+        f"{load[1][0] if load[1] else '?'} at end (the benchmark's own threads count in the end figure).  \n"
         f"Versions: {versions}.\n"
     )
 

@@ -27,9 +27,9 @@ examples:
 
 samplers: tpe (default; models parameters jointly), random, gp (Gaussian process),
 cmaes, qmc (quasi-random, even coverage). All are seeded by --seed.
-pruners: median (default unless the scenario names one), percentile (best quarter
-only), hyperband, successive-halving, patient (median, with two bad evaluations of
-grace), wilcoxon, threshold (only diverged trials), none.
+pruners: successive-halving (default unless the scenario names one), median,
+percentile (best quarter only), hyperband, patient (median, with two bad evaluations
+of grace), wilcoxon, threshold (only diverged trials), none.
 """
 
 
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", metavar="NAME", help="study name (default: SPACE.MODEL.DATA, e.g. memory-constrained.minilm.fine-food)")
     parser.add_argument("--storage", metavar="URL", help="sqlite:///file.db, postgresql://..., FILE.journal (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="how parameters are proposed (default tpe)")
-    parser.add_argument("--pruner", choices=PRUNERS, help="how hopeless trials are stopped (default: the scenario's, else median)")
+    parser.add_argument("--pruner", choices=PRUNERS, help="how hopeless trials are stopped (default: the scenario's, else successive-halving)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes on this study: one GPU each, or the CPU cores split between them (default 1)")
     parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")

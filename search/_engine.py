@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from .spaces import ResolvedSpace, SearchSpace, TrainingConfig
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
-PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "patient", "wilcoxon", "threshold", "none")
-DEFAULT_PRUNER = "median"
+PRUNERS = ("successive-halving", "median", "percentile", "hyperband", "patient", "wilcoxon", "threshold", "none")
+DEFAULT_PRUNER = "successive-halving"
 DEFAULT_SAMPLER = "tpe"
 
 # Study user attributes written by lora-search (visible in optuna-dashboard).

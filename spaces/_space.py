@@ -5,7 +5,7 @@ A space file (see ``scenarios/*.yaml``) has these top-level keys:
     name, description         one line each (name defaults to the file's stem)
     extends                   a built-in scenario whose parameters this file changes
     baseline_preset           the preset the search starts from (enqueued first)
-    study                     defaults for a study: timeout ("30m"), pruner ("median")
+    study                     defaults for a study: timeout ("30m"), pruner ("successive-halving")
     constraints               effective_batch_size: {low, high}, across all devices
     training, lora            parameters, each in one of the forms of ``_catalog``
 """

@@ -120,11 +120,14 @@ def check_pruning(record: dict) -> None:
     for row in record["rows"]:
         assert row["complete"] + row["pruned"] + row["infeasible"] == parameters["trials"]
         assert row["examples"] > 0
+        assert len(row["replayed"]) == parameters["replays"] and all(math.isfinite(v) for v in row["replayed"])
         if row["pruner"] == "none":
             assert row["pruned"] == 0 and row["same_best"] and row["compute_saved"] == "0%"
+            assert row["replay_losses"] == [0.0] * parameters["replays"], "no pruning is the reference of its own replays"
     assert [p["pruner"] for p in record["summary"]["by_pruner"]] == parameters["pruners"]
     assert all(p["seeds"] == len(parameters["seeds"]) for p in record["summary"]["by_pruner"])
-    assert all(info["noise"] >= 0 for info in record["summary"]["noise"].values())
+    for info in record["summary"]["noise"].values():
+        assert info["noise"] >= 0 and len(info["values"]) == parameters["replays"] + 1
 
 
 def check_search_vs_guide(record: dict) -> None:
