@@ -102,11 +102,12 @@ def one_seed(space: str, work, storage: str, trials: int, pruners: list[str], re
 
     direction = work.direction
     sign = 1 if direction == "minimize" else -1
-    runs = {}
+    runs, studies = {}, {}
     for pruner in pruners:
         name = f"pruning-{pruner}-{work.seed}"
         runs[pruner] = _common.search(space, work, storage, name, trials, sampler="tpe", pruner=pruner)
-        windows = _common.trial_windows(load_lora_study(name, storage))
+        studies[pruner] = load_lora_study(name, storage)
+        windows = _common.trial_windows(studies[pruner])
         # from the trials' own times, so a study resumed by a second run counts its whole span
         runs[pruner]["span_s"] = windows[-1][2] - windows[0][1]
         print(f"seed {work.seed}, pruner {pruner}: {runs[pruner]['span_s']:.0f} s", file=sys.stderr, flush=True)
@@ -120,7 +121,7 @@ def one_seed(space: str, work, storage: str, trials: int, pruners: list[str], re
         winner = next(t for t in result["trials"] if t["value"] == best)
         key = json.dumps(winner["params"], sort_keys=True)
         if key not in replayed:
-            study = load_lora_study(f"pruning-{pruner}-{work.seed}", storage)
+            study = studies[pruner]
             config = trial_config(stored_space(study), study.trials[winner["number"]])
             replayed[key] = [replay(objectives[seed].workload, config, objective=objectives[seed]) for seed in replay_seeds]
         winners[pruner] = (winner, replayed[key])
