@@ -14,6 +14,13 @@ pruner keeps the best when its winners, replayed, are on average at most 1% wors
 than no pruning's winners replayed on the same seeds. The spread of no pruning's
 winner over its replays is the noise.
 
+A pruned study differs from no pruning's in two ways: the rule stops trials, and the
+sampler, fed the shorter history, proposes other trials. The rule-alone table separates
+the rule: no pruning's own learning curves are fed, trial by trial in their order,
+through each pruner (in memory, no training), which tells what the rule alone would
+save and whether it would stop the winner. Its ceiling row stops every trial but the
+winner at its first evaluation: no rule comparing trials at evaluations saves more.
+
     python benchmarks/pruning.py            # 30 trials x 5 pruners x 5 seeds (see --help for the workload)
     python benchmarks/pruning.py --quick    # 3 trials x 2 pruners on a tiny model
 """
@@ -88,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             seed_rows, noises[str(seed)] = one_seed(space, work.replace(seed=seed), storage, trials, pruners, replays)
             rows += seed_rows
+        curves = {str(seed): rule_alone(storage, f"pruning-none-{seed}", pruners) for seed in seeds}
     summary = {"noise": noises, "metric": work.metric, "direction": work.direction,
-               "by_pruner": by_pruner(rows, pruners)}
+               "by_pruner": by_pruner(rows, pruners), "rule_alone": curves}
     record = run.record(rows, summary)
     _common.write(record, render(record), _common.results_folder(args))
     return 0
@@ -167,6 +175,69 @@ def one_seed(space: str, work, storage: str, trials: int, pruners: list[str], re
                   "winner_params": winners["none"][0]["params"]}
 
 
+def rule_alone(storage: str, study_name: str, pruners: list[str]) -> dict[str, dict]:
+    """No pruning's trials, in their order, through each pruner's rule: compute saved, winner stopped or not.
+
+    The trials' reported values are replayed into an in-memory study with the pruner the
+    search would use; a trial stops at the first evaluation the pruner rejects (its
+    examples up to that evaluation count), otherwise it runs to its last. "ceiling" stops
+    every trial but the winner at its first evaluation.
+    """
+    import optuna
+
+    from lora_search._engine import load_lora_study, make_pruner
+
+    study = load_lora_study(study_name, storage)
+    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.intermediate_values]  # infeasible trials never trained
+    direction = "minimize" if study.direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
+    winner = (min if direction == "minimize" else max)(trials, key=lambda t: t.value)
+    full = sum(max(t.intermediate_values) for t in trials)  # steps count training examples
+    ceiling = sum(max(t.intermediate_values) if t is winner else min(t.intermediate_values) for t in trials)
+    outcome = {"ceiling": {"saved_share": 1 - ceiling / full, "winner_kept": True, "stopped": len(trials) - 1}}
+    # the search gives successive halving and Hyperband their first rung at the baseline's first report
+    min_resource = min(trials[0].intermediate_values)
+    for name in pruners:
+        if name == "none":
+            continue
+        replay = optuna.create_study(direction=direction, pruner=make_pruner(name, direction, min_resource))
+        trained, stopped, winner_kept = 0, 0, True
+        for original in trials:
+            trial = replay.ask()
+            steps = sorted(original.intermediate_values)
+            for step in steps:
+                trial.report(original.intermediate_values[step], step)
+                if step != steps[-1] and trial.should_prune():
+                    replay.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    trained += step
+                    stopped += 1
+                    winner_kept = winner_kept and original is not winner
+                    break
+            else:
+                replay.tell(trial, original.value)
+                trained += steps[-1]
+        outcome[name] = {"saved_share": 1 - trained / full, "winner_kept": winner_kept, "stopped": stopped}
+    return outcome
+
+
+def rule_alone_summary(curves: dict[str, dict]) -> list[dict]:
+    """Each rule (and the ceiling) over the seeds: compute saved, seeds whose winner it let finish."""
+    names = list(next(iter(curves.values())))
+    summary = []
+    for name in names:
+        seeds = [by_name[name] for by_name in curves.values()]
+        saved = [s["saved_share"] for s in seeds]
+        summary.append({
+            "rule": name,
+            "saved_median": statistics.median(saved),
+            "compute_saved": _spread(saved, "{:.0%}"),
+            "stopped": _spread([s["stopped"] for s in seeds], "{:.0f}"),
+            "kept_everywhere": all(s["winner_kept"] for s in seeds),
+            "winner_kept": f"{sum(s['winner_kept'] for s in seeds)}/{len(seeds)}",
+        })
+    return summary
+
+
 def by_pruner(rows: list[dict], pruners: list[str]) -> list[dict]:
     """Each pruner over the seeds: compute saved (median and range), how its winners replay."""
     summary = []
@@ -219,6 +290,14 @@ def render(record: dict) -> str:
     else:
         verdict = (f"**No pruner met the target, and none saved compute with {kept}**: the table supports no pruner over "
                    "another here.")
+    rules = rule_alone_summary(summary["rule_alone"])
+    if not meeting:
+        safe = [r for r in rules[1:] if r["kept_everywhere"]]
+        if safe:
+            best_rule = max(safe, key=lambda r: r["saved_median"])
+            verdict += (f" Even without the sampler's reaction, on no pruning's own curves, the rule that saves the most "
+                        f"while letting the winner finish at every seed, `{best_rule['rule']}`, saves "
+                        f"{best_rule['compute_saved']}, against a ceiling of {rules[0]['compute_saved']}.")
     noise_lines = "; ".join(
         f"seed {seed}: {info['noise']:.4f} ({', '.join(f'{v:.4f}' for v in info['values'])})"
         for seed, info in summary["noise"].items()
@@ -243,6 +322,10 @@ def render(record: dict) -> str:
                                   ("wall s", "wall_s"), ("best", "best"), ("guide baseline", "baseline"),
                                   ("best vs baseline", "best_vs_baseline"), ("winner", "winner"),
                                   ("winner replayed (mean)", "replayed_mean"), ("replayed vs none's", "replayed_vs_none")], rows)
+        + "\nThe rule alone, on no pruning's own curves (the same trials in the same order, fed through each pruner "
+        "without training; \"ceiling\" stops every trial but the winner at its first evaluation):\n\n"
+        + _common.markdown_table([("rule", "rule"), ("compute saved", "compute_saved"), ("trials stopped", "stopped"),
+                                  ("winner runs to the end", "winner_kept")], rules)
         + f"\nNoise: no pruning's winner, its study value and its replays, spans {noise_lines}.\n\n"
         + verdict + "\n"
     )

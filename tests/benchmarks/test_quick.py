@@ -128,6 +128,18 @@ def check_pruning(record: dict) -> None:
     assert all(p["seeds"] == len(parameters["seeds"]) for p in record["summary"]["by_pruner"])
     for info in record["summary"]["noise"].values():
         assert info["noise"] >= 0 and len(info["values"]) == parameters["replays"] + 1
+    rule_alone = record["summary"]["rule_alone"]
+    assert set(rule_alone) == {str(seed) for seed in parameters["seeds"]}
+    for seed, by_rule in rule_alone.items():
+        complete = next(r["complete"] for r in record["rows"] if r["pruner"] == "none" and str(r["seed"]) == seed)
+        assert list(by_rule) == ["ceiling", *(p for p in parameters["pruners"] if p != "none")]
+        ceiling = by_rule["ceiling"]
+        assert ceiling["winner_kept"] and ceiling["stopped"] == complete - 1
+        for outcome in by_rule.values():
+            assert 0 <= outcome["stopped"] < complete and outcome["saved_share"] >= 0
+            if outcome["winner_kept"]:
+                # letting the winner finish, no rule saves more than stopping every other trial at once
+                assert outcome["saved_share"] <= ceiling["saved_share"] + 1e-12
 
 
 def check_search_vs_guide(record: dict) -> None:
