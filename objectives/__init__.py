@@ -5,6 +5,7 @@ is built or a trial runs, not when this package is imported.
 """
 
 from ._errors import DataError, InfeasibleConfigError, ModelError
+from ._hardware import detect_hardware
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
 from ._schedule import ProxySchedule
 from ._train import replay, train_with_preset
@@ -20,6 +21,7 @@ __all__ = [
     "ModelError",
     "ProxySchedule",
     "Workload",
+    "detect_hardware",
     "metric_direction",
     "replay",
     "train_with_preset",

@@ -9,6 +9,8 @@ import tempfile
 import time
 from typing import Any
 
+from lora_search.spaces import PEFT_TASK_TYPES
+
 from ._data import prepare_data, tokenize
 from ._errors import DataError
 from ._memory import estimate_training_memory_gb
@@ -18,7 +20,6 @@ from ._workload import Workload, metric_direction
 
 # Evaluation batch: no gradients are kept, so it can be larger than training batches.
 EVAL_BATCH_SIZE = 64
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
 # Constraint keys every finished trial sets (GPSampler needs the same keys on all trials).
 MEMORY_CONSTRAINT = "memory"
 FINITE_LOSS_CONSTRAINT = "finite_loss"

@@ -14,7 +14,7 @@ _API: dict[str, str] = {
     "LoraSearchError": "lora_search.spaces",
     "TrainingConfig": "lora_search.spaces",
     "LoraSettings": "lora_search.spaces",
-    "StorageError": "lora_search._storage",
+    "StorageError": "lora_search._errors",
     "open_storage": "lora_search._storage",
     "storage_label": "lora_search._storage",
     "RunRequest": "lora_search._engine",

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     import optuna_dashboard
 
-    from ._engine import SearchError
+    from ._errors import SearchError
     from ._storage import open_storage, storage_label
 
     storage = open_storage(args.storage, create=False)

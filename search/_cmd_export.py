@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._engine import SearchError
+    from ._errors import SearchError
     from ._presets import check_preset_name, exported_preset_path
     from .spaces import preset_names
 
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def export_study(study_name: str, names: list[str], *, storage: str | None = None, fmt: str = "yaml",
                  force: bool = False) -> list[tuple[str, str]]:
     """Export the ``len(names)`` best trials of a study; returns (name, path) pairs."""
-    from ._engine import SearchError, load_lora_study, stored_space, study_metric
+    from ._engine import load_lora_study, stored_space, study_metric
+    from ._errors import SearchError
     from ._presets import write_preset
     from ._trials import ranked_trials
 

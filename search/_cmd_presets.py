@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._engine import SearchError
+    from ._errors import SearchError
 
     if args.action == "list":
         if args.name is not None:

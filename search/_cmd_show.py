@@ -23,7 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._engine import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, SearchError, load_lora_study, study_metric
+    from ._engine import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric
+    from ._errors import SearchError
     from ._progress import format_params, format_value
     from ._trials import baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, trial_outcome
 

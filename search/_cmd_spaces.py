@@ -46,7 +46,7 @@ def profile_from_args(args: argparse.Namespace) -> Any:
         return RunProfile(args.dataset_size, "cuda", args.devices or 1, parse_memory(args.gpu_memory), bool(args.bf16))
     if args.cpu:
         return RunProfile(args.dataset_size)
-    from .objectives._hardware import detect_hardware
+    from .objectives import detect_hardware
 
     return RunProfile(args.dataset_size, **detect_hardware())
 
@@ -128,7 +128,7 @@ def _suggest(args: argparse.Namespace) -> int:
     elif args.cpu:
         memory = None
     else:
-        from .objectives._hardware import detect_hardware
+        from .objectives import detect_hardware
 
         hardware = detect_hardware()
         memory = hardware["gpu_memory_gb"]

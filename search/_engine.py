@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .spaces import LoraSearchError
+from ._errors import SearchError
 
 if TYPE_CHECKING:
     import optuna
@@ -67,10 +67,6 @@ MAX_CONSECUTIVE_FAILURES = 3
 # trial's user attr "error" and leaves the process clean for the next trial); the
 # MAX_CONSECUTIVE_FAILURES guard stops a search in which every trial breaks.
 TRIAL_FAILURES: tuple[type[BaseException], ...] = (Exception,)
-
-
-class SearchError(LoraSearchError):
-    """A search that cannot start or continue as asked."""
 
 
 @dataclass
@@ -421,7 +417,7 @@ def prepare(request: RunRequest) -> _Prepared:
     from ._storage import open_storage
     from ._trials import baseline_trial, count_states, trial_outcome
     from .objectives import LoraObjective, Workload, metric_direction
-    from .objectives._hardware import detect_hardware
+    from .objectives import detect_hardware
     from .spaces import RunProfile, load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
@@ -748,4 +744,4 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
                      elapsed_seconds=time.monotonic() - started)
 
 
-__all__ = ["RunRequest", "RunSummary", "SearchError", "SearchPlan", "run_search", "run_trials"]
+__all__ = ["RunRequest", "RunSummary", "SearchPlan", "run_search", "run_trials"]

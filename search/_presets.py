@@ -25,19 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._files import write_atomically
-from .spaces import LoraSearchError, TrainingConfig
+from ._errors import PresetError
+from .spaces import PEFT_TASK_TYPES, TrainingConfig
 
 if TYPE_CHECKING:
     from .spaces import LoraSettings
 
 FORMATS = ("yaml", "json")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# peft's task type by lora-search task
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
-
-
-class PresetError(LoraSearchError):
-    """A preset that cannot be found, read or written."""
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
 
 def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[str]:
     """Write the report atomically; returns the titles of the plotted sections."""
-    from ._engine import SearchError
+    from ._errors import SearchError
     from ._trials import count_states
 
     with warnings.catch_warnings():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .spaces import LoraSearchError
+from ._errors import StorageError
 
 if TYPE_CHECKING:
     import optuna
@@ -68,10 +68,6 @@ _FORMS = (
     "use sqlite:///PATH.db, postgresql://USER:PASSWORD@HOST:PORT/DB, "
     "mysql://USER:PASSWORD@HOST:PORT/DB, or a file path ending in .db (SQLite) or .journal (journal file)"
 )
-
-
-class StorageError(LoraSearchError):
-    """A storage that cannot be opened: bad spec, unreachable server, missing folder."""
 
 
 @dataclass(frozen=True)

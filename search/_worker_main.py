@@ -23,7 +23,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except LoraSearchError as error:
-        from ._engine import SearchError
+        from ._errors import SearchError
 
         print(f"lora-search run (worker): error: {error}", file=sys.stderr)
         return EXIT_FAILURES if isinstance(error, SearchError) else EXIT_USER_ERROR

@@ -40,7 +40,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .spaces import LoraSearchError
+from ._errors import WorkerError
 
 if TYPE_CHECKING:
     import optuna
@@ -71,10 +71,6 @@ EXIT_DONE = 0
 EXIT_USER_ERROR = 2
 EXIT_FAILURES = 3
 EXIT_INTERRUPTED = 130
-
-
-class WorkerError(LoraSearchError):
-    """Workers or devices asked for that this host cannot provide."""
 
 
 # --- who and where ----------------------------------------------------------------
@@ -143,7 +139,7 @@ def plan_workers(workers: int, *, accelerator: str, gpu_count: int, cpu_cores: i
 
 def local_slots(workers: int, devices: str | None) -> list[WorkerSlot]:
     """plan_workers for this host's hardware."""
-    from .objectives._hardware import detect_hardware
+    from .objectives import detect_hardware
 
     hardware = detect_hardware()
     cpu_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

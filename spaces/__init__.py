@@ -11,10 +11,11 @@ from ._profile import RunProfile
 from ._resolve import ResolvedSpace
 from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
 from ._suggest import suggest_scenario
-from ._training_config import LoraSettings, TrainingConfig
+from ._training_config import PEFT_TASK_TYPES, LoraSettings, TrainingConfig
 from ._units import parse_duration, parse_memory
 
 __all__ = [
+    "PEFT_TASK_TYPES",
     "Finding",
     "LoraSearchError",
     "LoraSettings",

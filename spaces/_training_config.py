@@ -18,6 +18,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 EVAL_STRATEGIES = ("steps", "epoch")
 TARGET_MODULE_PRESETS = ("attention", "all-linear")
+# peft's task type for each task lora-search trains
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
 
 
 def _check(condition: bool, name: str, problem: str) -> None:

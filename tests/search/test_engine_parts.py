@@ -7,7 +7,8 @@ import io
 import optuna
 import pytest
 
-from lora_search._engine import PRUNERS, SAMPLERS, RunRequest, SearchError, default_study_name, make_pruner, make_sampler
+from lora_search._engine import PRUNERS, SAMPLERS, RunRequest, default_study_name, make_pruner, make_sampler
+from lora_search._errors import SearchError
 from lora_search._progress import Progress, format_duration, format_params
 from lora_search._trials import count_states, ranked_trials, trial_outcome
 from lora_search.objectives._workload import Workload

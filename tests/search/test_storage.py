@@ -15,11 +15,11 @@ from lora_search._storage import (
     ENV_VAR,
     HEARTBEAT_ENV_VAR,
     MAX_RETRIES,
-    StorageError,
     open_storage,
     resolve_storage_spec,
     storage_label,
 )
+from lora_search._errors import StorageError
 from lora_search.spaces import LoraSearchError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -19,6 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from lora_search._errors import WorkerError
 from lora_search._storage import open_storage
 from lora_search._workers import (
     ATTR_HOST,
@@ -28,7 +29,6 @@ from lora_search._workers import (
     ENV_DEVICE,
     ENV_WORKER_ID,
     SurplusTrial,
-    WorkerError,
     begin_trial,
     mark_interrupted,
     parse_devices,
