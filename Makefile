@@ -1,8 +1,10 @@
 # Two entry points for a fresh machine; each builds the virtual environment it needs.
-#   make run   - the main job: a 30-trial memory-constrained search on the embedded default
-#   make test  - the test suite (what .ci/run runs)
+#   make run          - the main job: a 30-trial memory-constrained search on the embedded default
+#   make test         - the test suite (what .ci/run runs)
+#   make test-floors  - the objectives and engine tests with every dependency at its declared floor
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+FLOORS := .venv-floors
 
 # torch first, pinned: 2.13.0 is a CPU build on this disk; unpinned, pip downloads CUDA wheels.
 $(VENV)/.installed: pyproject.toml
@@ -11,9 +13,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: run test
+# The same install, constrained to the floors of pyproject.toml's ranges (.ci/floors.py).
+$(FLOORS)/.installed: pyproject.toml .ci/floors.py
+	python3 -m venv $(FLOORS)
+	$(FLOORS)/bin/python -m pip install --quiet torch==2.13.0
+	python3 .ci/floors.py > $(FLOORS)/floors.txt
+	$(FLOORS)/bin/python -m pip install --quiet -e '.[test]' -c $(FLOORS)/floors.txt
+	touch $@
+
+.PHONY: run test test-floors
 run: $(VENV)/.installed
 	$(VENV)/bin/lora-search run --space memory-constrained --trials 30
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest
+
+test-floors: $(FLOORS)/.installed
+	$(FLOORS)/bin/pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|datasets|optuna|optuna-dashboard)=='
+	$(FLOORS)/bin/python -m pytest tests/objectives tests/search

@@ -12,6 +12,7 @@ results/quick/ (or --results DIR) and leave the README alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
@@ -230,15 +231,27 @@ def scratch_folder() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="lora-search-bench-")
 
 
+@contextlib.contextmanager
+def studies_folder(keep: Path | None) -> Iterator[Path]:
+    """Where a benchmark keeps its study files and (with --quick) the tiny model: ``keep``
+    (--studies DIR), so that running again resumes them, else a scratch folder."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with scratch_folder() as name:
+        yield Path(name)
+
+
 def quiet_libraries() -> None:
     import warnings
 
     import optuna
-    from transformers.utils import logging as transformers_logging
+
+    from lora_search.objectives import quiet_libraries as quiet_model_loading
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
+    quiet_model_loading()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -326,10 +339,13 @@ def fixed_parameter_run(space: str, work: Any, storage: str, trials: int, *, stu
     timings of each phase.
 
     It is ``run_search`` with extra trials enqueued before the loop: ``prepare`` (finds or
-    creates the study, loads model and data, enqueues the baseline), then ``run_trials``
-    (the per-process loop of ``lora-search run``), then ``summarize``.
+    creates the study, loads model and data, enqueues the baseline), then ``run_plan``
+    (the per-process trial loop of ``lora-search run``), then ``summarize``.
     """
-    from lora_search._engine import RunRequest, prepare, run_trials, summarize
+    from lora_search import RunRequest
+    from lora_search._engine import summarize
+    from lora_search._loop import run_plan
+    from lora_search._prepare import prepare
 
     request = RunRequest(space=space, trials=trials, study=study, storage=storage, pruner="none", workload=work, quiet=True)
     started = time.time()
@@ -340,7 +356,7 @@ def fixed_parameter_run(space: str, work: Any, storage: str, trials: int, *, stu
     for entry in (extra_params if extra_params is not None else [baseline_params] * (trials - 1)):
         prepared.study.enqueue_trial(entry)
     loop_started = time.time()
-    stopped = run_trials(prepared.plan, objective=prepared.objective, resolved=prepared.resolved)
+    stopped = run_plan(prepared.plan, objective=prepared.objective, resolved=prepared.resolved)
     loop_ended = time.time()
     summary = summarize(prepared.study, storage=storage, target=trials, stopped_because=stopped, elapsed_seconds=loop_ended - started)
     ended = time.time()
@@ -375,8 +391,8 @@ def search(space: str, work: Any, storage: str, study: str, trials: int, *, samp
 
 def study_trials(storage: str, study: str) -> dict[str, Any]:
     """The study's pruner and one dict per trial: number, outcome, value (complete feasible only), examples."""
-    from lora_search._engine import ATTR_PRUNER, load_lora_study
-    from lora_search._trials import trial_outcome
+    from lora_search import load_lora_study, trial_outcome
+    from lora_search._study import ATTR_PRUNER
 
     loaded = load_lora_study(study, storage)
     trials_data = []

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     phases = [
         ("training steps (data, forward, backward, optimizer)", mean("train_s")),
         ("evaluations during training", mean("eval_s")),
-        ("trial start to training loop: sampling, model copy, LoRA, Trainer and optimizer set-up", mean("before_loop_s")),
-        ("  of which the objective's set-up (model copy, LoRA, memory estimate, Trainer)", mean("objective_setup_s")),
+        ("trial start to training loop: sampling, fresh adapter on the loaded base, Trainer and optimizer set-up", mean("before_loop_s")),
+        ("  of which the objective's set-up (fresh adapter on the loaded base, memory estimate, Trainer)", mean("objective_setup_s")),
         ("after the loop: clean-up, gc, user attrs, trial completion", mean("after_loop_s")),
         ("between trials: sampler, storage, stop checks", (outside - count * (mean("before_loop_s") + mean("after_loop_s"))) / count),
     ]

@@ -38,9 +38,7 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from lora_search.objectives._data import label_key, prepare_data
-    from lora_search.objectives._model import model_location
-    from lora_search.objectives._objective import classification_metrics, current_argument_names
+    from lora_search.objectives import classification_metrics, model_location, prepare_data, training_arguments
 
     datasets.disable_progress_bars()
     started = time.time()
@@ -53,7 +51,7 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
         frame = data.sample(split, size, work.seed)
         rows = datasets.Dataset.from_dict({
             "text": [str(text) for text in frame[data.text_column]],
-            "label": [label_ids[label_key(value)] for value in frame[data.label_column]],
+            "label": data.label_ids(frame),
         })
         return rows.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=work.max_length),
                         batched=True, remove_columns=["text"])
@@ -65,10 +63,9 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
             path, num_labels=len(label_ids), id2label=dict(enumerate(data.label_names)), label2id=label_ids, dtype=torch.float32)
         return get_peft_model(model, LoraConfig(**config.lora.to_lora_config_kwargs("SEQ_CLS")))
 
-    kwargs = current_argument_names(config.to_training_arguments_kwargs("eval_loss", False))
-    kwargs.update(output_dir=str(scratch / "peer"), eval_strategy="steps", eval_steps=eval_steps, save_strategy="no",
-                  logging_strategy="no", load_best_model_at_end=False, per_device_eval_batch_size=64, use_cpu=True,
-                  report_to="none", disable_tqdm=True, seed=work.seed, data_seed=work.seed)
+    kwargs = training_arguments(config, output_dir=str(scratch / "peer"), eval_strategy="steps", eval_steps=eval_steps, save_strategy="no",
+                                logging_strategy="no", load_best_model_at_end=False, per_device_eval_batch_size=64, use_cpu=True,
+                                report_to="none", disable_tqdm=True, seed=work.seed, data_seed=work.seed)
     trainer = Trainer(model_init=model_init, args=TrainingArguments(**kwargs), train_dataset=train_rows, eval_dataset=eval_rows,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=classification_metrics)
     trainer.remove_callback(PrinterCallback)  # lora-search prints no metric lines either
@@ -123,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     _common.quiet_libraries()
     import torch
 
-    from lora_search.objectives import ProxySchedule
+    from lora_search.objectives import ProxySchedule, prepare_data
     from lora_search.spaces import RunProfile, load_space
 
     threads = args.threads or (1 if args.quick else 2)
@@ -132,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch = _common.Path(scratch_name)
         work = _common.workload(args.quick, scratch, torch_threads=threads)
         run = _common.Run("peer", args.quick, {"space": args.space, "trials": trials, "workload": work.to_dict()})
-        resolved = load_space(args.space).resolve(RunProfile(dataset_size=4000))
+        resolved = load_space(args.space).resolve(RunProfile(dataset_size=len(prepare_data(work).train)))
         config = resolved.baseline()
         schedule = ProxySchedule.plan(work.train_sample, config.num_train_epochs, config.per_device_train_batch_size,
                                       config.gradient_accumulation_steps, work.evaluations_per_trial)
@@ -151,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, key, note in (
         ("wall time, whole run", "wall_s", "data, model, tokenization, all trials"),
         ("start-up before the first trial", "startup_s", "peer: tokenize + Trainer (calls model_init once); ours: load model and data, tokenize, study"),
-        ("per trial: set-up before training", "setup_s", "peer: model_init reloads the model + LoRA; ours: copy of the loaded model + LoRA"),
+        ("per trial: set-up before training", "setup_s", "peer: model_init reloads the model + LoRA; ours: a fresh LoRA adapter on the loaded model"),
         ("per trial: training loop (steps + evaluations)", "loop_s", "the same work on both sides"),
         ("  of which evaluations", "eval_in_loop_s", ""),
         ("per trial: after training and between trials", "after_and_between_s", "clean-up, storage, sampler"),

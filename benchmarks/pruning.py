@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     space = "memory-constrained"
     rows, noises = [], {}
-    with _common.scratch_folder() as scratch_name:
-        # the study file and (with --quick) the tiny model: the same paths when the run resumes
-        studies = _common.Path(scratch_name)
-        if args.studies is not None:
-            args.studies.mkdir(parents=True, exist_ok=True)
-            studies = args.studies
+    with _common.studies_folder(args.studies) as studies:
         fields = {"torch_threads": threads}
         if args.evaluations_per_trial is not None:
             fields["evaluations_per_trial"] = args.evaluations_per_trial
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def one_seed(space: str, work, storage: str, trials: int, pruners: list[str], replays: int) -> tuple[list[dict], dict]:
     """Every pruner's study at one seed, its winner replayed; one row each, and the seed's noise."""
-    from lora_search._engine import load_lora_study, stored_space, trial_config
+    from lora_search import load_lora_study, stored_space, trial_config
     from lora_search.objectives import LoraObjective, replay
 
     direction = work.direction
@@ -185,7 +180,7 @@ def rule_alone(storage: str, study_name: str, pruners: list[str]) -> dict[str, d
     """
     import optuna
 
-    from lora_search._engine import load_lora_study, make_pruner
+    from lora_search import load_lora_study, make_pruner
 
     study = load_lora_study(study_name, storage)
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

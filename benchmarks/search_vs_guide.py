@@ -54,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or (1 if args.quick else max(1, 2 // args.jobs))
     _common.quiet_libraries()
 
-    with _common.scratch_folder() as scratch_name:
-        # the study files and (with --quick) the tiny model: the same paths when the run resumes
-        studies = _common.Path(scratch_name)
-        if args.studies is not None:
-            args.studies.mkdir(parents=True, exist_ok=True)
-            studies = args.studies
+    with _common.studies_folder(args.studies) as studies:
         fields = {"torch_threads": threads}
         if not args.quick:
             fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample, max_length=args.max_length)
@@ -148,7 +143,7 @@ def one_study(scenario: str, sampler: str, seed: int, workload: dict, folder: st
               checkpoints: list[int]) -> dict:
     """One study (its own storage file, so parallel jobs never share one), run or resumed to
     ``trials``; its baseline and bests."""
-    from lora_search._engine import load_lora_study
+    from lora_search import load_lora_study
     from lora_search.objectives import Workload
 
     _common.quiet_libraries()

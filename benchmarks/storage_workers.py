@@ -1,7 +1,7 @@
 """Throughput of shared studies: finished trials per minute by storage and worker count.
 
 Each worker is a separate process running the same loop as ``lora-search run`` (Optuna's
-optimize with lora-search's rules: wait for room, surplus check, dead-trial reclaim),
+optimize with lora-search's TrialGate: wait for room, surplus check, dead-trial reclaim),
 on a cheap objective that suggests six parameters, reports three intermediate values
 and sleeps OBJECTIVE_SECONDS in total. So the difference from the ideal
 (workers x 60 / OBJECTIVE_SECONDS per minute) is what the storage and the coordination
@@ -25,10 +25,7 @@ HERE = Path(__file__).resolve().parent
 OBJECTIVE_SECONDS = 0.3  # per trial: 3 "evaluations" of 0.1 s
 
 
-def _objective(trial, target: int, study) -> float:
-    from lora_search._workers import begin_trial
-
-    begin_trial(study, trial, target, None)
+def _objective(trial) -> float:
     lr = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
     r = trial.suggest_categorical("r", [4, 8, 16, 32])
     trial.suggest_float("lora_dropout", 0.0, 0.1)
@@ -46,31 +43,28 @@ def _objective(trial, target: int, study) -> float:
 def _worker(spec: str, target: int, seed: int, errors, windows) -> None:
     import optuna
 
-    from lora_search._storage import open_storage
-    from lora_search._workers import wait_for_room
+    from lora_search import open_storage
+    from lora_search._loop import TrialGate
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name="bench", storage=open_storage(spec),
                               sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
-
+    gate = TrialGate(target, deadline=None)
     started: dict[int, float] = {}
 
     def timed_objective(trial) -> float:
         started[trial.number] = time.time()
-        return _objective(trial, target, study)
+        gate.admit(study, trial)
+        return _objective(trial)
 
-    def stop_at_target(study, trial) -> None:
+    def record_window(study, trial) -> None:
         # this host's clock, not the storage's: MySQL keeps trial times in whole seconds
         if trial.state.name in ("COMPLETE", "PRUNED"):
             windows.append((started[trial.number], time.time()))
-        counts = wait_for_room(study, target, None)
-        if counts.finished + counts.running >= target:
-            study.stop()
 
     try:
-        if wait_for_room(study, target, None).finished < target:
-            study.optimize(timed_objective, callbacks=[stop_at_target],
-                           catch=(RuntimeError,))
+        if not gate.should_stop(study):
+            study.optimize(timed_objective, callbacks=[record_window, gate], catch=(RuntimeError,))
     except Exception as error:  # counted, e.g. SQLite "database is locked"
         errors.append(f"{type(error).__name__}: {error}".splitlines()[0])
 
@@ -79,8 +73,8 @@ def measure(kind: str, spec: str, workers: int, trials: int) -> dict:
     import optuna
     from optuna.trial import TrialState
 
-    from lora_search._storage import open_storage
-    from lora_search._workers import ATTR_SURPLUS
+    from lora_search import open_storage
+    from lora_search._loop import ATTR_SURPLUS
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     optuna.create_study(study_name="bench", storage=open_storage(spec))

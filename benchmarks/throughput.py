@@ -19,7 +19,6 @@ also pays the Trainer's start-up).
 
 from __future__ import annotations
 
-import copy
 import statistics
 import sys
 import time
@@ -31,34 +30,32 @@ TARGET_RATIO = 0.95
 
 
 def bare_loop(objective: Any, config: Any) -> dict[str, float]:
-    """examples/s of a hand-written training loop on a fresh copy of the objective's model."""
+    """examples/s of a hand-written training loop on the objective's model with a fresh adapter."""
     import torch
     from torch.utils.data import DataLoader
-    from transformers import set_seed
 
-    from lora_search.objectives._objective import attach_adapter, collator_for
+    from lora_search.objectives import collator_for, fresh_adapter
 
-    set_seed(objective.workload.seed)
-    model = attach_adapter(copy.deepcopy(objective.base_model), config, objective.task)
-    model.train()
-    loader = DataLoader(objective.train_rows, batch_size=config.per_device_train_batch_size, shuffle=True,
-                        collate_fn=collator_for(objective.task, objective.tokenizer))
-    steps = len(loader) * int(config.num_train_epochs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
-    examples = 0
-    started = time.perf_counter()
-    for _ in range(int(config.num_train_epochs)):
-        for batch in loader:
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            examples += batch["input_ids"].shape[0]
-    seconds = time.perf_counter() - started
+    with fresh_adapter(objective.base_model, config, objective.task, objective.workload.seed) as model:
+        model.train()
+        loader = DataLoader(objective.train_rows, batch_size=config.per_device_train_batch_size, shuffle=True,
+                            collate_fn=collator_for(objective.task, objective.tokenizer))
+        steps = len(loader) * int(config.num_train_epochs)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
+        examples = 0
+        started = time.perf_counter()
+        for _ in range(int(config.num_train_epochs)):
+            for batch in loader:
+                loss = model(**batch.to(objective.device)).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                examples += batch["input_ids"].shape[0]
+        seconds = time.perf_counter() - started
     return {"examples": examples, "seconds": seconds, "examples_per_s": examples / seconds}
 
 
@@ -76,6 +73,30 @@ def trial_run(objective: Any, config: Any, timer: _common.LoopTimer) -> dict[str
             "recorded_examples_per_s": trial.user_attrs["examples_per_second"]}
 
 
+def report(rows: list[dict[str, Any]], config: Any, work: Any, threads: int) -> tuple[dict[str, Any], str]:
+    """The medians over the repeats and the markdown under the table's header."""
+    median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+    summary = {"bare_examples_per_s": median("bare_examples_per_s"), "trial_examples_per_s": median("trial_examples_per_s"),
+               "recorded_examples_per_s": median("recorded_examples_per_s"),
+               "ratio": median("trial_examples_per_s") / median("bare_examples_per_s"),
+               "recorded_ratio": median("recorded_examples_per_s") / median("bare_examples_per_s"),
+               "target_ratio": TARGET_RATIO}
+    summary["meets_target"] = summary["ratio"] >= TARGET_RATIO
+    body = (
+        f"The quick-experiment guide preset: batch {config.per_device_train_batch_size} x {config.gradient_accumulation_steps}, "
+        f"{config.num_train_epochs} epochs over {work.train_sample} examples, max length {work.max_length}, LoRA r "
+        f"{config.lora.r} ({config.lora.target_modules}), {threads} torch threads; {len(rows)} alternating repeats. "
+        f"Training examples per second.\n\n"
+        + _common.markdown_table([("repeat", "repeat"), ("bare PyTorch loop", "bare_examples_per_s"),
+                                  ("inside a trial (training loop)", "trial_examples_per_s"), ("ratio", "ratio"),
+                                  ("as the trial records it", "recorded_examples_per_s"), ("recorded ratio", "recorded_ratio")], rows)
+        + f"\n**Median ratio trial / bare loop: {summary['ratio']:.3f}** (target >= {TARGET_RATIO}: "
+        f"{'meets' if summary['meets_target'] else 'misses'} it); counting the Trainer's start-up inside train() as the "
+        f"trial records it: {summary['recorded_ratio']:.3f}.\n"
+    )
+    return summary, body
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _common.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=None, help="alternating repeats of each side (default 3; 1 with --quick)")
@@ -91,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     with _common.scratch_folder() as scratch_name:
         work = _common.workload(args.quick, _common.Path(scratch_name), torch_threads=threads, evaluations_per_trial=2)
         run = _common.Run("throughput", args.quick, {"repeats": repeats, "workload": work.to_dict(), "preset": "quick-experiment"})
-        config = load_space("quick-experiment").resolve(RunProfile(dataset_size=4000)).baseline()
         objective = LoraObjective(work)
+        config = load_space("quick-experiment").resolve(RunProfile(dataset_size=objective.dataset_size)).baseline()
         timer = _common.LoopTimer().install()
         rows = []
         for repeat in range(repeats):
@@ -106,25 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                          "examples": inside["examples"], "bare_examples": bare["examples"]})
         timer.uninstall()
 
-    median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
-    summary = {"bare_examples_per_s": median("bare_examples_per_s"), "trial_examples_per_s": median("trial_examples_per_s"),
-               "recorded_examples_per_s": median("recorded_examples_per_s"),
-               "ratio": median("trial_examples_per_s") / median("bare_examples_per_s"),
-               "recorded_ratio": median("recorded_examples_per_s") / median("bare_examples_per_s"),
-               "target_ratio": TARGET_RATIO}
-    summary["meets_target"] = summary["ratio"] >= TARGET_RATIO
-    body = (
-        f"The quick-experiment guide preset: batch {config.per_device_train_batch_size} x {config.gradient_accumulation_steps}, "
-        f"{config.num_train_epochs} epochs over {work.train_sample} examples, max length {work.max_length}, LoRA r "
-        f"{config.lora.r} ({config.lora.target_modules}), {threads} torch threads; {repeats} alternating repeats. "
-        f"Training examples per second.\n\n"
-        + _common.markdown_table([("repeat", "repeat"), ("bare PyTorch loop", "bare_examples_per_s"),
-                                  ("inside a trial (training loop)", "trial_examples_per_s"), ("ratio", "ratio"),
-                                  ("as the trial records it", "recorded_examples_per_s"), ("recorded ratio", "recorded_ratio")], rows)
-        + f"\n**Median ratio trial / bare loop: {summary['ratio']:.3f}** (target >= {TARGET_RATIO}: "
-        f"{'meets' if summary['meets_target'] else 'misses'} it); counting the Trainer's start-up inside train() as the "
-        f"trial records it: {summary['recorded_ratio']:.3f}.\n"
-    )
+    summary, body = report(rows, config, work, threads)
     _common.write(run.record(rows, summary), body, _common.results_folder(args))
     return 0
 

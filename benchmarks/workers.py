@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from lora_search._engine import RunRequest, prepare
-    from lora_search._storage import open_storage
+    from lora_search import RunRequest, open_storage
+    from lora_search._loop import ATTR_SURPLUS
+    from lora_search._prepare import prepare
     from lora_search._trials import count_states
-    from lora_search._workers import ATTR_SURPLUS
 
     space = "memory-constrained"
     rows = []

@@ -1,14 +1,19 @@
 """The training objective: one Optuna trial is one brief LoRA fine-tuning run.
 
 Heavy libraries (torch, transformers, peft, datasets) are imported when an objective
-is built or a trial runs, not when this package is imported.
+is built or a trial runs, not when this package is imported. Besides the objective,
+the pieces a trial is made of (data, model, adapter, Trainer arguments, collator,
+metrics) are public so benchmarks can run the same work outside a trial.
 """
 
+from ._data import prepare_data
 from ._errors import DataError, InfeasibleConfigError, ModelError
 from ._hardware import detect_hardware
+from ._model import fresh_adapter, model_location, quiet_libraries
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
 from ._schedule import ProxySchedule
 from ._train import replay, train_with_preset
+from ._trainer import classification_metrics, collator_for, training_arguments
 from ._workload import Workload, metric_direction
 
 __all__ = [
@@ -21,8 +26,15 @@ __all__ = [
     "ModelError",
     "ProxySchedule",
     "Workload",
+    "classification_metrics",
+    "collator_for",
     "detect_hardware",
+    "fresh_adapter",
     "metric_direction",
+    "model_location",
+    "prepare_data",
+    "quiet_libraries",
     "replay",
     "train_with_preset",
+    "training_arguments",
 ]

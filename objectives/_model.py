@@ -1,15 +1,20 @@
 """The base model and tokenizer, loaded once per process and never trained.
 
-Each trial trains a deep copy of the pristine base (0.06 s for MiniLM), so nothing a
-trial does - LoRA layers, a trained classification head, gradient checkpointing
-flags, hooks - can reach the next one. The pristine copy stays on the CPU; on a GPU
-only the trial's copy occupies device memory.
+The base lives on the trial device. Each trial injects a fresh adapter into it and
+removes it afterwards (``fresh_adapter``), undoing everything a trial leaves on the
+base - LoRA layers, the trained classification head, activation checkpointing, the
+input-gradient hook, train mode - so no trial can reach the next and none pays for a
+copy of the base.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from lora_search.spaces import PEFT_TASK_TYPES, TrainingConfig
 
 from ._errors import ModelError
 from ._hub import hub_reachable, why_offline
@@ -35,6 +40,31 @@ def model_location(name: str | None) -> tuple[str, str]:
     return name, name
 
 
+def training_device() -> tuple[str, str]:
+    """(device, precision of the frozen base) to train with: the GPU when there is one."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return ("cuda" if cuda else "cpu"), base_precision(cuda, cuda and torch.cuda.is_bf16_supported())
+
+
+def base_precision(cuda: bool, bf16_supported: bool) -> str:
+    """The frozen base's precision: half on a GPU (bf16 where supported, fp16 elsewhere)
+    halves its memory; the CPU keeps fp32, its half precision being slow or missing."""
+    if not cuda:
+        return "fp32"
+    return "bf16" if bf16_supported else "fp16"
+
+
+def quiet_libraries() -> None:
+    """Keep model loading from writing between progress lines: transformers' loading bars
+    and its load report (a new classification head is expected to be untrained)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
 def load_tokenizer(name: str | None) -> Any:
     from transformers import AutoTokenizer
 
@@ -49,12 +79,13 @@ def load_tokenizer(name: str | None) -> Any:
     return tokenizer
 
 
-def load_base_model(name: str | None, task: str, label_names: list[str], tokenizer: Any) -> Any:
-    """The pristine base on the CPU in float32, with a seeded new head for classification."""
+def load_base_model(name: str | None, task: str, label_names: list[str], tokenizer: Any, device: str, precision: str) -> Any:
+    """The frozen base on ``device`` in ``precision``, with a seeded new head for classification."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     location, label = model_location(name)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if task == "causal-lm" and name is None:
         raise ModelError("the embedded MiniLM is an encoder for classification; for causal-lm pass --model with a causal LM (GPT-2, Llama, ...)")
     if task == "classification":
@@ -65,16 +96,70 @@ def load_base_model(name: str | None, task: str, label_names: list[str], tokeniz
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: index for index, name in enumerate(label_names)},
-            dtype=torch.float32,
+            dtype=dtype,
         )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = _from_pretrained(AutoModelForCausalLM, location, label, dtype=torch.float32)
-    model.eval()
+        model = _from_pretrained(AutoModelForCausalLM, location, label, dtype=dtype)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def attach_adapter(model: Any, config: TrainingConfig, task: str) -> Any:
+    """``model`` wrapped with a fresh LoRA adapter built from ``config.lora``.
+
+    Whatever the base's precision, what trains is fp32: peft upcasts the LoRA weights,
+    and the copy of a classification head it trains is upcast here.
+    """
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(**config.lora.to_lora_config_kwargs(PEFT_TASK_TYPES[task]))
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` alias.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lora)
     for parameter in model.parameters():
-        parameter.requires_grad_(False)
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
     return model
+
+
+@contextmanager
+def fresh_adapter(base: Any, config: TrainingConfig, task: str, seed: int) -> Iterator[Any]:
+    """``base`` with a fresh adapter (seeded with ``seed``) for one trial; afterwards ``base`` is as it was.
+
+    peft injects the LoRA layers into ``base`` and trains a copy of its new head, never
+    the head itself: the head is put back and the LoRA layers unloaded. The Trainer
+    turns on activation checkpointing (which adds a hook making the embeddings' output
+    require gradients) and train mode, and sets config attributes (``use_cache``; the
+    first classification forward sets ``problem_type``): all undone, nothing left trainable.
+    """
+    from peft.utils import ModulesToSaveWrapper
+    from transformers import set_seed
+
+    settings = dict(vars(base.config))
+    set_seed(seed)
+    model = attach_adapter(base, config, task)
+    trained_copies = [name for name, module in base.named_modules() if isinstance(module, ModulesToSaveWrapper)]
+    try:
+        yield model
+    finally:
+        for name in trained_copies:
+            parent, _, child = name.rpartition(".")
+            setattr(base.get_submodule(parent), child, base.get_submodule(name).original_module)
+        model.unload()
+        if hasattr(base, "peft_config"):  # peft before 0.21 leaves it, and warns of two adapters next trial
+            del base.peft_config
+        if any(getattr(module, "gradient_checkpointing", False) for module in base.modules()):
+            # transformers releases before activation_checkpointing_disable know the deprecated name only
+            getattr(base, "activation_checkpointing_disable", base.gradient_checkpointing_disable)()
+        if getattr(base, "_require_grads_hook", None) is not None:
+            base.disable_input_require_grads()
+        base.eval().requires_grad_(False)
+        vars(base.config).clear()
+        vars(base.config).update(settings)
 
 
 def _from_pretrained(auto_class: Any, location: str, label: str, **kwargs: Any) -> Any:

@@ -3,81 +3,120 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from lora_search.spaces import TrainingConfig
+
 from ._errors import InfeasibleConfigError
+from ._objective import LoraObjective
 from ._workload import Workload, metric_direction
 
+# What the evaluations report of the Trainer's output: scores, not timings.
+SCORES = ("loss", "accuracy", "f1", "perplexity")
 
-def train_with_preset(workload: Workload, config: Any, output_dir: str | Path, *, progress: bool = True) -> dict[str, float]:
-    """Train ``config`` on the whole training split, keep the best checkpoint, save the adapter.
 
-    Writes ``output_dir/adapter`` (peft adapter + tokenizer, loadable with
+def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``config`` on the whole training split, keep the best checkpoint, score it, save the adapter.
+
+    The validation split picks the best checkpoint and stops early, so its score is
+    the one the run was chosen on; the test split scores the kept checkpoint once at the
+    end and is seen by nothing else (not the search either): its score is the one to
+    compare. Writes ``output_dir/adapter`` (peft adapter + tokenizer, loadable with
     ``PeftModel.from_pretrained``), ``output_dir/checkpoints`` (Trainer checkpoints) and
-    ``output_dir/training.json`` (workload, config, final metrics). Returns the final
-    evaluation metrics on the whole evaluation split.
+    ``output_dir/training.json``, and returns what that file holds: workload, config,
+    each split's size and origin, epochs trained, and the metrics (``validation_*``,
+    ``test_*``: loss, and accuracy and f1 or perplexity). With ``progress``, one line per
+    evaluation goes to stderr (as ``run`` writes one per trial); without, nothing is printed.
     """
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, set_seed
 
     from ._data import prepare_data, tokenize
-    from ._model import load_base_model, load_tokenizer
-    from ._objective import attach_adapter, classification_metrics, collator_for, current_argument_names
+    from ._model import attach_adapter, load_base_model, load_tokenizer, training_device
+    from ._trainer import build_trainer, perplexity
 
     if workload.torch_threads is not None:
         torch.set_num_threads(workload.torch_threads)
     output = Path(output_dir)
     data = prepare_data(workload)
     tokenizer = load_tokenizer(workload.model)
+    device, base_precision = training_device()
     set_seed(workload.seed)
-    model = load_base_model(workload.model, data.task, data.label_names, tokenizer)
-    train_rows = tokenize(data, data.train, tokenizer, workload.max_length)
-    eval_rows = tokenize(data, data.eval, tokenizer, workload.max_length)
+    model = load_base_model(workload.model, data.task, data.label_names, tokenizer, device, base_precision)
+    rows = {role: tokenize(data, frame, tokenizer, workload.max_length)
+            for role, frame in (("train", data.train), ("validation", data.eval), ("test", data.test))}
     set_seed(workload.seed)
     model = attach_adapter(model, config, data.task)
-    on_gpu = torch.cuda.is_available()
-    # Trainer prefixes "eval_"; perplexity is exp(eval_loss), so the best loss is the best perplexity.
-    best_metric = {"eval_loss": "eval_loss", "perplexity": "eval_loss"}.get(workload.metric, workload.metric)
-    kwargs = current_argument_names(
-        config.to_training_arguments_kwargs(metric_for_best_model=best_metric, greater_is_better=metric_direction(workload.metric) == "maximize")
-    )
-    precision = "fp32" if config.precision == "fp16" and not on_gpu else config.precision
-    kwargs.update(
-        output_dir=str(output / "checkpoints"),
-        fp16=precision == "fp16",
-        bf16=precision == "bf16",
-        save_total_limit=2,  # the best checkpoint and the latest
-        seed=workload.seed,
-        data_seed=workload.seed,
-        use_cpu=not on_gpu,
-        remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=not progress,
-    )
     early_stopping = config.early_stopping_kwargs()
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(**kwargs),
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
-        data_collator=collator_for(data.task, tokenizer),
-        compute_metrics=classification_metrics if data.task == "classification" else None,
-        callbacks=[EarlyStoppingCallback(**early_stopping)] if early_stopping else [],
+    training_only = [EarlyStoppingCallback(**early_stopping)] if early_stopping else []
+    if progress:
+        training_only.append(_evaluation_lines())
+    trainer = build_trainer(
+        model,
+        config,
+        task=data.task,
+        tokenizer=tokenizer,
+        train_rows=rows["train"],
+        eval_rows=rows["validation"],
+        device=device,
+        base_precision=base_precision,
+        seed=workload.seed,
+        output_dir=str(output / "checkpoints"),
+        callbacks=training_only,
+        # Trainer prefixes "eval_"; perplexity is exp(eval_loss), so the best loss is the best perplexity.
+        metric_for_best_model={"eval_loss": "eval_loss", "perplexity": "eval_loss"}.get(workload.metric, workload.metric),
+        greater_is_better=metric_direction(workload.metric) == "maximize",
+        save_total_limit=2,  # the best checkpoint and the latest
     )
     trainer.train()
-    metrics = {key: float(value) for key, value in trainer.evaluate().items()}
-    if data.task == "causal-lm":
-        metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
+    for callback in training_only:  # the final evaluations score the kept checkpoint: they stop and print nothing
+        trainer.remove_callback(callback)
+    metrics: dict[str, float] = {}
+    for role in ("validation", "test"):
+        scores = trainer.evaluate(rows[role], metric_key_prefix=role)
+        if data.task == "causal-lm":
+            scores[f"{role}_perplexity"] = perplexity(scores[f"{role}_loss"])
+        metrics.update({f"{role}_{name}": float(scores[f"{role}_{name}"]) for name in SCORES if f"{role}_{name}" in scores})
     model.save_pretrained(output / "adapter")
     tokenizer.save_pretrained(output / "adapter")
-    record = {"workload": workload.to_dict(), "config": config.to_dict(), "metrics": metrics, "train_examples": len(train_rows), "eval_examples": len(eval_rows)}
+    origins = {"train": data.source, "validation": data.eval_source, "test": data.test_source}
+    record = {
+        "workload": workload.to_dict(),
+        "config": config.to_dict(),
+        "splits": {role: {"examples": len(rows[role]), "source": origins[role]} for role in rows},
+        "epochs": {"planned": config.num_train_epochs, "trained": trainer.state.epoch, "best_checkpoint": _best_epoch(trainer.state)},
+        "metrics": metrics,
+    }
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    return metrics
+    return record
 
 
-def replay(workload: Workload, config: Any, *, objective: Any = None) -> float:
+def _evaluation_lines() -> Any:
+    """A Trainer callback writing the run's plan, then one line per evaluation, to stderr."""
+    import sys
+
+    from transformers import TrainerCallback
+
+    class EvaluationLines(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            cadence = "each epoch" if args.eval_strategy == "epoch" else f"every {args.eval_steps:g} steps"
+            print(f"training {args.num_train_epochs:g} epochs, {state.max_steps:,} steps, evaluated {cadence}", file=sys.stderr, flush=True)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
+            scores = ", ".join(f"{name} {metrics[f'eval_{name}']:.4g}" for name in SCORES if f"eval_{name}" in metrics)
+            print(f"epoch {state.epoch:.2f} (step {state.global_step:,}): validation {scores}", file=sys.stderr, flush=True)
+
+    return EvaluationLines()
+
+
+def _best_epoch(state: Any) -> float | None:
+    """The epoch of the kept checkpoint (None when no evaluation chose one)."""
+    return next((entry["epoch"] for entry in state.log_history
+                 if entry.get("step") == state.best_global_step and "eval_loss" in entry), None)
+
+
+def replay(workload: Workload, config: TrainingConfig, *, objective: LoraObjective | None = None) -> float:
     """The proxy trial's value for ``config`` without a stored study.
 
     Deterministic on the CPU for a given workload (same seeds, same samples), so it
@@ -86,8 +125,6 @@ def replay(workload: Workload, config: Any, *, objective: Any = None) -> float:
     ``InfeasibleConfigError``.
     """
     import optuna
-
-    from ._objective import LoraObjective
 
     objective = objective if objective is not None else LoraObjective(workload)
     study = optuna.create_study(direction=objective.direction, pruner=optuna.pruners.NopPruner())

@@ -41,11 +41,20 @@ class Workload:
     eval_split: str | None = field(
         default=None,
         metadata={
-            "help": "Split to evaluate on; None = the source's own evaluation split (embedded: its test rows; hub: "
-            "'validation' when present), otherwise a seeded hold-out of the training split."
+            "help": "Validation split: every trial's evaluations, and the full run's best checkpoint and early stopping; "
+            "None = the hub dataset's 'validation' split when present, otherwise a seeded hold-out of the training split."
         },
     )
-    holdout_fraction: float = field(default=0.2, metadata={"help": "Share of the training split held out for evaluation when there is no evaluation split."})
+    test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Test split: the full run's final score only, never seen by the search; None = the source's 'test' "
+            "split (embedded: its 1,000 testing_data rows), otherwise a seeded hold-out of the training split."
+        },
+    )
+    holdout_fraction: float = field(
+        default=0.2, metadata={"help": "Share of the training split held out for each of validation and test when the source has no such split."}
+    )
     task: str | None = field(default=None, metadata={"help": "'classification' or 'causal-lm'; None = classification when the label column exists."})
     text_column: str | None = field(default=None, metadata={"help": "Text column; None = 'text' ('review' for the embedded data)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (classification); None = 'label' ('score' for the embedded data)."})
@@ -74,8 +83,11 @@ class Workload:
             raise DataError(f"metric {self.metric!r} does not apply to classification: use one of {', '.join(CLASSIFICATION_METRICS)}")
         if self.task == "causal-lm" and self.metric not in CAUSAL_LM_METRICS:
             raise DataError(f"metric {self.metric!r} does not apply to causal-lm: use one of {', '.join(CAUSAL_LM_METRICS)}")
-        if not (isinstance(self.holdout_fraction, (int, float)) and 0 < self.holdout_fraction < 1):
-            raise DataError(f"workload holdout_fraction: must be in (0, 1), got {self.holdout_fraction!r}")
+        if not (isinstance(self.holdout_fraction, (int, float)) and 0 < self.holdout_fraction < 0.5):
+            raise DataError(f"workload holdout_fraction: must be in (0, 0.5) (validation and test may both be held out), got {self.holdout_fraction!r}")
+        named = [split for split in (self.train_split, self.eval_split, self.test_split) if split is not None]
+        if len(set(named)) < len(named):
+            raise DataError(f"workload: train, validation and test must be different splits, got {', '.join(map(repr, named))}")
         if self.memory_budget_gb is not None and not (isinstance(self.memory_budget_gb, (int, float)) and self.memory_budget_gb > 0):
             raise DataError(f"workload memory_budget_gb: must be a positive number of GB, got {self.memory_budget_gb!r}")
         if not _is_int(self.seed):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 DESCRIPTION = """\
-Review a preset or training-config YAML file against the guide's common mistakes:
-batch too large for the GPU, learning rate too high or too low, no warmup, evaluating
-too often, no early stopping, precision wrong for the hardware. One line per finding
+Review a preset or training config against the guide's common mistakes:
+batch too large for the GPU, learning rate too high or too low (for the model's size
+with --model-parameters), no warmup, evaluating too often, no early stopping or a
+patience that cannot fire, precision the hardware cannot run. One line per finding
 with the rule behind it; exit code 0 when clean, 1 when something was found.
 
-The file is a preset (what 'lora-search export' writes: 'training:' and 'lora:'
-sections) or a flat mapping of TrainingConfig fields. A built-in preset name works too.
+CONFIG is a preset name (built-in or exported) or a YAML/JSON file: an exported
+preset (what 'lora-search export' writes), a built-in's 'training:' and 'lora:'
+sections, or a flat mapping of TrainingConfig fields.
 
   lora-search check studies/presets/my-preset.yaml --gpu-memory 8GB
   lora-search check memory-constrained --gpu-memory 4GB
@@ -23,18 +24,16 @@ sections) or a flat mapping of TrainingConfig fields. A built-in preset name wor
 def configure(parser: argparse.ArgumentParser) -> None:
     from ._cmd_spaces import add_profile_options
 
-    parser.add_argument("config", metavar="CONFIG", help="a preset/TrainingConfig YAML file, or a built-in preset name")
+    parser.add_argument("config", metavar="CONFIG", help="a preset name, or a preset/TrainingConfig YAML or JSON file")
     add_profile_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ._cmd_spaces import profile_from_args
-    from .spaces import check_config, get_preset, load_config_file, preset_names
+    from ._presets import find_preset
+    from .spaces import check_config
 
-    if not Path(args.config).exists() and args.config in preset_names():
-        config = get_preset(args.config)
-    else:
-        config = load_config_file(args.config)
+    config = find_preset(args.config).config
     profile = profile_from_args(args)
     findings = check_config(config, profile)
     if not findings:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_storage_option
+
 DESCRIPTION = """\
 Serve optuna-dashboard on the same storage that 'lora-search run' writes to, and print
 its address. Open it while a search runs to watch trials arrive: the optimization
-history, each trial's intermediate values (where pruning stopped it), parameter
-importances and the study's stored settings (user attributes lora_search.*).
+history of the study's metric, each trial's intermediate values (where pruning stopped
+it), parameter importances and the study's stored settings (user attributes
+lora_search.*). The study's Note holds the scenario, the baseline and the best trial's
+gain over it, rewritten at the end of each 'lora-search run'.
 
 The server listens on the loopback address only unless --host says otherwise; it has
 no login, so expose it beyond this machine only on a network you trust (or reach it
@@ -22,7 +26,7 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    add_storage_option(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
 

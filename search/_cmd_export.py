@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_storage_option
+
 DESCRIPTION = """\
 Write a study's best trial as a named preset, studies/presets/NAME.yaml (or .json):
 the complete training and LoRA settings, ready for 'lora-search train --preset NAME'.
 
-A trial trained on a sample, so the settings that depend on the dataset's size
-(epochs, warmup, evaluation and checkpoint cadence, and precision for the hardware)
-are re-derived with the guide's rules for the full training split. The file records
-both values and the reason for each, plus where the preset came from: study, trial,
-metric and value, the baseline's value, model, data, library versions and date.
+A trial trained on a sample, so the settings whose meaning changes with scale
+(epochs, warmup, evaluation and checkpoint cadence, early-stopping patience, which
+counts evaluations, and precision for the hardware) are re-derived with the guide's
+rules for the full training split; each change is printed as
+"field: trial value -> full-run value (reason)". The file records both values and
+the reason for each, plus where the preset came from: study, trial, metric and
+value, the baseline's value, model, data, library versions and date.
 
 An existing preset is kept unless --force; the file is written to a temporary name
 and renamed, so a failed export never damages a preset.
@@ -32,36 +36,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="export the K best trials as NAME-1..NAME-K (default 1: the best, as NAME)")
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default yaml)")
     parser.add_argument("--force", action="store_true", help="replace an existing preset of that name")
-    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    add_storage_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._errors import SearchError
+    from ._errors import PresetError, UsageError
     from ._presets import check_preset_name, exported_preset_path
-    from .spaces import preset_names
+    from .spaces import RunProfile, preset_names
 
     check_preset_name(args.name)
     if args.name in preset_names():
-        raise SearchError(f"{args.name!r} is a built-in preset: choose another --name")
+        raise PresetError(f"{args.name!r} is a built-in preset: choose another --name")
     if args.top < 1:
-        raise SearchError(f"--top must be >= 1, got {args.top}")
+        raise UsageError(f"--top must be >= 1, got {args.top}")
     names = [args.name] if args.top == 1 else [f"{args.name}-{rank}" for rank in range(1, args.top + 1)]
     for name in names:
         existing = exported_preset_path(name)
         if existing is not None and not args.force:
-            raise SearchError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
-    for name, path in export_study(args.study, names, storage=args.storage, fmt=args.format, force=args.force):
-        print(f"wrote {path}")
+            raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
+    for path, document in export_study(args.study, names, storage=args.storage, fmt=args.format, force=args.force):
+        changes = document["rederived"]
+        run = f"the full run ({RunProfile(**document['provenance']['profile']).describe()})"
+        print(f"wrote {path}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
+        for field, change in changes.items():
+            print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
     print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
     return 0
 
 
 def export_study(study_name: str, names: list[str], *, storage: str | None = None, fmt: str = "yaml",
-                 force: bool = False) -> list[tuple[str, str]]:
-    """Export the ``len(names)`` best trials of a study; returns (name, path) pairs."""
-    from ._engine import load_lora_study, stored_space, study_metric
+                 force: bool = False) -> list[tuple[str, dict]]:
+    """Export the ``len(names)`` best trials of a study; returns (path, document) pairs."""
     from ._errors import SearchError
     from ._presets import write_preset
+    from ._study import load_lora_study, stored_space, study_metric
     from ._trials import ranked_trials
 
     study = load_lora_study(study_name, storage)
@@ -76,7 +84,7 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
         raise SearchError(f"study {study_name!r} has only {len(ranked)} complete feasible trials, --top asks for {len(names)}")
     resolved = stored_space(study)
     documents = [(name, preset_document(study, trial, name, resolved)) for name, trial in zip(names, ranked)]
-    return [(name, str(write_preset(name, document, fmt=fmt, force=force))) for name, document in documents]
+    return [(str(write_preset(name, document, fmt=fmt, force=force)), document) for name, document in documents]
 
 
 def preset_document(study, trial, name: str, resolved) -> dict:
@@ -84,7 +92,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     import dataclasses
     from datetime import datetime, timezone
 
-    from ._engine import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
+    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
     from ._trials import baseline_trial, plain
     from .spaces import rederive_for_dataset
 

@@ -17,6 +17,9 @@ examples:
   lora-search presets show ./my-preset.yaml --task-type CAUSAL_LM
 """
 
+# what an exported preset records beside its settings (see lora_search._presets)
+EXPORT_RECORDS = ("trial_config", "rederived", "provenance")
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=("list", "show"), default="list", help="list (default) or show NAME")
@@ -70,10 +73,8 @@ def _show(name: str, task_type: str | None, output_dir: str) -> int:
 
     preset = find_preset(name)
     print(f"preset {preset.name} ({preset.source})")
-    if preset.document is not None:
-        body = {key: value for key, value in preset.document.items() if key != "name"}
-    else:
-        body = {"config": preset.config.to_dict()}
+    body = {"config": preset.config.to_dict(),
+            **{key: value for key, value in (preset.document or {}).items() if key in EXPORT_RECORDS}}
     print(yaml.safe_dump(body, sort_keys=False, default_flow_style=False).rstrip())
     print()
     print("from transformers import TrainingArguments")

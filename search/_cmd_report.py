@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_storage_option
+
 DESCRIPTION = """\
 Write a study's plots into one HTML file that opens offline (plotly's JavaScript is
 embedded once): the optimization history with the baseline (the guide preset) marked,
@@ -18,12 +20,12 @@ examples:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="study name (see 'lora-search studies')")
     parser.add_argument("--output", default="report.html", metavar="FILE", help="HTML file to write (default report.html)")
-    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    add_storage_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._engine import load_lora_study
     from ._report import write_report
+    from ._study import load_lora_study
 
     study = load_lora_study(args.study, args.storage)
     sections = write_report(study, args.output)

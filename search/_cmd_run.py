@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_workload_options, workload_options
+from ._options import add_storage_option, add_workload_options, workload_options
 
 DESCRIPTION = """\
 Search a scenario's space: each trial briefly fine-tunes LoRA with the settings the
@@ -34,13 +34,13 @@ of grace), wilcoxon, threshold (only diverged trials), none.
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ._engine import PRUNERS, SAMPLERS
+    from ._samplers import PRUNERS, SAMPLERS
 
     parser.add_argument("--space", metavar="NAME|FILE", help="a scenario name (see 'lora-search spaces') or a space YAML file")
     parser.add_argument("--trials", type=int, default=30, metavar="N", help="finished trials the study should hold (default 30)")
     parser.add_argument("--timeout", metavar="DURATION", help="no new trial after this long, e.g. 30m, 2h, 1h30m (default: the scenario's)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: SPACE.MODEL.DATA, e.g. memory-constrained.minilm.fine-food)")
-    parser.add_argument("--storage", metavar="URL", help="sqlite:///file.db, postgresql://..., FILE.journal (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    add_storage_option(parser, forms=True)
     parser.add_argument("--sampler", choices=SAMPLERS, help="how parameters are proposed (default tpe)")
     parser.add_argument("--pruner", choices=PRUNERS, help="how hopeless trials are stopped (default: the scenario's, else successive-halving)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ._engine import RunRequest, run_search
+    from ._workers import sigterm_as_interrupt
     from .spaces import parse_duration
 
     request = RunRequest(
@@ -69,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         devices=args.devices,
     )
-    from ._workers import sigterm_as_interrupt
-
     with sigterm_as_interrupt():  # `kill` ends the run like Ctrl-C: the trial is recorded as interrupted
         summary = run_search(request)
     print(summary.as_text())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_storage_option
+
 DESCRIPTION = """\
 Show one study: what it searches (space, model, data, metric), its trials by state,
 the baseline (the scenario's guide preset, always trial 0 of a lora-search study) and
@@ -19,17 +21,17 @@ examples:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="study name (see 'lora-search studies')")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="how many of the best trials to show (default 5)")
-    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    add_storage_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._engine import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric
-    from ._errors import SearchError
+    from ._errors import UsageError
+    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric
     from ._progress import format_params, format_value
     from ._trials import baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, trial_outcome
 
     if args.top < 1:
-        raise SearchError(f"--top must be >= 1, got {args.top}")
+        raise UsageError(f"--top must be >= 1, got {args.top}")
     study = load_lora_study(args.study, args.storage)
     metric, direction = study_metric(study)
     attrs = study.user_attrs

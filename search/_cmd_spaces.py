@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .spaces import RunProfile
 
 DESCRIPTION = """\
 The five scenarios of the parameter guide, each a constrained Optuna search space:
 ranges for what is searched, and the guide's rules for what follows from the data size
-and the hardware (epochs band, per-device batch cap, warmup by total steps, evaluation
-cadence, precision, gradient checkpointing).
+and the hardware (epochs band, per-device batch row, learning rate by model size, warmup
+by total steps, evaluation cadence, precision, gradient checkpointing).
 
   lora-search spaces                                  list the scenarios
   lora-search spaces show memory-constrained --gpu-memory 4GB
-  lora-search spaces show ./my-space.yaml --dataset-size 50000 --gpu-memory 24GB --bf16
+  lora-search spaces show ./my-space.yaml --dataset-size 50000 --gpu-memory 16GB --no-bf16
+  lora-search spaces show standard --gpu-memory 80GB --model-parameters 13B
   lora-search spaces suggest --gpu-memory 8GB --hours 1
 
 A space file of your own may start with 'extends: memory-constrained' and change a few
@@ -31,24 +36,30 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-memory", metavar="SIZE", help="memory of one GPU, e.g. 8GB (implies a CUDA run)")
     group.add_argument("--devices", type=int, metavar="N", help="GPUs training together (default 1; needs --gpu-memory)")
     group.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                       help="whether the GPU computes in bf16 (default with --gpu-memory: no, i.e. fp16)")
+                       help="whether the GPU computes in bf16 (default with --gpu-memory: yes from 16 GB, as the guide's "
+                            "16 and 24 GB configs, else no; --no-bf16 for a V100, T4 or RTX 20)")
     group.add_argument("--cpu", action="store_true", help="a CPU run (skips GPU detection)")
+    group.add_argument("--model-parameters", metavar="COUNT",
+                       help="size of the base model, e.g. 110M or 13B: narrows the learning rate (default: not narrowed)")
 
 
-def profile_from_args(args: argparse.Namespace) -> Any:
-    from .spaces import RunProfile, SpaceError, parse_memory
+def profile_from_args(args: argparse.Namespace) -> RunProfile:
+    from .spaces import RunProfile, SpaceError, bf16_assumed, parse_count, parse_memory
 
     if args.gpu_memory is None and (args.devices is not None or args.bf16 is not None):
         raise SpaceError("--devices and --bf16 describe GPUs: give --gpu-memory too")
     if args.cpu and args.gpu_memory is not None:
         raise SpaceError("--cpu and --gpu-memory contradict each other: give one")
+    model = {"model_parameters": parse_count(args.model_parameters)} if args.model_parameters is not None else {}
     if args.gpu_memory is not None:
-        return RunProfile(args.dataset_size, "cuda", args.devices or 1, parse_memory(args.gpu_memory), bool(args.bf16))
+        memory = parse_memory(args.gpu_memory)
+        bf16 = bf16_assumed(memory) if args.bf16 is None else args.bf16
+        return RunProfile(args.dataset_size, "cuda", args.devices or 1, memory, bf16, **model)
     if args.cpu:
-        return RunProfile(args.dataset_size)
+        return RunProfile(args.dataset_size, **model)
     from .objectives import detect_hardware
 
-    return RunProfile(args.dataset_size, **detect_hardware())
+    return RunProfile(args.dataset_size, **detect_hardware(), **model)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +107,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"space {space.name}: {space.description}")
     print(f"source: {space.source}")
     print(f"resolved for: {profile.describe()}")
+    if args.gpu_memory is not None and args.bf16 is None:
+        print(f"bf16 assumed from the memory alone: {'yes' if profile.bf16_supported else 'no'} for {profile.gpu_memory_gb:g} GB "
+              f"(yes from 16 GB, as RTX 30/40 and A100); {'--no-bf16' if profile.bf16_supported else '--bf16'} says otherwise")
     print(f"baseline preset: {space.baseline_preset}; study defaults: timeout {timeout}, pruner {defaults.pruner or 'the run default'}")
     print(f"effective batch band: {band} examples per optimizer step (per-device x accumulation x devices)")
     print()
@@ -118,8 +132,8 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def _suggest(args: argparse.Namespace) -> int:
     from .spaces import SpaceError, parse_memory, suggest_scenario
 
-    if args.hours is not None and not args.hours > 0:
-        raise SpaceError(f"--hours must be more than zero, got {args.hours:g}")
+    if args.hours is not None and not (math.isfinite(args.hours) and args.hours > 0):
+        raise SpaceError(f"--hours must be more than zero and finite, got {args.hours:g}")
     if args.cpu and args.gpu_memory is not None:
         raise SpaceError("--cpu and --gpu-memory contradict each other: give one")
     detected = ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_storage_option
+
 DESCRIPTION = """\
 List the studies in a storage: how many trials each holds by state (complete, pruned,
 infeasible, failed, running), its best value and its baseline (the guide preset's
@@ -17,13 +19,13 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", metavar="URL", help="where studies live (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
+    add_storage_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._engine import ATTR_DIRECTION, ATTR_METRIC, ATTR_SPACE
     from ._progress import format_value
     from ._storage import open_storage, storage_label
+    from ._study import ATTR_DIRECTION, ATTR_METRIC, ATTR_SPACE
     from ._trials import baseline_trial, count_states, ranked_trials
 
     storage = open_storage(args.storage, create=False)

@@ -7,8 +7,11 @@ import argparse
 from ._options import add_workload_options, workload_options
 
 DESCRIPTION = """\
-Train for real with a preset: the whole training split, the preset's settings, the
-best checkpoint kept, the adapter saved to --output, and a final evaluation printed.
+Train for real with a preset: the whole training split (less the rows held out for
+validation and test, if any), the preset's settings, the adapter saved to --output.
+The validation split (--eval-split) picks the best
+checkpoint and stops early; the test split (--test-split), which neither the search
+nor the checkpoint choice sees, gives the score to compare. Both scores are printed.
 The preset is a built-in name, an exported one (lora-search export) or a preset file.
 
 An exported preset remembers the model and data of its study; the options below
@@ -20,6 +23,9 @@ examples:
       --text-column text --label-column label --output out/standard
 """
 
+# what each split did in the run, printed with its scores
+ROLES = {"validation": "chose the best checkpoint", "test": "the score to compare"}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, metavar="NAME|FILE", help="built-in or exported preset name, or a preset file")
@@ -28,14 +34,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from ._presets import train_preset
 
-    metrics = train_preset(args.preset, args.output, workload=workload_options(args))
+    record = train_preset(args.preset, args.output, workload=workload_options(args))
     # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
-    print(f"adapter saved to {Path(args.output) / 'adapter'} (settings and metrics in {Path(args.output) / 'training.json'})")
-    print("final evaluation: " + json.dumps({key: round(value, 6) if isinstance(value, float) else value
-                                              for key, value in metrics.items()}))
+    output = Path(args.output)
+    print(f"adapter saved to {output / 'adapter'} (settings, splits and metrics in {output / 'training.json'})")
+    epochs = record["epochs"]
+    best = "" if epochs["best_checkpoint"] is None else f", best checkpoint at epoch {epochs['best_checkpoint']:.3g}"
+    print(f"trained {epochs['trained']:.3g} of {epochs['planned']:g} epochs{best}")
+    for role, what in ROLES.items():
+        split = record["splits"][role]
+        scores = ", ".join(f"{name.removeprefix(role + '_')} {value:.4g}" for name, value in record["metrics"].items()
+                           if name.startswith(role + "_"))
+        print(f"{role} ({split['examples']:,} rows, {split['source']}; {what}): {scores}")
     return 0

@@ -1,7 +1,8 @@
-"""The model and data options shared by ``run`` and ``train`` (the fields of a Workload).
+"""Options shared by several commands: ``--storage``, and the model and data options of
+``run`` and ``train`` (the fields of a Workload).
 
-Every option defaults to "not given", so a resumed study keeps what it stored and a
-new one takes the Workload's defaults: the embedded MiniLM model and fine-food reviews.
+Every workload option defaults to "not given", so a resumed study keeps what it stored
+and a new one takes the Workload's defaults: the embedded MiniLM model and fine-food reviews.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--data", "data", str, "CSV/JSON/Parquet file or local dataset (default: the embedded fine-food reviews)"),
     ("--data-config", "data_config", str, "configuration name of a multi-config dataset"),
     ("--train-split", "train_split", str, "split to train on"),
-    ("--eval-split", "eval_split", str, "split to evaluate on (default: held out from the training split)"),
+    ("--eval-split", "eval_split", str, "validation split: trials' evaluations, train's best checkpoint and early stopping "
+                                        "(default: 'validation' if the dataset has it, else held out of the training split)"),
+    ("--test-split", "test_split", str, "test split: train's final score only, never seen by the search "
+                                        "(default: 'test' if the dataset has it, else held out of the training split)"),
     ("--task", "task", str, "classification or causal-lm (default: inferred from the model and columns)"),
     ("--text-column", "text_column", str, "text column (classification)"),
     ("--label-column", "label_column", str, "label column (classification)"),
     ("--prompt-column", "prompt_column", str, "prompt column (causal-lm)"),
     ("--response-column", "response_column", str, "response column (causal-lm)"),
     ("--train-sample", "train_sample", int, "training examples each trial samples from the split"),
-    ("--eval-sample", "eval_sample", int, "evaluation examples each trial scores"),
+    ("--eval-sample", "eval_sample", int, "validation examples each trial scores"),
     ("--max-length", "max_length", int, "tokens per example (longer ones are cut)"),
     ("--evaluations", "evaluations_per_trial", int, "evaluations per trial: the points where pruning can stop it"),
     ("--metric", "metric", str, "what a trial scores: eval_loss (default), accuracy, f1, perplexity"),
@@ -32,6 +36,12 @@ WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 _METAVARS = {"model": "PATH", "data": "PATH", "memory_budget_gb": "SIZE", "metric": "METRIC", "task": "TASK"}
+
+
+def add_storage_option(parser: argparse.ArgumentParser, *, forms: bool = False) -> None:
+    """``--storage URL``; ``forms`` lists the kinds of storage (for ``run``, which creates studies)."""
+    what = "sqlite:///file.db, postgresql://..., FILE.journal" if forms else "where studies live"
+    parser.add_argument("--storage", metavar="URL", help=f"{what} (default: $LORA_SEARCH_STORAGE or studies/lora-search.db)")
 
 
 def add_workload_options(parser: argparse.ArgumentParser, *, title: str = "model and data") -> None:

@@ -1,7 +1,8 @@
 """Presets: the guide's built-in ones and those exported from studies.
 
-The one place that reads and writes exported presets (``studies/presets/NAME.yaml`` or
-``.json``); ``export``, ``presets``, ``train`` and the Python API all go through it.
+The one place that finds presets by name or file and writes exported ones
+(``studies/presets/NAME.yaml`` or ``.json``); ``export``, ``presets``, ``train``,
+``check`` and the Python API all go through it.
 
 An exported preset file holds:
 
@@ -13,7 +14,9 @@ An exported preset file holds:
 - ``provenance``: study, trial, metric and value, baseline value, model, data,
   library versions and date.
 
-A file given by path may also be a bare mapping of training settings.
+A preset file given by path may take any form ``lora_search.spaces`` reads (an exported
+document, a built-in's ``training:``/``lora:`` sections, or a flat mapping of settings);
+spaces' reader is the one that reads them.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._files import write_atomically
 from ._errors import PresetError
-from .spaces import PEFT_TASK_TYPES, TrainingConfig
+from ._files import write_atomically
+from .spaces import PEFT_TASK_TYPES, TrainingConfig, read_preset_file
 
 if TYPE_CHECKING:
     from .spaces import LoraSettings
@@ -40,7 +43,7 @@ class Preset:
     name: str
     source: str  # "built-in" or the file it was read from
     config: TrainingConfig
-    document: dict[str, Any] | None = None  # the whole exported file; None for built-ins
+    document: dict[str, Any] | None = None  # the whole file it was read from; None for built-ins
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -92,48 +95,24 @@ def exported_preset_path(name: str) -> Path | None:
     return None
 
 
-def _read_document(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PresetError(f"cannot read preset file {str(path)!r}: {error.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PresetError(f"preset file {str(path)!r} is not valid {path.suffix[1:].upper()}: {first}") from None
-    if not isinstance(data, dict):
-        raise PresetError(f"preset file {str(path)!r} must hold a mapping, not {type(data).__name__}")
-    return data
+def _read_preset(path: Path, name: str | None = None) -> Preset:
+    config, document = read_preset_file(path)
+    return Preset(name or str(document.get("name") or path.stem), str(path), config, document)
 
 
-def read_preset_file(path: Path, name: str | None = None) -> Preset:
-    """An exported preset document, or a bare mapping of training settings."""
-    document = _read_document(path)
-    if "config" in document:
-        config = TrainingConfig.from_dict(document["config"], source=f"{path}: config")
-        return Preset(name or str(document.get("name") or path.stem), str(path), config, document)
-    return Preset(name or path.stem, str(path), TrainingConfig.from_dict(document, source=str(path)))
-
-
-def _looks_like_path(text: str) -> bool:
-    return "/" in text or "\\" in text or text.endswith((".yaml", ".yml", ".json"))
+def _names_a_file(text: str) -> bool:
+    return "/" in text or "\\" in text or text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
 
 
 def find_preset(name_or_file: str) -> Preset:
-    """A preset by file path, exported name or built-in name (in that order)."""
+    """A preset by file (a path, or a file in the current folder), exported name or built-in name."""
     from .spaces import get_preset, preset_names
 
-    if _looks_like_path(name_or_file):
-        path = Path(name_or_file).expanduser()
-        if not path.is_file():
-            raise PresetError(f"no preset file {name_or_file!r}")
-        return read_preset_file(path)
+    if _names_a_file(name_or_file):
+        return _read_preset(Path(name_or_file).expanduser())
     path = exported_preset_path(name_or_file)
     if path is not None:
-        return read_preset_file(path, name_or_file)
+        return _read_preset(path, name_or_file)
     if name_or_file in preset_names():
         return Preset(name_or_file, "built-in", get_preset(name_or_file))
     known = [*preset_names(), *exported_preset_names()]
@@ -244,8 +223,10 @@ def preset_workload(preset: Preset, overrides: dict[str, Any] | None = None) -> 
 
 def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, Any] | None = None,
                  progress: bool = True) -> dict[str, Any]:
-    """Full training with a preset (the adapter is saved in ``output_dir``); the final metrics."""
-    from .objectives import train_with_preset
+    """Full training with a preset (the adapter is saved in ``output_dir``); what its
+    training.json holds: the splits, epochs and validation and test metrics."""
+    from .objectives import quiet_libraries, train_with_preset
 
     found = preset if isinstance(preset, Preset) else find_preset(preset)
+    quiet_libraries()
     return train_with_preset(preset_workload(found, workload), found.config, output_dir, progress=progress)

@@ -18,7 +18,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     """(title, explanation, figure or None-with-reason) for each section."""
     import optuna.visualization as vis
 
-    from ._engine import importances, study_metric
+    from ._study import importances, study_metric
     from ._trials import baseline_trial, trial_outcome
 
     metric, _ = study_metric(study)

@@ -12,19 +12,18 @@ import sys
 
 
 def main() -> int:
-    from ._engine import SearchPlan, run_trials
+    from ._errors import SearchError
+    from ._loop import SearchPlan, run_plan
     from ._workers import EXIT_DONE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_USER_ERROR, sigterm_as_interrupt
     from .spaces import LoraSearchError
 
     plan = SearchPlan(**json.loads(sys.stdin.read()))
     try:
         with sigterm_as_interrupt():
-            reason = run_trials(plan)  # the plan's workload carries this worker's torch_threads
+            reason = run_plan(plan)  # the plan's workload carries this worker's torch_threads
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except LoraSearchError as error:
-        from ._errors import SearchError
-
         print(f"lora-search run (worker): error: {error}", file=sys.stderr)
         return EXIT_FAILURES if isinstance(error, SearchError) else EXIT_USER_ERROR
     return EXIT_INTERRUPTED if reason == "interrupted" else EXIT_DONE

@@ -6,13 +6,14 @@ importing this package stays cheap.
 
 from ._check import Finding, check_config, rederive_for_dataset
 from ._errors import LoraSearchError, SpaceError
-from ._presets import get_preset, load_config_file, preset_names
+from ._presets import get_preset, load_config_file, preset_names, read_preset_file
 from ._profile import RunProfile
 from ._resolve import ResolvedSpace
+from ._rules import bf16_assumed
 from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
 from ._suggest import suggest_scenario
 from ._training_config import PEFT_TASK_TYPES, LoraSettings, TrainingConfig
-from ._units import parse_duration, parse_memory
+from ._units import parse_count, parse_duration, parse_memory
 
 __all__ = [
     "PEFT_TASK_TYPES",
@@ -25,13 +26,16 @@ __all__ = [
     "SpaceError",
     "StudyDefaults",
     "TrainingConfig",
+    "bf16_assumed",
     "check_config",
     "get_preset",
     "load_config_file",
     "load_space",
+    "parse_count",
     "parse_duration",
     "parse_memory",
     "preset_names",
+    "read_preset_file",
     "rederive_for_dataset",
     "scenario_names",
     "suggest_scenario",

@@ -44,7 +44,8 @@ class ParamInfo:
 
 _DATASET_EPOCHS = Rule("dataset-size", True, "epochs by dataset size: <1K 5-10, 1K-100K 3-5, >100K 1-3")
 _DATASET_DECAY = Rule("dataset-size", True, "by dataset size: <1K 0.01-0.1, 1K-100K 0.001-0.1, >100K 0.001-0.01")
-_MEMORY_BATCH = Rule("gpu-memory", True, "capped by GPU memory: <4GB 2, 4GB 4, 8GB 16, 16GB+ 32")
+_MEMORY_BATCH = Rule("gpu-memory", True, "by GPU memory: 4GB 2-4, 8GB 8-16, 16GB+ 16-32, under 4GB at most 2")
+_MODEL_RATE = Rule("model-size", True, "by model size: 13B+ 1e-4 to 3e-4, base-sized (up to 150M) 5e-4 to 1e-3, else as given")
 
 # In sampling order: what later rules need (batch, epochs, scheduler) comes first.
 PARAMETERS: tuple[ParamInfo, ...] = (
@@ -54,7 +55,7 @@ PARAMETERS: tuple[ParamInfo, ...] = (
         "gradient_accumulation_steps", int, searchable=False,
         rule=Rule("effective-batch", False, "effective batch / (per-device batch x devices)"),
     ),
-    ParamInfo("learning_rate", float),
+    ParamInfo("learning_rate", float, rule=_MODEL_RATE),
     ParamInfo("weight_decay", float, rule=_DATASET_DECAY),
     ParamInfo("lr_scheduler_type", str, options=SCHEDULERS),
     ParamInfo("warmup_ratio", float, rule=Rule("total-steps", False, "by total steps: <1000 0.1, 1000-10000 0.06, >10000 0.03; constant 0.0")),
@@ -63,7 +64,7 @@ PARAMETERS: tuple[ParamInfo, ...] = (
     ParamInfo("eval_strategy", str, options=EVAL_STRATEGIES, rule=Rule("dataset-size", False, "'epoch' below 1K examples, else 'steps'")),
     ParamInfo("eval_steps", int, rule=Rule("evaluations-per-epoch", False, "5-10 evaluations per epoch (aims at 8)")),
     ParamInfo("save_steps", int, rule=Rule("eval-steps", False, "equal to eval_steps (the best checkpoint is kept)")),
-    ParamInfo("logging_steps", int, rule=Rule("eval-steps", False, "a quarter of eval_steps: 4 logs per evaluation")),
+    ParamInfo("logging_steps", int, rule=Rule("eval-steps", False, "a quarter of eval_steps (4 logs per evaluation), at most 200 apart")),
     ParamInfo("early_stopping_patience", int),
     ParamInfo("early_stopping_threshold", float),
     ParamInfo("dataloader_num_workers", int),

@@ -1,18 +1,25 @@
-"""The guide's named configurations, stored as data under ``presets/``, and preset files.
+"""The guide's named configurations, stored as data under ``presets/``, and the one preset reader.
 
-A preset file names only what it changes from ``TrainingConfig``'s defaults:
+A preset or config file (YAML, or JSON by its ``.json`` suffix) takes one of three forms:
 
-    description: one line
-    training: {num_train_epochs: 3, ...}   # TrainingConfig fields
-    lora: {r: 16, ...}                     # LoraSettings fields (optional)
+- what ``lora-search export`` writes: the complete settings under ``config:`` (LoRA
+  nested under ``lora:``), beside ``trial_config``, ``rederived`` and ``provenance``;
+- what the built-in presets hold, naming only what they change from the defaults::
 
-An alias file holds ``alias_of: OTHER`` and nothing else. Files that ``lora-search
-export`` writes have the same two sections plus provenance, which is ignored here.
+      description: one line
+      training: {num_train_epochs: 3, ...}   # TrainingConfig fields
+      lora: {r: 16, ...}                     # LoraSettings fields (optional)
+
+- a flat mapping of TrainingConfig fields, LoRA nested under ``lora:``.
+
+Keys beside the settings (description, provenance, ...) are for people and ignored. An
+alias file holds ``alias_of: OTHER`` and nothing else: the built-in preset OTHER.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,19 @@ from ._errors import SpaceError
 from ._training_config import TrainingConfig
 from ._units import number_as_text
 
-_PRESET_SECTIONS = ("training", "lora")
+_SETTINGS_SECTIONS = ("config", "training")
 
 
 def _preset_files() -> dict[str, Any]:
     folder = resources.files(__package__) / "presets"
     return {entry.name[: -len(".yaml")]: entry for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def _builtin_document(name: str) -> dict[str, Any]:
+    files = _preset_files()
+    if name not in files:
+        raise SpaceError(f"unknown preset {name!r}: the built-in presets are {', '.join(preset_names())}")
+    return yaml.safe_load(files[name].read_text(encoding="utf-8"))
 
 
 def preset_names() -> list[str]:
@@ -39,59 +53,42 @@ def preset_names() -> list[str]:
 @functools.lru_cache(maxsize=None)
 def get_preset(name: str) -> TrainingConfig:
     """The built-in preset ``name`` with the guide's exact numbers (aliases followed)."""
-    files = _preset_files()
-    seen = [name]
-    while True:
-        if name not in files:
-            known = ", ".join(preset_names())
-            raise SpaceError(f"unknown preset {seen[0]!r}: the built-in presets are {known}")
-        data = yaml.safe_load(files[name].read_text(encoding="utf-8"))
-        target = data.get("alias_of") if isinstance(data, dict) else None
-        if target is None:
-            return config_from_data(data, source=f"preset {name!r}")
-        if target in seen:
-            raise SpaceError(f"preset aliases loop: {' -> '.join(seen + [target])}")
-        seen.append(target)
-        name = target
+    return config_from_data(_builtin_document(name), source=f"preset {name!r}")
 
 
 def alias_target(name: str) -> str | None:
     """The preset an alias points at, or None for a preset with its own numbers."""
-    files = _preset_files()
-    if name not in files:
-        return None
-    data = yaml.safe_load(files[name].read_text(encoding="utf-8"))
-    return data.get("alias_of") if isinstance(data, dict) else None
+    return _builtin_document(name).get("alias_of") if name in _preset_files() else None
 
 
-def preset_description(name: str) -> str:
-    data = yaml.safe_load(_preset_files()[name].read_text(encoding="utf-8"))
-    if "alias_of" in data:
-        return f"the guide's {name.upper()}_TRAINING_CONFIG: same as preset {data['alias_of']!r}"
-    return str(data.get("description", ""))
+def config_from_data(data: Any, *, source: str, from_yaml: bool = True) -> TrainingConfig:
+    """A TrainingConfig from a preset document in any of the three forms.
 
-
-def config_from_data(data: Any, *, source: str) -> TrainingConfig:
-    """A TrainingConfig from a preset mapping (``training:``/``lora:`` sections) or a flat one.
-
-    In the sectioned form other top-level keys (description, provenance, metrics) are
-    information for people and are ignored; the flat form is all TrainingConfig fields.
+    ``from_yaml``: numbers YAML left as text ('1e-5') are refused with the fix; in JSON
+    text is text, and the type check of TrainingConfig says so.
     """
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping of training settings, got {type(data).__name__}")
-    if "training" not in data:
-        _numbers_read_as_text(data, source)
-        return TrainingConfig.from_dict(data, source=source)
-    training = data["training"] or {}
-    if not isinstance(training, dict):
-        raise SpaceError(f"{source}: 'training' must be a mapping of training settings")
-    training = dict(training)
-    if "lora" in data:
-        if "lora" in training:
-            raise SpaceError(f"{source}: LoRA settings given twice, under 'lora' and 'training.lora': keep one")
-        training["lora"] = data["lora"]
-    _numbers_read_as_text(training, source)
-    return TrainingConfig.from_dict(training, source=source)
+    if "alias_of" in data:
+        return get_preset(str(data["alias_of"]))
+    sections = [key for key in _SETTINGS_SECTIONS if key in data]
+    if len(sections) > 1:
+        raise SpaceError(f"{source}: training settings given twice, under 'config' and 'training': keep one")
+    if sections:
+        section = sections[0]
+        settings = data[section] or {}
+        if not isinstance(settings, dict):
+            raise SpaceError(f"{source}: '{section}' must be a mapping of training settings")
+        settings = dict(settings)
+        if "lora" in data:
+            if "lora" in settings:
+                raise SpaceError(f"{source}: LoRA settings given twice, under 'lora' and '{section}.lora': keep one")
+            settings["lora"] = data["lora"]
+    else:
+        settings = data
+    if from_yaml:
+        _numbers_read_as_text(settings, source)
+    return TrainingConfig.from_dict(settings, source=source)
 
 
 def _numbers_read_as_text(settings: dict[str, Any], source: str) -> None:
@@ -103,16 +100,27 @@ def _numbers_read_as_text(settings: dict[str, Any], source: str) -> None:
             raise SpaceError(f"{source}: {key}: {problem}")
 
 
-def load_config_file(path: str | Path) -> TrainingConfig:
-    """Read a preset or TrainingConfig YAML file; SpaceError names the file and the problem."""
+def read_preset_file(path: str | Path) -> tuple[TrainingConfig, dict[str, Any]]:
+    """The settings of a preset or config file and its whole document (provenance and all).
+
+    SpaceError names the file and the problem on one line.
+    """
     path = Path(path)
+    source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpaceError(f"config file {str(path)!r} not found") from None
+        raise SpaceError(f"no preset file {source!r}: not found") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise SpaceError(f"config file {str(path)!r} cannot be read: {error}") from None
-    return config_from_data(read_yaml_text(text, str(path)), source=str(path))
+        raise SpaceError(f"preset file {source!r} cannot be read: {error}") from None
+    from_yaml = path.suffix != ".json"
+    document = read_yaml_text(text, source) if from_yaml else _read_json_text(text, source)
+    return config_from_data(document, source=source, from_yaml=from_yaml), document
+
+
+def load_config_file(path: str | Path) -> TrainingConfig:
+    """The settings of a preset or config file (see ``read_preset_file``)."""
+    return read_preset_file(path)[0]
 
 
 def read_yaml_text(text: str, source: str) -> Any:
@@ -124,3 +132,10 @@ def read_yaml_text(text: str, source: str) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise SpaceError(f"{source}: not valid YAML{where}: {problem}") from None
+
+
+def _read_json_text(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpaceError(f"{source}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None

@@ -1,10 +1,12 @@
-"""What the guide's rules need to know about a run: data size and hardware."""
+"""What the guide's rules need to know about a run: data size, hardware and model size."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ._errors import SpaceError
+from ._units import format_count
 
 ACCELERATORS = ("cpu", "cuda")
 
@@ -18,6 +20,10 @@ class RunProfile:
     devices: int = field(default=1, metadata={"help": "Devices training together (data parallel); 1 on CPU."})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "Memory of ONE GPU in GB; required for cuda, None on CPU."})
     bf16_supported: bool = field(default=False, metadata={"help": "Whether the GPUs compute in bfloat16 (Ampere and newer)."})
+    model_parameters: int | None = field(
+        default=None,
+        metadata={"help": "Parameters of the base model (all of them, not the adapter's); None: unknown, the learning rate is not narrowed."},
+    )
 
     def __post_init__(self) -> None:
         if not (isinstance(self.dataset_size, int) and not isinstance(self.dataset_size, bool) and self.dataset_size >= 1):
@@ -26,6 +32,9 @@ class RunProfile:
             raise SpaceError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
         if not (isinstance(self.devices, int) and not isinstance(self.devices, bool) and self.devices >= 1):
             raise SpaceError(f"devices must be a positive integer, got {self.devices!r}")
+        parameters = self.model_parameters
+        if parameters is not None and not (isinstance(parameters, int) and not isinstance(parameters, bool) and parameters >= 1):
+            raise SpaceError(f"model_parameters must be a positive number of parameters or None, got {parameters!r}")
         if not isinstance(self.bf16_supported, bool):
             raise SpaceError(f"bf16_supported must be true or false, got {self.bf16_supported!r}")
         if self.accelerator == "cpu":
@@ -37,14 +46,15 @@ class RunProfile:
                 raise SpaceError("bf16_supported applies to GPUs; the guide trains in fp32 on CPU")
         else:
             memory = self.gpu_memory_gb
-            if not (isinstance(memory, (int, float)) and not isinstance(memory, bool) and memory > 0):
+            if not (isinstance(memory, (int, float)) and not isinstance(memory, bool) and 0 < memory < math.inf):
                 raise SpaceError(f"a cuda run needs gpu_memory_gb (memory of one GPU in GB), got {memory!r}")
 
     def describe(self) -> str:
-        """One line, e.g. '4,000 examples, 2 x cuda 24 GB (bf16)' or '4,000 examples, cpu'."""
+        """One line, e.g. '4,000 training examples, 2 x cuda 24 GB (bf16), 7B-parameter model'."""
         if self.accelerator == "cpu":
             hardware = "cpu"
         else:
             count = f"{self.devices} x " if self.devices > 1 else ""
             hardware = f"{count}cuda {self.gpu_memory_gb:g} GB ({'bf16' if self.bf16_supported else 'no bf16'})"
-        return f"{self.dataset_size:,} training examples, {hardware}"
+        model = f", {format_count(self.model_parameters)}-parameter model" if self.model_parameters else ""
+        return f"{self.dataset_size:,} training examples, {hardware}{model}"

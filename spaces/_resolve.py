@@ -5,19 +5,23 @@ fixed for a given profile (Optuna requires one distribution per parameter name i
 study) and every sample satisfies the rules without rejection:
 
 - narrowing rules intersect the space's ranges and choices with what the guide allows
-  for the dataset size and the GPU memory;
+  for the dataset size, the GPU memory and the model size;
 - the effective batch (per-device x accumulation x devices) is sampled from the
   doublings of the smallest step that lie in the scenario's band, together with a
   per-device batch that divides every one of them; accumulation then follows as
   effective / (per-device x devices), so every pairing lands in the band;
 - warmup, evaluation cadence, precision, checkpointing and alpha are worked out after
-  sampling and recorded as trial user attributes "derived.<name>".
+  sampling and recorded as trial user attributes "derived.<name>"; early-stopping
+  patience is lowered where a trial evaluates too few times for it to fire.
 
-When a space's own range and a rule do not overlap, one side wins and the note says
-which. Memory is a hard limit (too large a batch fails with out-of-memory), so the
-memory cap wins over the space. Dataset-size bands are advice, while the space's range
-encodes the scenario's time budget, so there the space wins and its bound nearest the
-guide's band is taken.
+When a space's own values and a rule do not overlap, one side wins and the note says
+which. The top of the guide's per-device batch row is a hard limit (too large a batch
+fails with out-of-memory), so it wins over the space. Its bottom is advice: a smaller
+batch fits and only runs slower, and a scenario of small batches may be sized for a
+large model the table does not know, so there the space's choices stand. The
+dataset-size and model-size bands are the guide's rule for this very run, while a
+space's range was written without knowing the data or the model, so there the band
+wins and its bound nearest the space's range is taken.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from ._presets import get_preset
 from ._profile import RunProfile
 from ._space import ParamSpec, SearchSpace
 from ._training_config import LoraSettings, TrainingConfig
+from ._units import format_count
 
 if TYPE_CHECKING:
     import optuna
 
 PER_DEVICE = "per_device_train_batch_size"
 ACCUMULATION = "gradient_accumulation_steps"
+PATIENCE = "early_stopping_patience"
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,9 @@ class ResolvedSpace:
         if not isinstance(profile, RunProfile):
             raise SpaceError(f"resolve needs a RunProfile, got {type(profile).__name__}")
         resolved = {info.key: _resolve_param(info, space.params[info.key], profile, space.source) for info in PARAMETERS}
+        if resolved[PATIENCE].sampled or resolved[PATIENCE].value:
+            resolved[PATIENCE] = dataclasses.replace(
+                resolved[PATIENCE], note="lowered to evaluations - 1 in a trial that evaluates fewer times, else it never fires")
         per_device, effective, accumulation = _batch_plan(space, resolved[PER_DEVICE], resolved[ACCUMULATION], profile)
         resolved[PER_DEVICE], resolved[ACCUMULATION] = per_device, accumulation
         ordered: list[Resolved] = []
@@ -151,35 +160,32 @@ class ResolvedSpace:
     def _complete(self, values: dict[str, Any]) -> tuple[TrainingConfig, dict[str, Any]]:
         profile = self.profile
         per_device = values[PER_DEVICE]
-        derived: dict[str, Any] = {}
         if self.accumulation_derived:
             effective = values[EFFECTIVE_BATCH]
             if effective % (per_device * profile.devices):
                 raise SpaceError(
                     f"effective batch {effective} is not a multiple of {per_device} per device x {profile.devices} devices"
                 )
-            values[ACCUMULATION] = effective // (per_device * profile.devices)
-            derived[ACCUMULATION] = values[ACCUMULATION]
-        # per-device x accumulation x devices = examples per optimizer step
-        effective = per_device * values[ACCUMULATION] * profile.devices
-        epoch_steps = _rules.steps_per_epoch(profile.dataset_size, effective)
-        total = _rules.total_steps(profile.dataset_size, effective, values["num_train_epochs"])
-        derived.update(effective_batch_size=effective, steps_per_epoch=epoch_steps, total_steps=total)
-
-        rules = {
-            "warmup_ratio": lambda: _rules.warmup_ratio_for(total, values["lr_scheduler_type"]),
-            "precision": lambda: _rules.precision_for(profile.accelerator, profile.bf16_supported),
-            "gradient_checkpointing": lambda: _rules.gradient_checkpointing_for(profile.gpu_memory_gb),
-            "eval_strategy": lambda: _rules.eval_strategy_for(profile.dataset_size),
-            # with per-epoch evaluation one "interval" is the epoch itself
-            "eval_steps": lambda: epoch_steps if values["eval_strategy"] == "epoch" else _rules.eval_steps_for(epoch_steps),
-            "save_steps": lambda: values["eval_steps"],
-            "logging_steps": lambda: _rules.logging_steps_for(values["eval_steps"]),
+        else:
+            effective = per_device * values[ACCUMULATION] * profile.devices
+        derived_keys = [param.key for param in self.params if param.kind == "derived"]
+        plan = _rules.plan_steps(
+            profile.dataset_size, effective, per_device, profile.devices,
+            num_train_epochs=values["num_train_epochs"], lr_scheduler_type=values["lr_scheduler_type"],
+            eval_strategy=values["eval_strategy"], eval_steps=None if "eval_steps" in derived_keys else values["eval_steps"],
+        )
+        derived: dict[str, Any] = {
+            "effective_batch_size": plan.effective_batch_size,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "total_steps": plan.total_steps,
+            "evaluations": plan.evaluations,
         }
-        for key, rule in rules.items():
-            if self.get(key).kind == "derived":
-                values[key] = rule()
-                derived[key] = values[key]
+        values[PATIENCE] = _rules.patience_that_fires(values[PATIENCE], plan.evaluations)
+        for key in derived_keys:
+            # what follows from the profile alone was worked out on resolving (the drawn value)
+            if hasattr(plan, key):
+                values[key] = getattr(plan, key)
+            derived[key] = values[key]
 
         alpha = values["lora.r"] * values["lora.alpha_ratio"]
         alpha = int(alpha) if float(alpha).is_integer() else alpha
@@ -208,7 +214,7 @@ class ResolvedSpace:
         from optuna.trial import FixedTrial
 
         what = f"config not in space {self.space.name!r}"
-        params = {p.key: p.member(self._value_of(p.key, config), what) for p in self.params if p.sampled}
+        params = {p.key: self._drawn(p, config, what) for p in self.params if p.sampled}
         got = self.sample(FixedTrial(params))
         if got != config:
             wanted, given = _flat(config), _flat(got)
@@ -226,6 +232,16 @@ class ResolvedSpace:
         preset = get_preset(self.space.baseline_preset)
         params = {p.key: p.snap(self._value_of(p.key, preset)) for p in self.params if p.sampled}
         return self.sample(FixedTrial(params))
+
+    def _drawn(self, param: Resolved, config: TrainingConfig, what: str) -> Any:
+        """The trial value that gives ``config``'s value (``sample`` then confirms it)."""
+        try:
+            return param.member(self._value_of(param.key, config), what)
+        except SpaceError:
+            if param.key != PATIENCE:
+                raise
+            # a patience lowered to fit the trial's evaluations: the largest draw lowers to it too
+            return max(param.choices) if param.kind == "categorical" else param.high
 
     def _value_of(self, key: str, config: TrainingConfig) -> Any:
         if key == EFFECTIVE_BATCH:
@@ -284,32 +300,45 @@ def _resolve_param(info: ParamInfo, spec: ParamSpec, profile: RunProfile, source
         choices = spec.choices
         note = ""
         if spec.rule == "gpu-memory":
-            choices, note = _cap_batch_choices(choices, profile)
+            choices, note = _fit_batch_choices(choices, profile)
         return _collapse(Resolved(info.key, "categorical", choices=tuple(choices), note=note))
     # a range, or a narrowing rule alone (the guide's band is then the range)
-    band = _rules.epochs_band(profile.dataset_size) if info.key == "num_train_epochs" else _rules.weight_decay_band(profile.dataset_size)
     kind = "int" if info.type is int else "float"
+    band, basis = _guide_band(info.key, profile)
     if form == "rule":
-        return Resolved(info.key, kind, low=band[0], high=band[1], log=kind == "float",
-                        note=f"guide band for {profile.dataset_size:,} examples")
+        if band is None:  # the learning rate of a model the guide gives no band for
+            band, basis = _rules.LEARNING_RATE_RANGE, "from conservative to aggressive, no model-size band"
+        return Resolved(info.key, kind, low=band[0], high=band[1], log=kind == "float", note=f"guide band {basis}")
+    plain = Resolved(info.key, kind, low=spec.low, high=spec.high, log=spec.log, step=spec.step)
     if spec.rule is None:
-        return _collapse(Resolved(info.key, kind, low=spec.low, high=spec.high, log=spec.log, step=spec.step))
-    return _intersect(info.key, kind, spec, band, profile)
+        return _collapse(plain)
+    if band is None:
+        return _collapse(dataclasses.replace(plain, note=f"the guide gives no band {basis}: the space's range"))
+    return _intersect(info.key, kind, spec, band, basis)
 
 
-def _intersect(key: str, kind: str, spec: ParamSpec, band: tuple[Any, Any], profile: RunProfile) -> Resolved:
+def _guide_band(key: str, profile: RunProfile) -> tuple[tuple[Any, Any] | None, str]:
+    """The guide's band for a ranged parameter on this profile (None: none), and what it is for."""
+    if key == "learning_rate":
+        size = profile.model_parameters
+        return _rules.learning_rate_band(size), f"for a {format_count(size)}-parameter model" if size else "for a model of unknown size"
+    band = _rules.epochs_band if key == "num_train_epochs" else _rules.weight_decay_band
+    return band(profile.dataset_size), f"for {profile.dataset_size:,} examples"
+
+
+def _intersect(key: str, kind: str, spec: ParamSpec, band: tuple[Any, Any], basis: str) -> Resolved:
     low, high = max(spec.low, band[0]), min(spec.high, band[1])
     if spec.step and low <= high:
         low = spec.low + math.ceil((low - spec.low) / spec.step - 1e-9) * spec.step
         high = spec.low + math.floor((high - spec.low) / spec.step + 1e-9) * spec.step
     if low <= high:
-        note = f"space {_fmt(spec.low)}..{_fmt(spec.high)} within the guide's {_fmt(band[0])}..{_fmt(band[1])} for {profile.dataset_size:,} examples"
+        note = f"space {_fmt(spec.low)}..{_fmt(spec.high)} within the guide's {_fmt(band[0])}..{_fmt(band[1])} {basis}"
         return _collapse(Resolved(key, kind, low=low, high=high, log=spec.log, step=spec.step, note=note))
-    # No overlap: the space's range stands for the scenario's budget, which the user chose;
-    # the dataset band is advice. Take the space's bound nearest the guide's band.
-    value = spec.high if spec.high < band[0] else spec.low
-    note = (f"space {_fmt(spec.low)}..{_fmt(spec.high)} misses the guide's {_fmt(band[0])}..{_fmt(band[1])} for "
-            f"{profile.dataset_size:,} examples: the space wins, nearest bound taken")
+    # No overlap: the band is the guide's rule for this run's data or model, which the
+    # space's range was written without knowing. Take the band's bound nearest the space.
+    value = band[0] if spec.high < band[0] else band[1]
+    note = (f"space {_fmt(spec.low)}..{_fmt(spec.high)} misses the guide's {_fmt(band[0])}..{_fmt(band[1])} {basis}: "
+            f"the guide wins, nearest bound {_fmt(value)} taken")
     return Resolved(key, "fixed", value=value, note=note)
 
 
@@ -322,15 +351,21 @@ def _collapse(param: Resolved) -> Resolved:
     return param
 
 
-def _cap_batch_choices(choices: tuple[int, ...], profile: RunProfile) -> tuple[tuple[int, ...], str]:
-    cap = _rules.per_device_batch_cap(profile.gpu_memory_gb)
-    if cap is None:
-        return choices, "no GPU memory cap on CPU"
-    fitting = tuple(c for c in choices if c <= cap)
+def _fit_batch_choices(choices: tuple[int, ...], profile: RunProfile) -> tuple[tuple[int, ...], str]:
+    band = _rules.per_device_batch_band(profile.gpu_memory_gb)
+    if band is None:
+        return choices, "no GPU memory limit on CPU"
+    floor, cap = band
+    gpu = f"{profile.gpu_memory_gb:g} GB"
+    fitting = tuple(c for c in choices if floor <= c <= cap)
     if fitting:
-        return fitting, f"at most {cap} per device on {profile.gpu_memory_gb:g} GB"
+        return fitting, f"the guide's {floor}-{cap} per device on {gpu}"
+    under = tuple(c for c in choices if c <= cap)
+    if under:
+        return under, (f"all space choices under the guide's {floor}-{cap} for {gpu}: the space wins "
+                       "(a smaller batch fits, only slower, and the table assumes a small model)")
     # Every choice is over the cap: memory wins (out-of-memory fails the run outright).
-    return (cap,), f"all space choices exceed the {cap} a {profile.gpu_memory_gb:g} GB GPU holds: memory wins, {cap} taken"
+    return (cap,), f"all space choices exceed the {cap} a {gpu} GPU holds: memory wins, {cap} taken"
 
 
 def _resolve_precision(spec: ParamSpec, profile: RunProfile, where: str) -> Resolved:
@@ -376,7 +411,8 @@ def _batch_plan(
                 fitting = [max(sizes)] if max(sizes) * steps * devices < low else [min(sizes)]
                 notes.append(f"effective band {low}-{high} unreachable with accumulation {steps} x {devices} devices: {fitting[0]} taken")
             else:
-                notes.append(f"{'/'.join(map(str, fitting))} x {steps} accumulation x {devices} device(s) within the band {low}-{high}")
+                notes.append(f"{'/'.join(map(str, fitting))} x {steps} accumulation x {devices} device(s) within the band "
+                             f"{low}-{high}, {_rules.effective_band_note(band)}")
             sizes = fitting
         return _batch_param(per_device, sizes, notes), None, accumulation
 
@@ -397,7 +433,7 @@ def _batch_plan(
         notes.append(f"{'/'.join(map(str, left_out))} left out: times {devices} device(s) it does not divide the effective batch {targets[0]}")
     effective = _collapse(Resolved(
         EFFECTIVE_BATCH, "categorical", choices=tuple(targets),
-        note=f"per-device x accumulation x devices: {unit} x powers of two in the band {low}-{high}",
+        note=f"per-device x accumulation x devices: {unit} x powers of two in the band {low}-{high}, {_rules.effective_band_note(band)}",
     ))
     steps = sorted({t // (p * devices) for t in targets for p in fitting})
     accumulation = dataclasses.replace(

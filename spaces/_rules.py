@@ -7,6 +7,7 @@ re-derivation share one reading of the guide.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 # Dataset-size classes shared by the epochs, weight-decay and evaluation-strategy rules.
 # The guide says "< 1K" is small and "> 100K" is large, so exactly 1,000 and exactly
@@ -95,26 +96,137 @@ def evaluations_per_epoch(epoch_steps: int, eval_steps: int) -> int:
     return epoch_steps // eval_steps
 
 
+# Logging: the guide wants a log every 1-2 minutes and names 10 (quick feedback), 100
+# (standard) and 200 (less noise) steps. Its 200 read against its 1-2 minutes implies a
+# step of 0.3-0.6 s (60-120 s / 200 steps); without a measured step time that is the only
+# estimate the guide gives, so logs come at most 200 steps apart. A quarter of
+# the evaluation interval alone drifts far past that on large data: 1M examples at 16 per
+# step are 62,500 steps per epoch, 7,812 between evaluations, 1,953 between logs (10-20
+# minutes at those step times). No floor: a short run's few steps all deserve a log.
+MOST_STEPS_BETWEEN_LOGS = 200
+
+
 def logging_steps_for(eval_steps: int) -> int:
-    """Four training-loss logs per evaluation interval (the guide's configs log 2-5 times per eval)."""
-    return max(1, eval_steps // 4)
+    """Four training-loss logs per evaluation interval (the guide's configs log 2-5 times
+    per evaluation), at most 200 steps apart."""
+    return max(1, min(eval_steps // 4, MOST_STEPS_BETWEEN_LOGS))
 
 
-# Per-device batch cap by the memory of one GPU. The guide's table: 4GB -> 2-4,
-# 8GB -> 8-16, 16GB+ -> 16-32; a card between two rows gets the lower row (8 <= m < 16
-# caps at 16), and below the 4GB row the guide's smallest batch, 2, is the cap.
-_BATCH_CAPS = ((16.0, 32), (8.0, 16), (4.0, 4))
-_SMALLEST_BATCH = 2
+def evaluations_in_run(total_steps: int, eval_steps: int, eval_strategy: str, num_train_epochs: float) -> int:
+    """Evaluations a run makes: one per epoch (the last, partial one included), or one
+    each ``eval_steps`` optimizer steps."""
+    if eval_strategy == "epoch":
+        return math.ceil(num_train_epochs)
+    return total_steps // eval_steps
 
 
-def per_device_batch_cap(gpu_memory_gb: float | None) -> int | None:
-    """The largest per-device batch the guide allows, or None on CPU (no GPU memory limit)."""
+def patience_that_fires(patience: int, evaluations: int) -> int:
+    """``patience`` lowered so early stopping can fire: the first evaluation sets the best,
+    so stopping after ``patience`` evaluations without gain needs ``patience + 1`` of them."""
+    return min(patience, max(0, evaluations - 1))
+
+
+def patience_for_full_run(patience: int, evaluations_per_epoch: int, evaluations: int) -> int:
+    """A trial's early-stopping ``patience`` (counted in evaluations) made to span the same
+    kind of stretch in a full run, where one evaluation is a much smaller share of training.
+
+    A trial evaluates a few times in all (4 by default), so the guide's patience of 2-5
+    waits out most of it; a full run evaluates 5-10 times per epoch, where 3 evaluations
+    at 8 per epoch are 3/8 of an epoch: a run stops before it has seen its data once more
+    (one exported winner stopped at epoch 0.87 of 4 and, run through, was best at epoch 2).
+    So patience is at least one epoch's evaluations (8 at 8 per epoch, 1 with per-epoch
+    evaluation: every example seen again without gain before stopping), a larger one is
+    kept, and either stays below the run's evaluations so it can fire
+    (``patience_that_fires``). 0 (early stopping off) stays off.
+    """
+    if patience == 0:
+        return 0
+    return patience_that_fires(max(patience, evaluations_per_epoch), evaluations)
+
+
+def accumulation_for(effective_batch_total: int, examples_per_pass: int) -> int:
+    """Forward passes per optimizer step reaching the effective batch (rounded up: never below it).
+
+    ``examples_per_pass`` is the per-device batch times the devices.
+    """
+    return math.ceil(effective_batch_total / examples_per_pass)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The numbers the guide's chain works out from the data size and the batch."""
+
+    gradient_accumulation_steps: int
+    effective_batch_size: int  # per-device x accumulation x devices: examples per optimizer step
+    steps_per_epoch: int
+    total_steps: int
+    warmup_ratio: float
+    eval_steps: int
+    save_steps: int
+    logging_steps: int
+    evaluations: int  # in the whole run
+
+
+def plan_steps(
+    dataset_size: int, effective_batch_total: int, per_device: int, devices: int, *,
+    num_train_epochs: float, lr_scheduler_type: str, eval_strategy: str, eval_steps: int | None = None,
+) -> StepPlan:
+    """The guide's chain: effective batch -> accumulation -> steps per epoch -> total steps
+    -> warmup -> evaluation, checkpoint and logging cadence -> evaluations in the run.
+
+    ``eval_steps`` given (a space that fixes or searches it) is kept, and checkpoints and
+    logs follow it; None derives it.
+    """
+    accumulation = accumulation_for(effective_batch_total, per_device * devices)
+    effective = per_device * accumulation * devices
+    epoch_steps = steps_per_epoch(dataset_size, effective)
+    total = total_steps(dataset_size, effective, num_train_epochs)
+    if eval_steps is None:
+        # with per-epoch evaluation one "interval" is the epoch itself
+        eval_steps = epoch_steps if eval_strategy == "epoch" else eval_steps_for(epoch_steps)
+    return StepPlan(accumulation, effective, epoch_steps, total, warmup_ratio_for(total, lr_scheduler_type),
+                    eval_steps, eval_steps, logging_steps_for(eval_steps),
+                    evaluations_in_run(total, eval_steps, eval_strategy, num_train_epochs))
+
+
+# Effective batch (examples per optimizer step, all devices): the guide targets 32-128
+# "for most tasks"; its advice when memory is short, 2-4 per device with 4-8 accumulation,
+# makes 8-32. Which one a scenario follows, and why, its file says (scenarios/*.yaml).
+EFFECTIVE_BATCH_TARGET = (32, 128)
+EFFECTIVE_BATCH_MEMORY_CONSTRAINED = (8, 32)
+
+
+def effective_band_note(band: tuple[int, int]) -> str:
+    """Which of the guide's effective-batch rules a space's band follows, over which other."""
+    target_low, target_high = EFFECTIVE_BATCH_TARGET
+    memory_low, memory_high = EFFECTIVE_BATCH_MEMORY_CONSTRAINED
+    if target_low <= band[0] and band[1] <= target_high:
+        return f"the guide's {target_low}-{target_high} target for most tasks, over the 16 of its example configs"
+    if memory_low <= band[0] and band[1] <= memory_high:
+        return (f"the guide's {memory_low}-{memory_high} for short memory (2-4 per device x 4-8 accumulation), "
+                f"over its {target_low}-{target_high} target")
+    return f"the space's own band, outside the guide's {target_low}-{target_high} target"
+
+
+# Per-device batch by the memory of one GPU. The guide's table: 4GB -> 2-4, 8GB -> 8-16,
+# 16GB+ -> 16-32; a card between two rows gets the lower row (8 <= m < 16 is 8-16).
+# Below the 4GB row the guide's smallest batch, 2, is the most, with no floor.
+_BATCH_BANDS = ((16.0, (16, 32)), (8.0, (8, 16)), (4.0, (2, 4)))
+_UNDER_SMALLEST_ROW = (1, 2)
+
+
+def per_device_batch_band(gpu_memory_gb: float | None) -> tuple[int, int] | None:
+    """The guide's (smallest, largest) per-device batch for this GPU, or None on CPU.
+
+    The largest is a hard limit (a larger batch runs out of memory); the smallest is
+    advice (a smaller batch fits, it only leaves the GPU idle).
+    """
     if gpu_memory_gb is None:
         return None
-    for threshold, cap in _BATCH_CAPS:
+    for threshold, band in _BATCH_BANDS:
         if gpu_memory_gb >= threshold:
-            return cap
-    return _SMALLEST_BATCH
+            return band
+    return _UNDER_SMALLEST_ROW
 
 
 # Gradient checkpointing: on below 8 GB, off above 16 GB. Between 8 and 16 GB the
@@ -125,6 +237,16 @@ CHECKPOINTING_BELOW_GB = 8.0
 
 def gradient_checkpointing_for(gpu_memory_gb: float | None) -> bool:
     return gpu_memory_gb is not None and gpu_memory_gb < CHECKPOINTING_BELOW_GB
+
+
+# bf16 for a GPU known only by its memory: the guide's own configs use fp16 at 4 and
+# 8 GB and bf16 at 16 and 24 GB (RTX 30/40 and A100 compute in bf16; the 16 GB V100 and
+# T4 do not, hence a way to say so: --no-bf16).
+BF16_ASSUMED_FROM_GB = 16.0
+
+
+def bf16_assumed(gpu_memory_gb: float) -> bool:
+    return gpu_memory_gb >= BF16_ASSUMED_FROM_GB
 
 
 def precision_for(accelerator: str, bf16_supported: bool) -> str:
@@ -142,7 +264,26 @@ def precision_supported(precision: str, accelerator: str, bf16_supported: bool) 
     return precision == "fp16" or bf16_supported
 
 
-# Learning rates the guide would ever pick for LoRA run from 1e-4 (conservative) to
-# 1e-3 (aggressive). Half the lowest and double the highest bound what counts as sane:
-# below, training crawls; above, it diverges.
-LEARNING_RATE_SANE = (5e-5, 2e-3)
+# Learning rate: the guide runs from 1e-4 (conservative) through 5e-4 (standard) to 1e-3
+# (aggressive), and by model size gives 1e-4 to 3e-4 for 13B+ (LLaMA 13B) and 5e-4 to 1e-3
+# for BERT-base. "13B" counts as sold: OPT-13B has 12.85B parameters, so 12.5B and up.
+# BERT-base (110M) stands for the base-size family: RoBERTa-base and GPT-2 have 124-125M,
+# the next size up (BERT-large, GPT-2 medium) 340-355M; 150M separates them. Between the
+# two the guide gives no band and nothing is narrowed.
+LEARNING_RATE_RANGE = (1e-4, 1e-3)
+LARGE_MODEL_PARAMETERS = 12_500_000_000
+SMALL_MODEL_PARAMETERS = 150_000_000
+_LARGE_MODEL_RATES = (1e-4, 3e-4)
+_SMALL_MODEL_RATES = (5e-4, 1e-3)
+
+
+def learning_rate_band(model_parameters: int | None) -> tuple[float, float] | None:
+    """The guide's learning rates for a model of this size; None: no band (unknown or mid-sized)."""
+    if model_parameters is None:
+        return None
+    if model_parameters >= LARGE_MODEL_PARAMETERS:
+        return _LARGE_MODEL_RATES
+    if model_parameters <= SMALL_MODEL_PARAMETERS:
+        return _SMALL_MODEL_RATES
+    return None
+

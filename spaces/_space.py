@@ -80,6 +80,7 @@ class SearchSpace:
     study_defaults: StudyDefaults
     params: dict[str, ParamSpec]  # every key of the catalog, in sampling order
     effective_batch: tuple[int, int] | None  # the band (low, high) across all devices
+    yaml: str | None = None  # the text of a user's space file (None: a built-in scenario), which a study stores
 
     def resolve(self, profile: RunProfile) -> ResolvedSpace:
         from ._resolve import ResolvedSpace
@@ -101,22 +102,28 @@ def scenario_names() -> list[str]:
     return [name for name in _SCENARIO_ORDER if name in files] + sorted(set(files) - set(_SCENARIO_ORDER))
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """A built-in scenario by name, or a space YAML file (which may extend a built-in)."""
-    text = str(name_or_path)
-    if text in _scenario_files():
-        return _builtin(text)
-    path = Path(text)
-    if not path.exists():
-        known = ", ".join(scenario_names())
-        if path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text:
-            raise SpaceError(f"space file {text!r} not found (built-in spaces: {known})")
-        raise SpaceError(f"unknown space {text!r}: choose one of {known}, or give a YAML file path")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpaceError(f"space file {text!r} cannot be read: {error}") from None
-    return _parse(read_yaml_text(content, text), source=text, default_name=path.stem)
+def load_space(name_or_path: str | Path, text: str | None = None) -> SearchSpace:
+    """A built-in scenario by name, or a space YAML file (which may extend a built-in).
+
+    ``text`` is the file's content when it is already at hand (a study stores it):
+    it is parsed as is, ``name_or_path`` naming it in messages and giving its default name.
+    """
+    label = str(name_or_path)
+    if text is None:
+        if label in _scenario_files():
+            return _builtin(label)
+        path = Path(label)
+        if not path.exists():
+            known = ", ".join(scenario_names())
+            if path.suffix in (".yaml", ".yml") or "/" in label or "\\" in label:
+                raise SpaceError(f"space file {label!r} not found (built-in spaces: {known})")
+            raise SpaceError(f"unknown space {label!r}: choose one of {known}, or give a YAML file path")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SpaceError(f"space file {label!r} cannot be read: {error}") from None
+    space = _parse(read_yaml_text(text, label), source=label, default_name=Path(label).stem)
+    return dataclasses.replace(space, yaml=text)
 
 
 @functools.lru_cache(maxsize=None)

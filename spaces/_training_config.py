@@ -9,6 +9,7 @@ torch, transformers or peft.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ class LoraSettings:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1, "lora.r", f"must be a positive integer, got {self.r!r}")
-        _check(_is_number(self.lora_alpha) and self.lora_alpha > 0, "lora.lora_alpha", f"must be a positive number, got {self.lora_alpha!r}")
+        _check(_is_number(self.lora_alpha) and self.lora_alpha > 0, "lora.lora_alpha", f"must be a positive finite number, got {self.lora_alpha!r}")
         _check(_is_number(self.lora_dropout) and 0.0 <= self.lora_dropout < 1.0, "lora.lora_dropout", f"must be in [0, 1), got {self.lora_dropout!r}")
         _check(self.target_modules in TARGET_MODULE_PRESETS, "lora.target_modules", f"must be one of {', '.join(TARGET_MODULE_PRESETS)}, got {self.target_modules!r}")
         _check(isinstance(self.use_rslora, bool), "lora.use_rslora", f"must be true or false, got {self.use_rslora!r}")
@@ -93,7 +94,7 @@ class TrainingConfig:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "The adapter's settings."})
 
     def __post_init__(self) -> None:
-        _check(_is_number(self.num_train_epochs) and self.num_train_epochs > 0, "num_train_epochs", f"must be a positive number, got {self.num_train_epochs!r}")
+        _check(_is_number(self.num_train_epochs) and self.num_train_epochs > 0, "num_train_epochs", f"must be a positive finite number, got {self.num_train_epochs!r}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps", "logging_steps"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, f"must be a positive integer, got {value!r}")
@@ -105,7 +106,7 @@ class TrainingConfig:
         _check(isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing", f"must be true or false, got {self.gradient_checkpointing!r}")
         _check(self.eval_strategy in EVAL_STRATEGIES, "eval_strategy", f"must be one of {', '.join(EVAL_STRATEGIES)}, got {self.eval_strategy!r}")
         _check(_is_int(self.early_stopping_patience) and self.early_stopping_patience >= 0, "early_stopping_patience", f"must be a non-negative integer, got {self.early_stopping_patience!r}")
-        _check(_is_number(self.early_stopping_threshold) and self.early_stopping_threshold >= 0, "early_stopping_threshold", f"must be a non-negative number, got {self.early_stopping_threshold!r}")
+        _check(_is_number(self.early_stopping_threshold) and self.early_stopping_threshold >= 0, "early_stopping_threshold", f"must be a non-negative finite number, got {self.early_stopping_threshold!r}")
         _check(_is_int(self.dataloader_num_workers) and self.dataloader_num_workers >= 0, "dataloader_num_workers", f"must be a non-negative integer, got {self.dataloader_num_workers!r}")
         _check(isinstance(self.lora, LoraSettings), "lora", "must be a LoraSettings")
 
@@ -195,4 +196,5 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: inf and nan pass comparisons like 'inf > 0' but train nothing."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (isinstance(value, int) or math.isfinite(value))

@@ -7,27 +7,35 @@ import re
 
 from ._errors import SpaceError
 
-# Unit -> gigabytes. GPU vendors and nvidia-smi mean binary units when they say "GB",
-# so GB and GiB are the same here (an "8GB" card reports about 8 GiB).
-_MEMORY_UNITS = {"": 1.0, "g": 1.0, "gb": 1.0, "gib": 1.0, "m": 1 / 1024, "mb": 1 / 1024, "mib": 1 / 1024, "t": 1024.0, "tb": 1024.0, "tib": 1024.0}
+# Unit -> gigabytes. A card is sold by its GB, and nvidia-smi shows that size in binary
+# units (an 8 GB card: 8192 MiB), so GB and GiB are the same here, one row of the guide's
+# table. The other prefixes keep their own base: 1000 MB or 1024 MiB make a GB, so
+# '8000MB' and '8192MiB' are both the 8 GB row.
+_MEMORY_UNITS = {
+    "": 1.0, "g": 1.0, "gb": 1.0, "gib": 1.0,
+    "m": 1e-3, "mb": 1e-3, "mib": 1 / 1024, "t": 1e3, "tb": 1e3, "tib": 1024.0,
+}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+# Model sizes as people name them: '7B', '110M', '1.5B' (decimal, as model cards count).
+_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
 
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])", re.IGNORECASE)
 
 
 def parse_memory(text: str | float | int) -> float:
-    """Gigabytes from '8GB', '8 GiB', '512MB', '1.5TB' or a bare number of GB ('8')."""
+    """Gigabytes from '8GB', '8 GiB', '8000MB', '8192MiB', '1.5TB' or a bare number of GB ('8')."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
         match = _MEMORY.match(str(text))
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _MEMORY_UNITS:
-            raise SpaceError(f"memory size {text!r} not understood: write e.g. '8GB', '24 GiB', '512MB' or '8' (GB)")
+            raise SpaceError(f"memory size {text!r} not understood: write e.g. '8GB', '24 GiB', '8000MB' or '8' (GB)")
         value = float(match.group(1)) * _MEMORY_UNITS[unit]
-    if not (value > 0 and math.isfinite(value)):
-        raise SpaceError(f"memory size {text!r} must be more than zero")
+    _positive_and_finite(value, f"memory size {text!r}")
     return value
 
 
@@ -46,9 +54,36 @@ def parse_duration(text: str | float | int) -> float:
             seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(compact))
         else:
             raise SpaceError(f"duration {text!r} not understood: write e.g. '30m', '2h', '1h30m', '90s' or '45' (seconds)")
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise SpaceError(f"duration {text!r} must be more than zero")
+    _positive_and_finite(seconds, f"duration {text!r}")
     return seconds
+
+
+def parse_count(text: str | int) -> int:
+    """A number of model parameters from '7B', '110M', '1.5B', '13e9' or a bare integer."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = _COUNT.match(str(text))
+        if match is None:
+            raise SpaceError(f"model size {text!r} not understood: write e.g. '7B', '110M' or '13000000000' (parameters)")
+        value = float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()]
+    _positive_and_finite(value, f"model size {text!r}")
+    return round(value)
+
+
+def format_count(count: int) -> str:
+    """'7B', '110M', '1.5B': the way ``parse_count`` reads them."""
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count >= scale:
+            return f"{count / scale:g}{suffix}"
+    return str(count)
+
+
+def _positive_and_finite(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise SpaceError(f"{what} must be finite")
+    if not value > 0:
+        raise SpaceError(f"{what} must be more than zero")
 
 
 _NUMBER_AS_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")

@@ -1,5 +1,6 @@
 """The light parts stay light: no torch, transformers or peft where no training happens."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -39,9 +40,29 @@ def test_help_never_imports_torch():
     assert _cli_modules("spaces", "--help") == []
     assert _cli_modules("check", "--help") == []
     assert _cli_modules("spaces", "show", "standard", "--cpu") == []
+    assert _cli_modules("run", "--help") == []
+    assert _cli_modules("show", "--help") == []
+
+
+def _imported_by(module: str) -> set[str]:
+    """The sibling modules ``search/<module>.py`` imports, at its top or inside functions."""
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "search" / f"{module}.py").read_text())
+    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+
+
+def test_the_trial_loop_never_imports_its_launcher_or_the_run():
+    # the launcher (_workers) imports the loop, never the reverse: no cycle between them
+    assert "_loop" in _imported_by("_workers")
+    assert not _imported_by("_loop") & {"_workers", "_worker_main", "_engine", "_prepare"}
 
 
 def test_console_script_help_works():
     script = Path(sys.executable).with_name("lora-search")
     result = subprocess.run([str(script), "spaces", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "suggest" in result.stdout
+
+
+def test_every_public_name_resolves():
+    import lora_search
+
+    assert all(getattr(lora_search, name) is not None for name in lora_search.__all__)

@@ -90,4 +90,4 @@ def test_jsonl_file_gets_a_seeded_hold_out(tmp_path, tiny_bert):
     pandas.DataFrame([{"text": "fine", "label": "a"}, {"text": "ok", "label": "b"}] * 10).to_json(path, orient="records", lines=True)
     objective = objective_for(tiny_bert, data=str(path))
     assert objective.data.label_names == ["a", "b"]
-    assert objective.dataset_size == 16  # 20 rows less a 20% hold-out
+    assert objective.dataset_size == 12  # 20 rows less two 20% hold-outs: validation and test

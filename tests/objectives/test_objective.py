@@ -158,6 +158,16 @@ def test_base_model_weights_are_bit_identical_after_trials(tiny_objective, good_
     assert not any(p.requires_grad for p in tiny_objective.base_model.parameters())
 
 
+def test_model_parameters_counts_the_whole_base_without_the_adapter(tiny_objective, tiny_bert, good_config):
+    from transformers import BertForSequenceClassification
+
+    saved = BertForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)  # encoder and a 2-label head
+    assert tiny_objective.model_parameters == sum(p.numel() for p in saved.parameters())
+    trial = run_configs(tiny_objective, [good_config]).trials[0]
+    assert trial.user_attrs["trainable_parameters"] > 0
+    assert tiny_objective.model_parameters == tiny_objective.base_model.num_parameters()  # the adapter came off again
+
+
 def test_replay_reproduces_the_trial_value(tiny_objective, tiny_workload, good_config):
     trial = run_configs(tiny_objective, [good_config]).trials[0]
     assert replay(tiny_workload, good_config, objective=tiny_objective) == trial.value

@@ -45,14 +45,37 @@ def test_clean_config(capsys, tmp_path):
         ("warmup_ratio: 0.1", "warmup_ratio: 0.0", "no-warmup"),
         ("eval_steps: 31\n  save_steps: 31", "eval_steps: 5\n  save_steps: 5", "evaluation-too-frequent"),
         ("early_stopping_patience: 3", "early_stopping_patience: 0", "no-early-stopping"),
-        ("precision: bf16", "precision: fp32", "wrong-precision"),
+        ("early_stopping_patience: 3", "early_stopping_patience: 30", "early-stopping-cannot-fire"),
+        ("precision: bf16", "precision: fp32", None),  # runs on any GPU: not a mistake
+        ("precision: bf16", "precision: fp16", None),
     ],
 )
 def test_each_mistake(capsys, tmp_path, old, new, rule):
     code, out, _ = _check(capsys, tmp_path, CLEAN.replace(old, new), *GPU)
+    if rule is None:
+        assert code == 0 and "no common mistakes" in out
+        return
     assert code == 1
     findings = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
     assert len(findings) == 1 and f": {rule}: " in findings[0]
+
+
+def test_bf16_on_a_gpu_without_it(capsys, tmp_path):
+    code, out, _ = _check(capsys, tmp_path, CLEAN, "--gpu-memory", "8GB", "--no-bf16")
+    assert code == 1 and "wrong-precision" in out and "cannot compute in bf16" in out and "use fp16" in out
+
+
+@pytest.mark.parametrize(("memory", "code"), [("8GB", 1), ("16GB", 0), ("80GB", 0), ("16000MB", 0), ("15.9GB", 1)])
+def test_bf16_assumed_from_16gb(capsys, tmp_path, memory, code):
+    # a GPU given by memory alone: bf16 from 16 GB, as the guide's 16 and 24 GB configs
+    assert _check(capsys, tmp_path, CLEAN, "--gpu-memory", memory)[0] == code
+
+
+def test_model_size_sets_the_learning_rate_limits(capsys, tmp_path):
+    text = CLEAN.replace("learning_rate: 5.0e-4", "learning_rate: 1.0e-3")
+    assert _check(capsys, tmp_path, text, *GPU)[0] == 0
+    code, out, _ = _check(capsys, tmp_path, text, *GPU, "--model-parameters", "13B")
+    assert code == 1 and "learning-rate-too-high" in out and "for a 13B-parameter model" in out
 
 
 def test_flat_config_and_cpu(capsys, tmp_path):
@@ -62,7 +85,10 @@ def test_flat_config_and_cpu(capsys, tmp_path):
 
 
 def test_builtin_preset_name(capsys):
-    assert main(["check", "standard", "--gpu-memory", "16GB", "--bf16"]) == 0
+    assert main(["check", "standard", "--gpu-memory", "16GB", "--bf16", "--dataset-size", "50000"]) == 0
+    # 4000 examples: 750 steps, evaluated every 500, so once: patience 3 never fires
+    assert main(["check", "standard", "--gpu-memory", "16GB", "--bf16"]) == 1
+    assert "early-stopping-cannot-fire" in capsys.readouterr().out
     assert main(["check", "memory-constrained", "--gpu-memory", "4GB"]) == 1
     assert "no-early-stopping" in capsys.readouterr().out
 
@@ -83,3 +109,36 @@ def test_bad_files_exit_2(capsys, tmp_path, text, message):
 def test_missing_file_exit_2(capsys, tmp_path):
     assert main(["check", str(tmp_path / "none.yaml"), "--cpu"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_exported_preset_by_path_and_by_name(capsys, tmp_path, monkeypatch, fmt):
+    from lora_search._presets import write_preset
+    from lora_search.spaces import RunProfile, get_preset, rederive_for_dataset
+
+    # what 'lora-search export' writes: a trial's settings re-derived for the full run
+    trial = get_preset("standard").replace(num_train_epochs=1, precision="fp32")
+    full, reasons = rederive_for_dataset(trial, RunProfile(4000, "cuda", 1, 8.0, True))
+    document = {
+        "name": "mine", "config": full.to_dict(), "trial_config": trial.to_dict(),
+        "rederived": {key: {"trial": getattr(trial, key), "full": getattr(full, key), "reason": why} for key, why in reasons.items()},
+        "provenance": {"study": "example", "trial": 7, "metric": "eval_loss", "direction": "minimize", "value": 0.5},
+    }
+    monkeypatch.chdir(tmp_path)
+    path = write_preset("mine", document, fmt=fmt)
+    for config in (str(path), "mine"):
+        assert main(["check", config, *GPU]) == 0
+        assert f"{config}: no common mistakes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "gpu", "code"), [("standard", "16GB", 0), ("quick", "8GB", 1)])
+def test_copied_builtin_preset(capsys, tmp_path, name, gpu, code):
+    from importlib import resources
+
+    from lora_search._presets import find_preset
+    from lora_search.spaces import get_preset
+
+    copy = tmp_path / f"copy-of-{name}.yaml"
+    copy.write_text((resources.files("lora_search.spaces") / "presets" / f"{name}.yaml").read_text())
+    assert find_preset(str(copy)).config == get_preset(name)
+    assert main(["check", str(copy), "--gpu-memory", gpu, "--bf16", "--dataset-size", "50000"]) == code

@@ -1,7 +1,8 @@
 """`lora-search dashboard`: the real command serves optuna-dashboard on the study's storage.
 
 The server runs as a subprocess on a free port; the study is read back through the
-dashboard's own HTTP API, and the single-page app is rendered in headless Chromium.
+dashboard's own HTTP API, and the single-page app is rendered in headless Chromium:
+its plots name the metric, and its note gives the scenario, baseline and best trial.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def test_dashboard_serves_the_study_with_its_intermediate_values(searched, dashb
     assert [t["number"] for t in trials] == [t.number for t in study.get_trials()]
     assert {"key": "baseline", "value": "True"} in trials[0]["user_attrs"]
     assert detail["has_intermediate_values"]
+    assert detail["objective_names"] == ["eval_loss"]
+    assert detail["note"]["body"].startswith("**lora-search** scenario `quick-experiment`, eval_loss (minimize)")
     for served, stored in zip(trials, study.get_trials()):
         steps = {v["step"]: v["value"] for v in served["intermediate_values"]}
         assert steps == pytest.approx(stored.intermediate_values)
@@ -85,3 +88,8 @@ def test_dashboard_page_renders_the_study_in_a_browser(dashboard, tmp_path):
     study_id = next(s["study_id"] for s in get_json(dashboard + "api/studies")["study_summaries"] if s["study_name"] == "tiny")
     page = dom(f"dashboard/studies/{study_id}")
     assert "learning_rate" in page, page[:2000]  # a parameter of the trials, drawn from /api/studies/<id>
+    # the history plot's axis is the metric (eval_loss also shows in the workload attribute)
+    assert re.search(r"\bHistory y Axis eval_loss\b", page) and "Objective 0" not in page, page[:2000]
+    note = dom(f"dashboard/studies/{study_id}/note")  # the Markdown note, rendered
+    assert re.search(r"\blora-search scenario quick-experiment , eval_loss \(minimize\)", note), note[:2000]
+    assert re.search(r"\bbaseline \(guide preset, trial 0\): eval_loss \d", note), note[:2000]

@@ -90,7 +90,8 @@ def test_reading_commands_refuse_a_missing_storage_file(cli, tmp_path):
 
 
 def test_export_of_a_study_without_a_finished_trial_is_refused(cli, tmp_path, monkeypatch, tiny_bert, tiny_reviews):
-    from lora_search._engine import RunRequest, prepare
+    from lora_search import RunRequest
+    from lora_search._prepare import prepare
 
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 's.db'}"

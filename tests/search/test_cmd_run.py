@@ -27,7 +27,7 @@ def finished(study: optuna.Study) -> int:
 
 
 def test_run_starts_with_the_guide_baseline_and_stores_its_settings(searched):
-    from lora_search._engine import stored_space
+    from lora_search._study import stored_space
 
     study = load(searched)
     assert finished(study) == 3
@@ -136,6 +136,10 @@ def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path
     assert isinstance(document["config"]["lora"], dict) and document["config"]["lora"]["r"] >= 1
     for name, change in document["rederived"].items():
         assert set(change) == {"trial", "full", "reason"}, name
+        # each change printed as "field: trial value -> full-run value (reason)"
+        assert f"\n  {name}: {change['trial']} -> {change['full']} ({change['reason']})\n" in result.out
+    if not document["rederived"]:  # the tiny study's space was resolved for its 96 training rows already
+        assert "keeps every setting of the trial" in result.out
     listing = cli("presets")
     assert listing.code == 0 and "tiny-best" in listing.out and f"study {STUDY}, trial {study.best_trial.number}" in listing.out
     shown = cli("presets", "show", "tiny-best")
@@ -180,7 +184,67 @@ def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, mon
     assert result.code == 0, result.err
     assert (tmp_path / "adapter" / "adapter" / "adapter_config.json").is_file()
     assert f"adapter saved to {tmp_path / 'adapter' / 'adapter'}" in result.out
-    assert "final evaluation:" in result.out and "eval_loss" in result.out
+    record = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    # 160 rows: 32 held out for validation (the trials' evaluations too), 32 for test, 96 to train on
+    assert {role: split["examples"] for role, split in record["splits"].items()} == {"train": 96, "validation": 32, "test": 32}
+    test = record["metrics"]
+    assert ("test (32 rows, seeded 20% hold-out of the training split; the score to compare): "
+            f"loss {test['test_loss']:.4g}, accuracy {test['test_accuracy']:.4g}, f1 {test['test_f1']:.4g}") in result.out
+    assert f"validation (32 rows, seeded 20% hold-out of the training split; chose the best checkpoint): loss {test['validation_loss']:.4g}" in result.out
+
+
+def test_export_stretches_patience_to_an_epoch_of_the_full_run(cli, tiny_options, tiny_reviews, tmp_path, monkeypatch):
+    import pandas
+
+    data = tmp_path / "more-reviews.csv"
+    pandas.concat([pandas.read_csv(tiny_reviews)] * 12).to_csv(data, index=False)  # 1,920 rows: 1,152 to train on
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    options = ["--storage", storage, *tiny_options(train_sample=16), "--data", data, "--quiet"]
+    assert cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "more", *options).code == 0
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", "more", "--storage", storage, "--name", "more")
+    assert result.code == 0, result.err
+    document = yaml.safe_load((tmp_path / "studies" / "presets" / "more.yaml").read_text())
+    change = document["rederived"]["early_stopping_patience"]
+    # the space's patience 2 counts a trial's few evaluations; the full run's 36 steps per epoch
+    # (32 examples each) are evaluated every 5 steps, 7 times per epoch, where 2 would stop
+    # after 0.29 of an epoch without gain: one epoch's 7
+    assert (change["trial"], change["full"]) == (2, 7) and "0.29 of an epoch" in change["reason"]
+    assert "re-derived for the full run (1,152 training examples, cpu, " in result.out
+    assert f"\n  early_stopping_patience: 2 -> 7 ({change['reason']})\n" in result.out
+    assert document["config"]["early_stopping_patience"] == 7
+
+
+def test_train_prints_no_load_report_then_the_adapter_and_both_scores(cli, tiny_bert, tiny_reviews, tmp_path):
+    import logging
+
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as transformers_logging
+
+    headless = tmp_path / "headless"  # no classification head: transformers' load report lists it MISSING
+    BertForSequenceClassification.from_pretrained(tiny_bert).bert.save_pretrained(headless)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(headless)
+    transformers_logging.set_verbosity_warning()  # as a new process starts (another test may have quieted this one)
+    # transformers' own handler writes to the stderr of whichever test configured it first: listen beside it
+    logged: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = logged.append
+    logging.getLogger("transformers").addHandler(listener)
+    try:
+        result = cli("train", "--preset", "quick-experiment", "--model", headless, "--data", tiny_reviews, "--max-length", 16,
+                     "--threads", 1, "--output", tmp_path / "out")
+    finally:
+        logging.getLogger("transformers").removeHandler(listener)
+    assert result.code == 0, result.err
+    assert not [record for record in logged if "LOAD REPORT" in record.getMessage()]
+    # progress on stderr: the plan, then one line per evaluation (no progress bars, no metric dicts)
+    progress = result.err.splitlines()
+    assert progress[0].startswith("training ") and ", evaluated " in progress[0]
+    assert len(progress) > 1 and all(line.startswith("epoch ") and "): validation loss " in line for line in progress[1:])
+    lines = result.out.splitlines()
+    assert lines[-4] == f"adapter saved to {tmp_path / 'out' / 'adapter'} (settings, splits and metrics in {tmp_path / 'out' / 'training.json'})"
+    assert lines[-3].startswith("trained ") and ", best checkpoint at epoch " in lines[-3]
+    assert lines[-2].startswith("validation (32 rows, ") and lines[-1].startswith("test (32 rows, ")
 
 
 def test_report_is_one_self_contained_page(searched, tmp_path, cli):
@@ -213,7 +277,7 @@ def test_a_space_file_is_stored_so_the_study_resumes_without_it(cli, tiny_option
     options = [*tiny_options(train_sample=16), "--quiet", "--storage", storage]
     first = cli("run", "--space", space, "--trials", 2, *options)
     assert first.code == 0, first.err
-    from lora_search._engine import default_study_name
+    from lora_search._study import default_study_name
     from lora_search.objectives import Workload
 
     name = default_study_name("narrow", Workload(model=options[1], data=options[3]))

@@ -36,6 +36,46 @@ def test_show_prints_an_aligned_table(capsys):
     assert "5 .. 5" not in table["num_train_epochs"] and "= 5" in table["num_train_epochs"]
 
 
+def _table(out):
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("parameter"))
+    return {row.split()[0]: row for row in lines[header + 2:] if row.strip() and not row[0].isdigit()}
+
+
+def test_show_assumes_bf16_from_16gb(capsys):
+    code, out, _ = _run(capsys, "spaces", "show", "standard", "--gpu-memory", "80GB")
+    assert code == 0 and "cuda 80 GB (bf16)" in out and "--no-bf16 says otherwise" in out
+    assert "= bf16 (rule)" in _table(out)["precision"]
+    code, out, _ = _run(capsys, "spaces", "show", "standard", "--gpu-memory", "80GB", "--no-bf16")
+    assert code == 0 and "= fp16 (rule)" in _table(out)["precision"] and "assumed" not in out
+    code, out, _ = _run(capsys, "spaces", "show", "standard", "--gpu-memory", "8GB")
+    assert "= fp16 (rule)" in _table(out)["precision"] and "no for 8 GB" in out
+
+
+@pytest.mark.parametrize(("memory", "choices"), [("8000MB", "one of 8, 16"), ("8192MiB", "one of 8, 16"), ("24GB", "one of 16, 32")])
+def test_show_offers_the_guides_per_device_row(capsys, memory, choices):
+    code, out, _ = _run(capsys, "spaces", "show", "standard", "--gpu-memory", memory)
+    row = _table(out)["per_device_train_batch_size"]
+    assert code == 0 and choices in row and "the guide's" in row
+
+
+def test_show_names_the_rules_that_win(capsys):
+    code, out, _ = _run(capsys, "spaces", "show", "quick-experiment", "--cpu", "--dataset-size", "200")
+    table = _table(out)
+    assert code == 0 and "32-128 target for most tasks, over the 16 of its example configs" in table["effective_batch_size"]
+    assert "= 5" in table["num_train_epochs"] and "the guide wins" in table["num_train_epochs"]
+    assert "at most 200 apart" in table["logging_steps"]
+    assert "lowered to evaluations - 1" in table["early_stopping_patience"]
+    code, out, _ = _run(capsys, "spaces", "show", "memory-constrained", "--gpu-memory", "4GB")
+    assert "8-32 for short memory" in _table(out)["effective_batch_size"]
+
+
+@pytest.mark.parametrize(("size", "rate"), [("13B", "0.0001 .. 0.0003 (log)"), ("110M", "0.0005 .. 0.001 (log)"), ("7B", "0.0001 .. 0.001 (log)")])
+def test_show_narrows_the_learning_rate_by_model_size(capsys, size, rate):
+    code, out, _ = _run(capsys, "spaces", "show", "standard", "--cpu", "--model-parameters", size)
+    assert code == 0 and f"{size}-parameter model" in out and rate in _table(out)["learning_rate"]
+
+
 def test_show_a_user_file(capsys, tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("extends: standard\nlora:\n  r: {choices: [16, 32]}\n")
@@ -53,6 +93,10 @@ def test_show_a_user_file(capsys, tmp_path):
         (["spaces", "show", "standard", "--devices", "2"], "give --gpu-memory too"),
         (["spaces", "show", "standard", "--cpu", "--dataset-size", "0"], "dataset_size must be a positive"),
         (["spaces", "suggest", "--hours", "0", "--cpu"], "--hours must be more than zero"),
+        (["spaces", "suggest", "--hours", "inf", "--cpu"], "and finite, got inf"),
+        (["spaces", "suggest", "--hours", "nan", "--cpu"], "and finite, got nan"),
+        (["spaces", "suggest", "--gpu-memory", "infGB"], "memory size 'infGB' not understood"),
+        (["spaces", "show", "standard", "--cpu", "--model-parameters", "big"], "model size 'big' not understood"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
@@ -75,6 +119,7 @@ def test_invalid_space_file_exit_2(capsys, tmp_path):
     ("argv", "name", "why"),
     [
         (["--gpu-memory", "8GB", "--hours", "1"], "quick-experiment", "quick-experiment window"),
+        (["--gpu-memory", "8000MB", "--hours", "1"], "quick-experiment", "8 GB of GPU memory is 8 GB or more"),
         (["--gpu-memory", "4GB", "--hours", "12"], "memory-constrained", "under 8 GB"),
         (["--gpu-memory", "24GB", "--hours", "0.5"], "time-constrained", "30 minutes"),
         (["--gpu-memory", "16GB", "--hours", "4"], "standard", "2 to 8 hours"),

@@ -1,10 +1,13 @@
-"""The guide's five scenario configs, number for number, and its Step 2 names."""
+"""The guide's five scenario configs, number for number, its Step 2 names, and the one preset reader."""
 
 import dataclasses
+import json
+from importlib import resources
 
 import pytest
+import yaml
 
-from lora_search.spaces import SpaceError, TrainingConfig, get_preset, load_config_file, preset_names
+from lora_search.spaces import SpaceError, TrainingConfig, get_preset, load_config_file, preset_names, read_preset_file
 from lora_search.spaces._presets import alias_target
 
 DEFAULTS = TrainingConfig()
@@ -74,28 +77,61 @@ def test_config_file_sectioned_and_flat(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("name", "text", "message"),
     [
-        ("learning_rate: [1", "not valid YAML \\(line"),
-        ("lerning_rate: 0.1", "unknown training setting 'lerning_rate'"),
-        ("training: {}\nlora: {r: 8}\n" "extra: 1\n", None),
-        ("training: {lora: {r: 8}}\nlora: {r: 4}\n", "given twice"),
-        ("- 1\n- 2\n", "expected a mapping"),
-        ("learning_rate: 1e-5\n", "'1e-5' was read as text.*write 1.0e-5"),
-        ("training:\n  weight_decay: '0.01'\n", "'0.01' was read as text"),
+        ("c.yaml", "learning_rate: [1", "not valid YAML \\(line"),
+        ("c.yaml", "lerning_rate: 0.1", "unknown training setting 'lerning_rate'"),
+        ("c.yaml", "training: {}\nlora: {r: 8}\n" "extra: 1\n", None),
+        ("c.yaml", "training: {lora: {r: 8}}\nlora: {r: 4}\n", "given twice"),
+        ("c.yaml", "- 1\n- 2\n", "expected a mapping"),
+        ("c.yaml", "learning_rate: 1e-5\n", "'1e-5' was read as text.*write 1.0e-5"),
+        ("c.yaml", "training:\n  weight_decay: '0.01'\n", "'0.01' was read as text"),
+        ("c.yaml", "config: {}\ntraining: {}\n", "given twice, under 'config' and 'training'"),
+        ("c.json", '{"learning_rate": 0.1,}', "not valid JSON \\(line 1"),
+        ("c.json", '{"learning_rate": "1e-5"}', "learning_rate: must be a number"),  # JSON text is text: no YAML hint
+        ("c.json", "[1, 2]", "expected a mapping"),
+        ("c.json", '{"config": {"lora": {"r": 4}}, "lora": {"r": 8}}', "given twice, under 'lora' and 'config.lora'"),
     ],
 )
-def test_config_file_problems(tmp_path, text, message):
-    path = tmp_path / "c.yaml"
+def test_config_file_problems(tmp_path, name, text, message):
+    path = tmp_path / name
     path.write_text(text)
     if message is None:
         assert load_config_file(path).lora.r == 8
         return
     with pytest.raises(SpaceError, match=message) as error:
         load_config_file(path)
-    assert str(path) in str(error.value)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_config_file_missing(tmp_path):
     with pytest.raises(SpaceError, match="not found"):
         load_config_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_reader_takes_an_exported_document(tmp_path, suffix):
+    config = get_preset("standard").replace(learning_rate=1e-5, lora={"r": 16, "lora_alpha": 32})
+    # the layout 'lora-search export' writes (see lora_search._presets)
+    document = {
+        "name": "mine",
+        "config": config.to_dict(),
+        "trial_config": config.replace(num_train_epochs=1).to_dict(),
+        "rederived": {"num_train_epochs": {"trial": 1, "full": config.num_train_epochs, "reason": "guide: 3-5 epochs"}},
+        "provenance": {"study": "s", "trial": 4, "metric": "eval_loss", "value": 0.25},
+    }
+    path = tmp_path / f"mine{suffix}"
+    path.write_text(json.dumps(document) if suffix == ".json" else yaml.safe_dump(document))
+    assert read_preset_file(path) == (config, document)
+    assert load_config_file(path) == config
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_reader_takes_built_in_files_and_their_copies(tmp_path, name):
+    builtin = resources.files("lora_search.spaces") / "presets" / f"{name}.yaml"
+    copy = tmp_path / f"copy-of-{name}.yaml"
+    copy.write_text(builtin.read_text())
+    with resources.as_file(builtin) as path:
+        assert load_config_file(path) == get_preset(name)
+    config, document = read_preset_file(copy)
+    assert config == get_preset(name) and ("training" in document or "alias_of" in document)

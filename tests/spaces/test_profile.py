@@ -13,6 +13,14 @@ def test_gpu_profile_describes_itself():
     assert RunProfile(500, "cuda", 2, 24.0, True).describe() == "500 training examples, 2 x cuda 24 GB (bf16)"
 
 
+def test_model_size_is_optional_and_described():
+    assert RunProfile(4000).model_parameters is None
+    assert RunProfile(4000, model_parameters=7_000_000_000).describe() == "4,000 training examples, cpu, 7B-parameter model"
+    # a profile stored before the field existed still loads
+    stored = {"dataset_size": 4000, "accelerator": "cuda", "devices": 1, "gpu_memory_gb": 8.0, "bf16_supported": False}
+    assert RunProfile(**stored).model_parameters is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -25,6 +33,9 @@ def test_gpu_profile_describes_itself():
         ({"dataset_size": 10, "bf16_supported": True}, "GPUs"),
         ({"dataset_size": 10, "accelerator": "cuda"}, "gpu_memory_gb"),
         ({"dataset_size": 10, "accelerator": "cuda", "gpu_memory_gb": -1.0}, "gpu_memory_gb"),
+        ({"dataset_size": 10, "accelerator": "cuda", "gpu_memory_gb": float("inf")}, "gpu_memory_gb"),
+        ({"dataset_size": 10, "model_parameters": 0}, "model_parameters"),
+        ({"dataset_size": 10, "model_parameters": 7e9}, "model_parameters"),
     ],
 )
 def test_invalid_profiles(kwargs, message):

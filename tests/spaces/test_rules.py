@@ -39,11 +39,38 @@ def test_warmup_ratio(steps, scheduler, ratio):
 
 
 @pytest.mark.parametrize(
-    ("memory", "cap"),
-    [(None, None), (1.0, 2), (3.99, 2), (4.0, 4), (7.99, 4), (8.0, 16), (15.99, 16), (16.0, 32), (80.0, 32)],
+    ("memory", "band"),
+    [(None, None), (1.0, (1, 2)), (3.99, (1, 2)), (4.0, (2, 4)), (7.99, (2, 4)), (8.0, (8, 16)), (15.99, (8, 16)),
+     (16.0, (16, 32)), (80.0, (16, 32))],
 )
-def test_batch_cap(memory, cap):
-    assert _rules.per_device_batch_cap(memory) == cap
+def test_batch_band(memory, band):
+    assert _rules.per_device_batch_band(memory) == band
+
+
+@pytest.mark.parametrize(("memory", "bf16"), [(4.0, False), (8.0, False), (15.99, False), (16.0, True), (80.0, True)])
+def test_bf16_assumed_from_16gb(memory, bf16):
+    assert _rules.bf16_assumed(memory) is bf16
+
+
+@pytest.mark.parametrize(
+    ("parameters", "band"),
+    [
+        (None, None), (4_400_000, (5e-4, 1e-3)), (110_000_000, (5e-4, 1e-3)), (150_000_000, (5e-4, 1e-3)),
+        (150_000_001, None), (7_000_000_000, None), (12_499_999_999, None), (12_500_000_000, (1e-4, 3e-4)),
+        (12_850_000_000, (1e-4, 3e-4)), (70_000_000_000, (1e-4, 3e-4)),
+    ],
+)
+def test_learning_rate_band_by_model_size(parameters, band):
+    assert _rules.learning_rate_band(parameters) == band
+
+
+@pytest.mark.parametrize(
+    ("band", "words"),
+    [((32, 128), "32-128 target for most tasks, over the 16"), ((32, 64), "32-128 target"), ((8, 32), "8-32 for short memory"),
+     ((8, 16), "over its 32-128 target"), ((16, 128), "outside")],
+)
+def test_effective_band_note(band, words):
+    assert words in _rules.effective_band_note(band)
 
 
 @pytest.mark.parametrize(("memory", "on"), [(None, False), (4.0, True), (7.99, True), (8.0, False), (16.0, False), (24.0, False)])
@@ -66,6 +93,21 @@ def test_steps():
     assert _rules.total_steps(4000, 16, 3) == 750
 
 
+def test_the_chain_from_the_effective_batch():
+    # 4000 examples, 16 per step (8 per device x 2): 250 steps per epoch, 750 in 3 epochs
+    plan = _rules.plan_steps(4000, 16, 8, 1, num_train_epochs=3, lr_scheduler_type="linear", eval_strategy="steps")
+    assert plan == _rules.StepPlan(gradient_accumulation_steps=2, effective_batch_size=16, steps_per_epoch=250,
+                                   total_steps=750, warmup_ratio=0.1, eval_steps=31, save_steps=31, logging_steps=7,
+                                   evaluations=24)
+    # 48 wanted with 16 per device on 2 devices: 2 passes reach 64 (never below what was wanted)
+    capped = _rules.plan_steps(200_000, 48, 16, 2, num_train_epochs=1, lr_scheduler_type="cosine", eval_strategy="epoch")
+    assert (capped.gradient_accumulation_steps, capped.effective_batch_size, capped.total_steps) == (2, 64, 3125)
+    assert capped.warmup_ratio == 0.06 and capped.eval_steps == capped.save_steps == 3125 and capped.evaluations == 1
+    # eval_steps a space fixes is kept; checkpoints and logs follow it
+    fixed = _rules.plan_steps(4000, 16, 8, 1, num_train_epochs=3, lr_scheduler_type="constant", eval_strategy="steps", eval_steps=50)
+    assert (fixed.warmup_ratio, fixed.eval_steps, fixed.save_steps, fixed.logging_steps) == (0.0, 50, 50, 12)
+
+
 @pytest.mark.parametrize("epoch_steps", list(range(5, 400)) + [1234, 99_999, 10**6])
 def test_eval_steps_give_five_to_ten_evaluations(epoch_steps):
     interval = _rules.eval_steps_for(epoch_steps)
@@ -80,3 +122,24 @@ def test_eval_steps_short_epochs_evaluate_every_step(epoch_steps):
 def test_eval_steps_aim_at_eight():
     assert _rules.eval_steps_for(800) == 100
     assert 250 // _rules.eval_steps_for(250) == 8
+
+
+@pytest.mark.parametrize(("eval_steps", "logging"), [(1, 1), (4, 1), (31, 7), (800, 200), (804, 200), (7812, 200)])
+def test_logs_at_most_200_steps_apart(eval_steps, logging):
+    # 1M examples at 16 per step: 62,500 steps per epoch, 7,812 between evaluations;
+    # a quarter of that (1,953) would be far past the guide's "a log every 1-2 minutes"
+    assert _rules.logging_steps_for(eval_steps) == logging
+
+
+@pytest.mark.parametrize(
+    ("total", "eval_steps", "strategy", "epochs", "evaluations"),
+    [(750, 31, "steps", 3, 24), (750, 750, "steps", 3, 1), (750, 1000, "steps", 3, 0),
+     (10, 10, "epoch", 5, 5), (10, 10, "epoch", 2.5, 3), (10, 10, "epoch", 1, 1)],
+)
+def test_evaluations_in_run(total, eval_steps, strategy, epochs, evaluations):
+    assert _rules.evaluations_in_run(total, eval_steps, strategy, epochs) == evaluations
+
+
+@pytest.mark.parametrize(("patience", "evaluations", "kept"), [(2, 5, 2), (5, 5, 4), (5, 6, 5), (2, 1, 0), (2, 0, 0), (0, 5, 0)])
+def test_patience_that_fires(patience, evaluations, kept):
+    assert _rules.patience_that_fires(patience, evaluations) == kept

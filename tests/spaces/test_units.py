@@ -1,20 +1,57 @@
+import math
+
 import pytest
 
-from lora_search.spaces import SpaceError, parse_duration, parse_memory
+from lora_search.spaces import SpaceError, parse_count, parse_duration, parse_memory
+from lora_search.spaces._units import format_count
 
 
 @pytest.mark.parametrize(
     ("text", "gb"),
-    [("8GB", 8.0), ("8 GiB", 8.0), ("8gb", 8.0), ("8", 8.0), ("512MB", 0.5), ("1.5 TB", 1536.0), (24, 24.0), ("0.5G", 0.5)],
+    [
+        ("8GB", 8.0), ("8 GiB", 8.0), ("8gb", 8.0), ("8", 8.0), ("512MiB", 0.5), ("500MB", 0.5), ("1.5 TB", 1500.0),
+        ("1.5TiB", 1536.0), (24, 24.0), ("0.5G", 0.5),
+        # the 8 GB row however it is written: decimal MB, or the MiB nvidia-smi shows
+        ("8000MB", 8.0), ("8000 M", 8.0), ("8192MiB", 8.0), ("16000MB", 16.0), ("24576MiB", 24.0),
+    ],
 )
 def test_parse_memory(text, gb):
     assert parse_memory(text) == pytest.approx(gb)
 
 
-@pytest.mark.parametrize("text", ["", "eight", "8 XB", "-8GB", "0GB", "8GB8"])
+@pytest.mark.parametrize("text", ["", "eight", "8 XB", "-8GB", "0GB", "8GB8", "inf", "infGB"])
 def test_parse_memory_rejects(text):
     with pytest.raises(SpaceError, match="memory size"):
         parse_memory(text)
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, -math.inf])
+def test_non_finite_numbers_are_rejected_as_such(value):
+    with pytest.raises(SpaceError, match="must be finite"):
+        parse_memory(value)
+    with pytest.raises(SpaceError, match="must be finite"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [("7B", 7 * 10**9), ("110M", 110 * 10**6), ("1.5b", 1_500_000_000), ("13e9", 13 * 10**9), ("350 m", 350 * 10**6),
+     ("66000000", 66_000_000), (125_000_000, 125_000_000), ("4.4M", 4_400_000), ("2k", 2000)],
+)
+def test_parse_count(text, count):
+    assert parse_count(text) == count
+
+
+@pytest.mark.parametrize(("text", "message"), [("seven", "not understood"), ("7 GB", "not understood"), ("0", "more than zero"),
+                                               ("1e999", "finite"), ("-7B", "not understood")])
+def test_parse_count_rejects(text, message):
+    with pytest.raises(SpaceError, match=f"model size .*{message}"):
+        parse_count(text)
+
+
+@pytest.mark.parametrize(("count", "text"), [(7 * 10**9, "7B"), (110 * 10**6, "110M"), (1_500_000_000, "1.5B"), (999, "999"), (2000, "2K")])
+def test_format_count_reads_back(count, text):
+    assert format_count(count) == text and parse_count(text) == count
 
 
 @pytest.mark.parametrize(

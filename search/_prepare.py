@@ -1,0 +1,205 @@
+"""Preparing a study for a run: found or created, checked, its baseline queued.
+
+Everything a study needs to continue (space, workload, hardware profile, metric) is
+stored on it as user attributes (``_study``), so a rerun resumes without re-typed
+options and refuses options that would mix two different searches in one study. The
+scenario's guide preset is enqueued as the first trial (user attr ``baseline=True``),
+once per study, so every study answers "how much better than the guide?".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SearchError, UsageError
+from ._loop import SearchPlan
+from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
+from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE,
+                     ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, default_study_name,
+                     stored_search_space, study_names)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ._engine import RunRequest
+    from .objectives import LoraObjective
+    from .spaces import ResolvedSpace, SearchSpace
+
+# Workload fields that may differ between the runs of one study: they change speed,
+# not the value a trial measures.
+RESUMABLE_WORKLOAD_FIELDS = frozenset({"torch_threads"})
+
+
+@dataclass
+class Prepared:
+    """A study ready for its trials, with what this process loaded for it."""
+
+    plan: SearchPlan
+    study: optuna.Study
+    objective: LoraObjective
+    resolved: ResolvedSpace
+    already_finished: int
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lora-search")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _given_workload(request: RunRequest) -> dict[str, Any]:
+    """The workload options given, local model and data paths made absolute: the study
+    stores them, and a resume, export or train may run from another folder."""
+    from .objectives import Workload
+
+    if request.workload is None:
+        return {}
+    given = request.workload.to_dict() if isinstance(request.workload, Workload) else dict(request.workload)
+    for name in ("model", "data"):
+        value = given.get(name)
+        if value and Path(value).expanduser().exists():
+            given[name] = str(Path(value).expanduser().resolve())
+    return given
+
+
+def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | None, space: SearchSpace | None,
+                      given_workload: dict[str, Any]) -> None:
+    """Refuse options that would mix a second, different search into a stored study."""
+    from ._options import WORKLOAD_OPTIONS
+
+    hint = f"drop the option to continue study {study_name!r}, or pass --study NEW-NAME to start another"
+    if space is not None and (space.name != stored[ATTR_SPACE] or space.yaml != stored.get(ATTR_SPACE_YAML)):
+        was = stored[ATTR_SPACE] + (f" (file {stored.get(ATTR_SPACE_SOURCE)})" if stored.get(ATTR_SPACE_YAML) else "")
+        raise SearchError(f"study {study_name!r} searches space {was}, not {space_arg!r}: {hint}")
+    stored_workload = stored[ATTR_WORKLOAD]
+    for name, value in given_workload.items():
+        if name in RESUMABLE_WORKLOAD_FIELDS or name not in stored_workload:
+            continue
+        if stored_workload[name] != value:
+            option = next((flag for flag, field_name, _, _ in WORKLOAD_OPTIONS if field_name == name), name)
+            raise SearchError(
+                f"study {study_name!r} was run with {option} {stored_workload[name]!r}, this run asks for {value!r}: {hint}"
+            )
+
+
+def prepare(request: RunRequest) -> Prepared:
+    """Find or create the study, load model and data, enqueue the baseline once.
+
+    Everything that can be wrong with the input is checked before the study is created
+    or changed: a refused run leaves the storage as it was.
+    """
+    import optuna
+
+    from ._storage import open_storage
+    from ._trials import baseline_trial, count_states, trial_outcome
+    from .objectives import LoraObjective, Workload, detect_hardware, metric_direction, quiet_libraries
+    from .spaces import RunProfile, load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
+    given = _given_workload(request)
+    if "metric" in given:
+        metric_direction(given["metric"])
+    given_space = load_space(request.space) if request.space is not None else None
+    storage = open_storage(request.storage)
+
+    if request.study is not None:
+        study_name = request.study
+    elif given_space is None:
+        raise UsageError("--space is required for a new study (e.g. --space memory-constrained); "
+                         "to continue a study, pass --study NAME (see 'lora-search studies')")
+    else:
+        study_name = default_study_name(given_space.name, Workload.from_dict({**Workload().to_dict(), **given}))
+
+    existing = study_name in study_names(storage)
+    if existing:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        stored = study.user_attrs
+        if ATTR_WORKLOAD not in stored:
+            raise SearchError(f"study {study_name!r} was not made by lora-search: choose another --study name")
+        _resume_conflicts(study_name, stored, request.space, given_space, given)
+        space = given_space or stored_search_space(stored)
+        workload = Workload.from_dict({**stored[ATTR_WORKLOAD], **given})
+        sampler = request.sampler or stored.get(ATTR_SAMPLER, DEFAULT_SAMPLER)
+        pruner = request.pruner or stored.get(ATTR_PRUNER, DEFAULT_PRUNER)
+    else:
+        if given_space is None:
+            raise UsageError(f"no study named {study_name!r} yet: pass --space to start it "
+                             f"(studies there: {', '.join(study_names(storage)) or 'none'})")
+        space = given_space
+        workload = Workload.from_dict({**Workload().to_dict(), **given})
+        sampler = request.sampler or DEFAULT_SAMPLER
+        pruner = request.pruner
+
+    direction = metric_direction(workload.metric)
+    pruner = pruner or space.study_defaults.pruner or DEFAULT_PRUNER
+    if pruner not in PRUNERS:
+        raise SearchError(f"space {space.name!r} names unknown pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
+    timeout = request.timeout if request.timeout is not None else space.study_defaults.timeout_seconds
+
+    quiet_libraries()
+    objective = LoraObjective(workload)  # loads model and data: bad input fails here, before any write
+    if existing:
+        profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
+    else:
+        profile = RunProfile(dataset_size=objective.dataset_size, model_parameters=objective.model_parameters,
+                             **detect_hardware())
+    resolved = space.resolve(profile)
+    baseline_params = resolved.params_for(resolved.baseline())
+
+    if not existing:
+        study = optuna.create_study(study_name=study_name, storage=storage, direction=direction)
+        attrs = {
+            ATTR_VERSION: _version(),
+            ATTR_SPACE: space.name,
+            ATTR_SPACE_SOURCE: "built-in" if space.yaml is None else str(Path(space.source).resolve()),
+            ATTR_SPACE_YAML: space.yaml,
+            ATTR_PROFILE: dataclasses.asdict(profile),
+            ATTR_WORKLOAD: workload.to_dict(),
+            ATTR_METRIC: workload.metric,
+            ATTR_TASK: objective.task,
+            ATTR_DIRECTION: direction,
+            ATTR_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        for key, value in attrs.items():
+            if value is not None:
+                study.set_user_attr(key, value)
+    study.set_user_attr(ATTR_SAMPLER, sampler)
+    study.set_user_attr(ATTR_PRUNER, pruner)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([workload.metric])  # optuna-dashboard's name for the value, not "Objective 0"
+
+    trials = study.get_trials(deepcopy=False)
+    base = baseline_trial(trials)
+    if base is None or trial_outcome(base) == "failed":  # once per study; again only if it failed
+        study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset})
+        trials = study.get_trials(deepcopy=False)
+
+    plan = SearchPlan(
+        study_name=study_name,
+        storage=request.storage,
+        space=space.name if space.yaml is None else space.source,
+        space_yaml=space.yaml,
+        profile=dataclasses.asdict(profile),
+        workload=workload.to_dict(),
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        # offset by the study's length: a resumed run must not replay the first run's draws
+        sampler_seed=workload.seed + len(trials),
+        target=request.trials,
+        deadline=time.time() + timeout if timeout is not None else None,
+    )
+    return Prepared(plan, study, objective, resolved, count_states(trials).finished)
+
+
+__all__ = ["Prepared", "prepare"]

@@ -1,0 +1,126 @@
+"""A lora-search study read back: its stored settings, metric, space, trials' configs.
+
+Everything needed to continue a study (space, workload, hardware profile, metric) is
+stored on it as user attributes named ``lora_search.*`` (visible in optuna-dashboard),
+so ``show``, ``export``, ``report`` and a resumed ``run`` need only its name.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SearchError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .objectives import Workload
+    from .spaces import ResolvedSpace, SearchSpace, TrainingConfig
+
+ATTR_PREFIX = "lora_search."
+ATTR_VERSION = ATTR_PREFIX + "version"
+ATTR_SPACE = ATTR_PREFIX + "space"
+ATTR_SPACE_SOURCE = ATTR_PREFIX + "space_source"  # "built-in" or the file path it was read from
+ATTR_SPACE_YAML = ATTR_PREFIX + "space_yaml"  # the file's text, for spaces read from a file
+ATTR_PROFILE = ATTR_PREFIX + "profile"
+ATTR_WORKLOAD = ATTR_PREFIX + "workload"
+ATTR_METRIC = ATTR_PREFIX + "metric"
+ATTR_TASK = ATTR_PREFIX + "task"  # the task the objective trained (inferred when not given)
+ATTR_DIRECTION = ATTR_PREFIX + "direction"
+ATTR_SAMPLER = ATTR_PREFIX + "sampler"
+ATTR_PRUNER = ATTR_PREFIX + "pruner"
+ATTR_CREATED = ATTR_PREFIX + "created"
+
+
+def _short_name(value: str | None, default: str) -> str:
+    if not value:
+        return default
+    text = value.rstrip("/\\")
+    text = re.split(r"[/\\]", text)[-1]
+    text = re.sub(r"\.(csv|tsv|json|jsonl|parquet|txt)$", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower()
+    return text or default
+
+
+def default_study_name(space_name: str, workload: Workload) -> str:
+    """``memory-constrained.minilm.fine-food``: scenario, model and data at a glance."""
+    return f"{space_name}.{_short_name(workload.model, 'minilm')}.{_short_name(workload.data, 'fine-food')}"
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def load_lora_study(name: str, storage_spec: str | None) -> optuna.Study:
+    """An existing study made by lora-search; SearchError naming the known ones otherwise."""
+    import optuna
+
+    from ._storage import open_storage, storage_label
+
+    storage = open_storage(storage_spec, create=False)
+    known = study_names(storage)
+    if name not in known:
+        listing = ", ".join(known) if known else "none yet; start one with 'lora-search run'"
+        raise SearchError(f"no study named {name!r} in {storage_label(storage_spec)} (studies there: {listing})")
+    study = optuna.load_study(study_name=name, storage=storage)
+    if ATTR_WORKLOAD not in study.user_attrs:
+        raise SearchError(f"study {name!r} was not made by lora-search (it has no {ATTR_WORKLOAD} attribute)")
+    return study
+
+
+def study_metric(study: optuna.Study) -> tuple[str, str]:
+    """The metric a study's trials score and its direction ("minimize" or "maximize")."""
+    return study.user_attrs.get(ATTR_METRIC, "value"), study.user_attrs.get(ATTR_DIRECTION, "minimize")
+
+
+def stored_search_space(attrs: dict[str, Any]) -> SearchSpace:
+    """The space a study stored: a built-in by name, a file's space from the text it stored
+    (so the study outlives the file, and a changed file cannot change it)."""
+    from .spaces import load_space
+
+    text = attrs.get(ATTR_SPACE_YAML)
+    if text is None:
+        return load_space(attrs[ATTR_SPACE])
+    return load_space(attrs.get(ATTR_SPACE_SOURCE) or attrs[ATTR_SPACE], text)
+
+
+def stored_space(study: optuna.Study) -> ResolvedSpace:
+    """The study's space resolved for its stored hardware profile, as its trials saw it."""
+    from .spaces import RunProfile
+
+    return stored_search_space(study.user_attrs).resolve(RunProfile(**study.user_attrs[ATTR_PROFILE]))
+
+
+def trial_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> TrainingConfig:
+    """The exact training settings a finished trial ran with (its params through the space)."""
+    import optuna
+
+    return resolved.sample(optuna.trial.FixedTrial(dict(trial.params), number=trial.number))
+
+
+def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
+    """Parameter importances over the complete trials, or None and why not."""
+    import optuna
+
+    from ._trials import trial_outcome
+
+    complete = [t for t in study.get_trials(deepcopy=False) if trial_outcome(t) == "complete"]
+    if len(complete) < 3:
+        return None, f"need at least 3 complete feasible trials, have {len(complete)}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError) as error:
+        return None, f"not computable yet ({error})"
+    if not result:
+        return None, "no parameter varied between the complete trials"
+    return {name: float(value) for name, value in result.items()}, ""
+
+
+__all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
+           "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "default_study_name",
+           "importances", "load_lora_study", "stored_search_space", "stored_space", "study_metric", "study_names",
+           "trial_config"]

@@ -1,0 +1,97 @@
+"""Full training with a preset: the best checkpoint chosen on validation, scored on test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas
+import pytest
+
+from lora_search.objectives import Workload, train_with_preset
+
+POSITIVE = "good great lovely tasty fresh perfect delicious excellent".split()
+NEGATIVE = "bad awful stale bland broken rotten terrible poor".split()
+
+
+def reviews(count: int, positive_share: float, start: int) -> pandas.DataFrame:
+    """Unique texts (each names its row) carrying their label's sentiment words; ``positive_share`` of them 'pos'."""
+    positives = round(count * positive_share)
+    words = {"pos": POSITIVE, "neg": NEGATIVE}
+    labels = ["pos" if i < positives else "neg" for i in range(count)]
+    return pandas.DataFrame({
+        "text": [f"{words[label][i % 8]} {words[label][(i + 3) % 8]} tea row{start + i}" for i, label in enumerate(labels)],
+        "label": labels,
+    })
+
+
+def evaluate_adapter(model_folder: str, adapter: str, frame: pandas.DataFrame, label_names: list[str]) -> dict[str, float]:
+    """Loss and accuracy of the saved adapter on ``frame``, computed without the Trainer."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    base = AutoModelForSequenceClassification.from_pretrained(model_folder, num_labels=len(label_names))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    batch = tokenizer(list(frame["text"]), truncation=True, max_length=16, padding=True, return_tensors="pt")
+    labels = torch.tensor([label_names.index(label) for label in frame["label"]])
+    with torch.no_grad():
+        logits = model(**batch).logits
+    return {"loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(-1) == labels).float().mean().item()}
+
+
+def test_train_scores_the_kept_checkpoint_on_the_test_split(tiny_bert, good_config, tmp_path, monkeypatch):
+    import datasets
+
+    from lora_search.objectives import _data
+
+    # a hub dataset whose test split is 90% 'pos' while validation is balanced
+    splits = {"train": reviews(96, 0.5, 0), "validation": reviews(32, 0.5, 1000), "test": reviews(40, 0.9, 2000)}
+    monkeypatch.setattr(_data, "hub_reachable", lambda: True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: datasets.DatasetDict(
+        {split: datasets.Dataset.from_pandas(frame) for split, frame in splits.items()}))
+    workload = Workload(model=tiny_bert, data="someone/reviews", max_length=16, torch_threads=1)
+    config = good_config.replace(num_train_epochs=1, eval_steps=4, save_steps=4, early_stopping_patience=2)  # half-trained: errs
+    record = train_with_preset(workload, config, tmp_path, progress=False)
+
+    assert json.loads((tmp_path / "training.json").read_text()) == record
+    assert record["splits"] == {"train": {"examples": 96, "source": "someone/reviews"},
+                                "validation": {"examples": 32, "source": "split 'validation'"},
+                                "test": {"examples": 40, "source": "split 'test'"}}
+    metrics = record["metrics"]
+    assert set(metrics) == {f"{role}_{name}" for role in ("validation", "test") for name in ("loss", "accuracy", "f1")}
+    for role, frame in (("validation", splits["validation"]), ("test", splits["test"])):
+        independent = evaluate_adapter(tiny_bert, str(tmp_path / "adapter"), frame, ["neg", "pos"])
+        assert metrics[f"{role}_loss"] == pytest.approx(independent["loss"], rel=1e-4)
+        assert metrics[f"{role}_accuracy"] == pytest.approx(independent["accuracy"])
+    # the skewed test split scores differently from validation
+    assert metrics["test_accuracy"] != metrics["validation_accuracy"]
+    assert metrics["test_loss"] != pytest.approx(metrics["validation_loss"], rel=1e-3)
+    epochs = record["epochs"]
+    assert epochs["planned"] == 1 and 0 < epochs["best_checkpoint"] <= epochs["trained"] <= 1
+
+
+def test_train_on_a_file_holds_out_validation_and_test(tiny_bert, sentiment_csv, good_config, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    workload = Workload(model=tiny_bert, data=sentiment_csv, max_length=16, torch_threads=1)
+    config = good_config.replace(num_train_epochs=2, eval_steps=9, save_steps=9, early_stopping_patience=2)
+    record = train_with_preset(workload, config, tmp_path, progress=False)
+    # 240 rows: 48 held out for validation and 48 for test (20% each), 144 left to train on
+    assert {role: split["examples"] for role, split in record["splits"].items()} == {"train": 144, "validation": 48, "test": 48}
+    assert record["metrics"]["test_accuracy"] > 0.8
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    assert isinstance(PeftModel.from_pretrained(base, tmp_path / "adapter"), PeftModel)
+
+
+def test_causal_lm_training_reports_perplexity_of_both_splits(tiny_gpt2, qa_jsonl, good_config, tmp_path):
+    workload = Workload(model=tiny_gpt2, data=qa_jsonl, prompt_column="prompt", response_column="response", metric="perplexity",
+                        max_length=24, torch_threads=1)
+    record = train_with_preset(workload, good_config.replace(num_train_epochs=1, eval_steps=4, save_steps=4), tmp_path, progress=False)
+    metrics = record["metrics"]
+    assert set(metrics) == {"validation_loss", "validation_perplexity", "test_loss", "test_perplexity"}
+    for role in ("validation", "test"):
+        assert metrics[f"{role}_perplexity"] == pytest.approx(math.exp(metrics[f"{role}_loss"]))

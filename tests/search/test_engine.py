@@ -1,0 +1,72 @@
+"""The run request: what ``lora-search run`` and ``run_search`` accept."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_search._engine import RunRequest
+from lora_search._errors import SearchError
+
+
+@pytest.mark.parametrize("trials", [0, -3, True, 2.5])
+def test_a_run_needs_at_least_one_trial(trials):
+    with pytest.raises(SearchError, match="--trials"):
+        RunRequest(space="standard", trials=trials)
+
+
+def test_unknown_sampler_and_pruner_are_refused():
+    with pytest.raises(SearchError, match="unknown sampler 'grid'.*tpe"):
+        RunRequest(space="standard", sampler="grid")
+    with pytest.raises(SearchError, match="unknown pruner 'asha'.*median"):
+        RunRequest(space="standard", pruner="asha")
+
+
+def test_a_run_names_the_metric_and_notes_scenario_baseline_and_gain(searched):
+    import optuna
+    import optuna_dashboard
+
+    study = optuna.load_study(study_name="tiny", storage=searched["storage"])
+    assert study.metric_names == ["eval_loss"]  # optuna-dashboard's axis label, not "Objective 0"
+    note = optuna_dashboard.get_note(study)
+    assert note.startswith("**lora-search** scenario `quick-experiment`, eval_loss (minimize)\n")
+    from lora_search._engine import summarize
+
+    # other tests grow the shared study, and each run rewrites the note: compare with the study as it is now
+    printed = searched["first"].out.splitlines()
+    baseline = next(line for line in printed if line.startswith("baseline (guide preset, trial 0): eval_loss "))
+    now = summarize(study, storage=searched["storage"], target=len(study.trials), stopped_because="target",
+                    elapsed_seconds=0.0).as_text().splitlines()
+    best = next(line for line in now if line.startswith("best: trial "))
+    assert "vs the baseline, minimize" in best
+    assert f"\n- {baseline}\n- {best}\n" in note
+
+
+def test_a_new_study_stores_the_base_models_parameter_count(searched, tiny_bert):
+    import optuna
+    from transformers import BertForSequenceClassification
+
+    from lora_search._study import ATTR_PROFILE
+
+    study = optuna.load_study(study_name="tiny", storage=searched["storage"])
+    parameters = sum(p.numel() for p in BertForSequenceClassification.from_pretrained(tiny_bert).parameters())
+    assert study.user_attrs[ATTR_PROFILE]["model_parameters"] == parameters
+
+
+def test_a_note_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, cli, tiny_options, monkeypatch):
+    import optuna
+    import optuna_dashboard
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    assert cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "old", "--storage", storage, *tiny_options()).code == 0
+    old = optuna.load_study(study_name="old", storage=storage)
+    old._storage.set_study_system_attr(old._study_id, "study:metric_names", None)  # as a study made before names were set
+
+    def refuse(study, body):
+        raise RuntimeError("attempt to write a readonly database\n(more detail)")
+
+    monkeypatch.setattr(optuna_dashboard, "save_note", refuse)
+    resumed = cli("run", "--study", "old", "--trials", 2, "--storage", storage, "--quiet")
+    assert resumed.code == 0, resumed.err
+    assert resumed.err == "warning: the study's dashboard note was not written: attempt to write a readonly database\n"
+    assert "2/2 finished" in resumed.out
+    assert old.metric_names == ["eval_loss"]  # a resumed study is named too

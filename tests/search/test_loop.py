@@ -1,0 +1,172 @@
+"""The rules of the trial loop, on real storages with hand-made trials: the exact target,
+surplus trials, dead and interrupted trials."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from lora_search._errors import SearchError
+from lora_search._loop import (
+    ATTR_HOST,
+    ATTR_INTERRUPTED,
+    ATTR_PID,
+    ATTR_SURPLUS,
+    SurplusTrial,
+    TrialGate,
+    mark_interrupted,
+    reclaim_dead_trials,
+    run_trials,
+)
+from lora_search._storage import open_storage
+from lora_search._trials import count_states
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# ask/tell by hand on an SQLite storage with heartbeats: Optuna warns that it expects optimize()
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+
+
+@pytest.fixture(params=["sqlite", "journal"])
+def study(request, tmp_path):
+    spec = str(tmp_path / ("s.db" if request.param == "sqlite" else "s.journal"))
+    return optuna.create_study(study_name="w", storage=open_storage(spec))
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_trial_of_a_dead_process_is_failed_and_requeued(study):
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+    trial.set_user_attr(ATTR_HOST, socket.gethostname())
+    trial.set_user_attr(ATTR_PID, _dead_pid())
+    alive = study.ask()  # this process's own trial is left alone
+    alive.set_user_attr(ATTR_HOST, socket.gethostname())
+    alive.set_user_attr(ATTR_PID, os.getpid())
+
+    assert reclaim_dead_trials(study) == [trial.number]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    retry = trials[2]
+    assert retry.params == trial.params
+    assert retry.system_attrs["failed_trial"] == trial.number
+    assert ATTR_PID not in retry.user_attrs and "fail_reason" not in retry.system_attrs
+    assert "died" in trials[0].system_attrs["fail_reason"]
+    assert reclaim_dead_trials(study) == []  # once only
+    # the next ask runs the retry with the same parameters
+    again = study.ask()
+    assert again.number == retry.number and again.suggest_float("lr", 1e-5, 1e-3, log=True) == trial.params["lr"]
+
+
+def test_trial_on_another_host_is_left_to_heartbeats(study):
+    trial = study.ask()
+    trial.set_user_attr(ATTR_HOST, "some-other-host")
+    trial.set_user_attr(ATTR_PID, _dead_pid())
+    assert reclaim_dead_trials(study) == []
+    assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_surplus_trial_ends_before_training(study):
+    first, second = study.ask(), study.ask()
+    gate = TrialGate(target=1, deadline=None, sleep=pytest.fail)
+    gate.admit(study, first)
+    study.tell(first, 1.0)
+    with pytest.raises(SurplusTrial):
+        gate.admit(study, second)
+    frozen = study.get_trials()[1]
+    assert frozen.user_attrs[ATTR_SURPLUS] is True and frozen.params == {}
+    assert frozen.user_attrs[ATTR_PID] == os.getpid()
+
+
+def test_trial_within_the_target_proceeds(study):
+    trials = [study.ask() for _ in range(3)]
+    gate = TrialGate(target=3, deadline=None, sleep=pytest.fail)
+    for trial in trials:
+        gate.admit(study, trial)  # returns at once
+    assert all(t.user_attrs[ATTR_HOST] == socket.gethostname() for t in study.get_trials())
+
+
+def test_a_trial_one_too_many_waits_for_an_earlier_one_to_fail(study):
+    earlier, later = study.ask(), study.ask()
+    naps = []
+
+    def nap(seconds):  # the other worker's trial fails while this one waits
+        naps.append(seconds)
+        study.tell(earlier, state=TrialState.FAIL)
+
+    TrialGate(target=1, deadline=None, sleep=nap).admit(study, later)
+    assert len(naps) == 1 and ATTR_SURPLUS not in study.get_trials()[1].user_attrs
+
+
+def test_the_gate_waits_while_others_run(study):
+    running = study.ask()
+    naps = []
+
+    def nap(seconds):  # the other worker's trial fails while we wait
+        naps.append(seconds)
+        study.tell(running, state=TrialState.FAIL)
+
+    assert not TrialGate(target=1, deadline=None, sleep=nap).should_stop(study)
+    counts = count_states(study.get_trials())
+    assert len(naps) == 1 and counts.running == 0 and counts.finished == 0
+
+
+def test_the_gate_stops_when_done(study):
+    study.tell(study.ask(), 1.0)
+    study.ask()  # running, but the target is already reached
+    gate = TrialGate(target=1, deadline=None, sleep=pytest.fail)
+    assert gate.should_stop(study) and gate.reason == "target"
+
+
+def test_the_gate_stops_at_the_deadline_instead_of_waiting(study):
+    study.ask()  # running, and it fills the target
+    gate = TrialGate(target=1, deadline=time.time() - 1, sleep=pytest.fail)
+    assert gate.should_stop(study) and gate.reason == "timeout"
+    with pytest.raises(SurplusTrial):
+        gate.admit(study, study.ask())
+
+
+class _Line:
+    """Stands in for a ResolvedSpace: one parameter, the config is its value."""
+
+    def sample(self, trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0, 1)
+
+
+def test_the_loop_runs_to_exactly_the_target(study):
+    assert run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=3, deadline=None)) == "target"
+    assert count_states(study.get_trials()).finished == 3
+    assert run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=3, deadline=None)) == "target"
+    assert len(study.get_trials()) == 3  # a study already at its target starts nothing
+
+
+def test_the_loop_stops_after_three_failures_in_a_row(study):
+    def broken(trial, config):
+        raise ValueError("broken config")
+
+    with pytest.raises(SearchError, match="3 trials in a row failed"):
+        run_trials(study, broken, _Line(), TrialGate(target=10, deadline=None))
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL] * 3
+
+
+def test_interrupted_trial_is_marked_and_requeued(study):
+    trial = study.ask()
+    trial.suggest_int("r", 4, 64)
+    mark_interrupted(study, trial)
+    study.tell(trial, state=TrialState.FAIL)
+    failed, retry = study.get_trials()
+    assert failed.user_attrs[ATTR_INTERRUPTED] is True and failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.params == failed.params
+    assert ATTR_INTERRUPTED not in retry.user_attrs
+
+
