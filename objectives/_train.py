@@ -49,7 +49,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     set_seed(workload.seed)
     model = attach_adapter(model, config, data.task)
     early_stopping = config.early_stopping_kwargs()
-    training_only = [EarlyStoppingCallback(**early_stopping)] if early_stopping else []
+    training_only = [_final_evaluation(), *([EarlyStoppingCallback(**early_stopping)] if early_stopping else [])]
     if progress:
         training_only.append(_evaluation_lines())
     trainer = build_trainer(
@@ -90,6 +90,22 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     }
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _final_evaluation() -> Any:
+    """A Trainer callback evaluating the last step of a step-evaluated run, so the final
+    weights can be the kept checkpoint. transformers does so itself from 5.x releases
+    after 5.0 (DefaultFlowCallback); 5.0 stops without it when eval_steps does not divide
+    the run's steps (a 6-step run at eval_steps 100 would never be evaluated)."""
+    from transformers import TrainerCallback
+
+    class FinalEvaluation(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps and args.eval_strategy == "steps" and state.global_step % state.eval_steps:
+                control.should_evaluate = True
+                control.should_save = control.should_save or args.save_strategy == "steps"
+
+    return FinalEvaluation()
 
 
 def _evaluation_lines() -> Any:

@@ -13,7 +13,10 @@ with the rule behind it; exit code 0 when clean, 1 when something was found.
 
 CONFIG is a preset name (built-in or exported) or a YAML/JSON file: an exported
 preset (what 'lora-search export' writes), a built-in's 'training:' and 'lora:'
-sections, or a flat mapping of TrainingConfig fields.
+sections, a flat mapping of TrainingConfig fields, or another trainer's config: a
+Hugging Face TrainingArguments file (with peft LoraConfig keys beside it or under
+lora_config:) or an axolotl YAML. Keys that mean nothing to lora-search's settings
+(model, data, output folder, seed, ...) are ignored; unknown keys are all named.
 
   lora-search check studies/presets/my-preset.yaml --gpu-memory 8GB
   lora-search check memory-constrained --gpu-memory 4GB
@@ -24,7 +27,7 @@ sections, or a flat mapping of TrainingConfig fields.
 def configure(parser: argparse.ArgumentParser) -> None:
     from ._cmd_spaces import add_profile_options
 
-    parser.add_argument("config", metavar="CONFIG", help="a preset name, or a preset/TrainingConfig YAML or JSON file")
+    parser.add_argument("config", metavar="CONFIG", help="a preset name, or a preset, TrainingConfig, Hugging Face or axolotl YAML/JSON file")
     add_profile_options(parser)
 
 

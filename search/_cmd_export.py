@@ -18,7 +18,21 @@ rules for the full training split; each change is printed as
 the reason for each, plus where the preset came from: study, trial, metric and
 value, the baseline's value, model, data, library versions and date.
 
-An existing preset is kept unless --force; the file is written to a temporary name
+--format names the file: lora-search (the same as yaml) or json for a lora-search
+preset, or the config file another trainer loads, written to studies/exports/:
+  hf             NAME.hf.json: {"training_arguments": {...}, "lora_config": {...},
+                 "early_stopping": {...}}, for TrainingArguments(**doc["training_arguments"])
+                 (the installed transformers' names), LoraConfig(**doc["lora_config"]) and,
+                 with a patience above 0, EarlyStoppingCallback(**doc["early_stopping"])
+  axolotl        NAME.axolotl.yaml: axolotl's keys (micro_batch_size, num_epochs, lora_r, ...)
+  llama-factory  NAME.llama-factory.yaml: LLaMA-Factory's keys (finetuning_type: lora,
+                 lora_rank, lora_target, ...)
+The 'attention' target is written as peft's attention modules for the study's model.
+lora-search check and train --preset read hf and axolotl files back (axolotl has no
+early-stopping threshold, nor eval_steps beside evals_per_epoch: they read back as
+the defaults).
+
+An existing file is kept unless --force; the file is written to a temporary name
 and renamed, so a failed export never damages a preset.
 
 examples:
@@ -26,6 +40,7 @@ examples:
   lora-search export memory-constrained.minilm.fine-food --name reviews --top 3
       (writes reviews-1, reviews-2, reviews-3: the three best trials)
   lora-search export my-study --name my-preset --format json --force
+  lora-search export my-study --name my-preset --format axolotl
 """
 
 
@@ -34,14 +49,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="preset name: letters, digits, '-', '_', '.'")
     parser.add_argument("--top", type=int, default=1, metavar="K",
                         help="export the K best trials as NAME-1..NAME-K (default 1: the best, as NAME)")
-    parser.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default yaml)")
+    parser.add_argument("--format", choices=("lora-search", "yaml", "json", "hf", "axolotl", "llama-factory"), default="yaml",
+                        help="file format (default yaml: a lora-search preset; see above)")
     parser.add_argument("--force", action="store_true", help="replace an existing preset of that name")
     add_storage_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ._errors import PresetError, UsageError
-    from ._presets import check_preset_name, exported_preset_path
+    from ._presets import check_preset_name, existing_export
     from .spaces import RunProfile, preset_names
 
     check_preset_name(args.name)
@@ -49,18 +65,20 @@ def run(args: argparse.Namespace) -> int:
         raise PresetError(f"{args.name!r} is a built-in preset: choose another --name")
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
+    fmt = "yaml" if args.format == "lora-search" else args.format
     names = [args.name] if args.top == 1 else [f"{args.name}-{rank}" for rank in range(1, args.top + 1)]
     for name in names:
-        existing = exported_preset_path(name)
+        existing = existing_export(name, fmt)
         if existing is not None and not args.force:
             raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
-    for path, document in export_study(args.study, names, storage=args.storage, fmt=args.format, force=args.force):
+    for path, document in export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force):
         changes = document["rederived"]
         run = f"the full run ({RunProfile(**document['provenance']['profile']).describe()})"
         print(f"wrote {path}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
         for field, change in changes.items():
             print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
-    print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
+    if fmt in ("yaml", "json"):
+        print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
     return 0
 
 

@@ -12,7 +12,8 @@ validation and test, if any), the preset's settings, the adapter saved to --outp
 The validation split (--eval-split) picks the best
 checkpoint and stops early; the test split (--test-split), which neither the search
 nor the checkpoint choice sees, gives the score to compare. Both scores are printed.
-The preset is a built-in name, an exported one (lora-search export) or a preset file.
+The preset is a built-in name, an exported one (lora-search export) or a preset file;
+a Hugging Face TrainingArguments/LoraConfig or axolotl config file is read as one too.
 
 An exported preset remembers the model and data of its study; the options below
 override them (e.g. train the winner on a larger dataset).

@@ -32,6 +32,7 @@ import copy
 import gc
 import os
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -185,6 +186,19 @@ class SurplusTrial(RuntimeError):
     """This trial started when the target was already taken by other running trials."""
 
 
+# Set by the launcher's SIGTERM handler, which also raises KeyboardInterrupt. Python
+# swallows an exception raised while a __del__ runs ("Exception ignored in ..."), so the
+# loops look here as well: a stop asked for is never lost, at worst it waits for a check.
+TERMINATION_REQUESTED = threading.Event()
+
+
+def raise_if_terminated() -> None:
+    """KeyboardInterrupt, once, when a SIGTERM arrived whose own interrupt was swallowed."""
+    if TERMINATION_REQUESTED.is_set():
+        TERMINATION_REQUESTED.clear()
+        raise KeyboardInterrupt
+
+
 @dataclass
 class TrialGate:
     """Whether this process may start another trial of the study: the target, the
@@ -203,6 +217,7 @@ class TrialGate:
     last_failure: str = ""
 
     def should_stop(self, study: optuna.Study) -> bool:
+        raise_if_terminated()
         reclaim_dead_trials(study)
         counts, room = self._wait(study, None)
         if counts.finished >= self.target:
@@ -319,5 +334,5 @@ def run_plan(plan: SearchPlan, *, objective: LoraObjective | None = None, resolv
 
 
 __all__ = ["ATTR_DEVICE", "ATTR_HOST", "ATTR_INTERRUPTED", "ATTR_PID", "ATTR_SURPLUS", "ATTR_WORKER", "ENV_DEVICE",
-           "ENV_WORKER_ID", "POLL_SECONDS", "SearchPlan", "SurplusTrial", "TrialGate", "mark_interrupted",
-           "reclaim_dead_trials", "requeue", "run_plan", "run_trials", "this_worker"]
+           "ENV_WORKER_ID", "POLL_SECONDS", "SearchPlan", "SurplusTrial", "TERMINATION_REQUESTED", "TrialGate", "mark_interrupted",
+           "raise_if_terminated", "reclaim_dead_trials", "requeue", "run_plan", "run_trials", "this_worker"]

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .spaces import LoraSettings
 
 FORMATS = ("yaml", "json")
+# other trainers' config files 'lora-search export --format' writes to studies/exports/NAME.SUFFIX
+TRAINER_FORMATS = {"hf": "hf.json", "axolotl": "axolotl.yaml", "llama-factory": "llama-factory.yaml"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -67,6 +69,21 @@ class Preset:
 def presets_dir() -> Path:
     """Where exported presets live: studies/presets under the current folder."""
     return Path("studies") / "presets"
+
+
+def export_path(name: str, fmt: str) -> Path:
+    """Where ``export --format FMT`` writes: a preset, or another trainer's file under studies/exports."""
+    if fmt in TRAINER_FORMATS:
+        return Path("studies") / "exports" / f"{name}.{TRAINER_FORMATS[fmt]}"
+    return presets_dir() / f"{name}.{fmt}"
+
+
+def existing_export(name: str, fmt: str) -> Path | None:
+    """The file ``export --format FMT`` would replace: a preset in either format, or that trainer's file."""
+    if fmt in TRAINER_FORMATS:
+        path = export_path(name, fmt)
+        return path if path.is_file() else None
+    return exported_preset_path(name)
 
 
 def check_preset_name(name: str) -> str:
@@ -125,28 +142,29 @@ def load_preset(name: str) -> TrainingConfig:
 
 
 def write_preset(name: str, document: dict[str, Any], *, fmt: str = "yaml", force: bool = False) -> Path:
-    """Write ``studies/presets/NAME.FMT`` atomically (temp file + rename).
+    """Write ``export_path(name, fmt)`` atomically (temp file + rename): the exported
+    ``document``, or for a trainer format what that trainer reads (``trainer_document``).
 
-    An existing preset of that name (in either format) is kept unless ``force``; a
-    failed write leaves it untouched.
+    An existing file (a preset of that name in either format) is kept unless ``force``;
+    a failed write leaves it untouched.
     """
     check_preset_name(name)
-    if fmt not in FORMATS:
-        raise PresetError(f"unknown preset format {fmt!r}: choose yaml or json")
-    existing = exported_preset_path(name)
+    if fmt not in FORMATS and fmt not in TRAINER_FORMATS:
+        raise PresetError(f"unknown preset format {fmt!r}: choose {', '.join([*FORMATS, *TRAINER_FORMATS])}")
+    existing = existing_export(name, fmt)
     if existing is not None and not force:
         raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
-    folder = presets_dir()
+    target = export_path(name, fmt)
+    folder = target.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PresetError(f"cannot create the presets folder {str(folder)!r}: {error.strerror}") from None
-    target = folder / f"{name}.{fmt}"
-    text = render_document(document, fmt)
+        raise PresetError(f"cannot create the folder {str(folder)!r}: {error.strerror}") from None
+    text = render_document(trainer_document(document, fmt), fmt) if fmt in TRAINER_FORMATS else render_document(document, fmt)
     try:
         write_atomically(target, text)
     except OSError as error:
-        raise PresetError(f"cannot write to the presets folder {str(folder)!r}: {error.strerror}") from None
+        raise PresetError(f"cannot write to the folder {str(folder)!r}: {error.strerror}") from None
     if existing is not None and existing != target:
         existing.unlink()  # replaced in the other format: one file per name
     return target
@@ -155,8 +173,10 @@ def write_preset(name: str, document: dict[str, Any], *, fmt: str = "yaml", forc
 def render_document(document: dict[str, Any], fmt: str) -> str:
     import yaml
 
-    if fmt == "json":
+    if fmt in ("json", "hf"):
         return json.dumps(document, indent=2) + "\n"
+    if fmt in TRAINER_FORMATS:
+        return f"# {fmt} config written by lora-search export\n" + yaml.safe_dump(document, sort_keys=False)
     header = f"# lora-search preset {document.get('name', '')}: train with 'lora-search train --preset {document.get('name', 'NAME')}'\n"
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
@@ -200,6 +220,58 @@ def to_lora_config(preset: str | TrainingConfig | Preset, task_type: str | None 
     from peft import LoraConfig
 
     return LoraConfig(**lora_config_kwargs(preset, task_type))
+
+
+def trainer_document(document: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """An exported preset ``document`` as the config file trainer ``fmt`` loads.
+
+    hf: ``TrainingArguments(**doc["training_arguments"])`` and ``LoraConfig(**doc["lora_config"])``
+    under the installed transformers' names, and ``EarlyStoppingCallback(**doc["early_stopping"])``
+    when its patience is above 0; axolotl and llama-factory: their YAML keys (neither has
+    an early-stopping threshold; llama-factory no early stopping).
+    The 'attention' target is written as peft's attention modules for the study's model.
+    """
+    from .objectives import model_location, training_arguments
+    from .spaces import trainer_values
+
+    preset = Preset(document["name"], "export", TrainingConfig.from_dict(document["config"]), document)
+    config, lora, output_dir = preset.config, preset.config.lora, f"out/{preset.name}"
+    if fmt == "hf":
+        arguments = training_arguments(config, output_dir=output_dir, metric_for_best_model=preset.metric,
+                                       greater_is_better=preset.greater_is_better)
+        early_stopping = {"early_stopping_patience": config.early_stopping_patience,
+                          "early_stopping_threshold": config.early_stopping_threshold}
+        return {"training_arguments": arguments, "lora_config": lora_config_kwargs(preset), "early_stopping": early_stopping}
+    model = model_location(preset_workload(preset).model)[0]
+    attention = None if lora.target_modules == "all-linear" else attention_modules(model)
+    precision = {"bf16": config.precision == "bf16", "fp16": config.precision == "fp16"}
+    if fmt == "axolotl":
+        values = trainer_values("axolotl", config)
+        if config.eval_strategy == "epoch":  # axolotl takes one of the two
+            del values["eval_steps"]
+            values["evals_per_epoch"] = 1
+        if not config.early_stopping_patience:
+            del values["early_stopping_patience"]
+        targets = {"lora_target_linear": attention is None, **({"lora_target_modules": attention} if attention else {})}
+        return {"base_model": model, "adapter": "lora", "output_dir": output_dir, **values, **precision, **targets}
+    return {  # llama-factory
+        "model_name_or_path": model, "do_train": True, "finetuning_type": "lora", "output_dir": output_dir,
+        **trainer_values("llama-factory", config), **precision,
+        "disable_gradient_checkpointing": not config.gradient_checkpointing,
+        "load_best_model_at_end": True, "metric_for_best_model": preset.metric, "greater_is_better": preset.greater_is_better,
+        "lora_target": "all" if attention is None else ",".join(attention),
+    }
+
+
+def attention_modules(model: str) -> list[str]:
+    """peft's default LoRA targets, the attention projections, for ``model``'s architecture."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(model).model_type
+    if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise PresetError(f"peft has no default attention modules for model type {model_type!r}: search with target_modules all-linear")
+    return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
 
 
 def as_call(function: str, kwargs: dict[str, Any]) -> str:

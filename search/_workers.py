@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ._errors import WorkerError
-from ._loop import ENV_DEVICE, ENV_WORKER_ID, POLL_SECONDS, SearchPlan, reclaim_dead_trials
+from ._loop import (ENV_DEVICE, ENV_WORKER_ID, POLL_SECONDS, TERMINATION_REQUESTED, SearchPlan, raise_if_terminated,
+                    reclaim_dead_trials)
 
 # Worker i samples with the plan's seed + i x this (resumed runs offset the seed by the
 # study's length, which stays far below it), so no two workers draw alike.
@@ -117,13 +118,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         # a second SIGTERM (e.g. the parent forwarding one) must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        TERMINATION_REQUESTED.set()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def drop_swallowed_interrupt(unraisable: Any) -> None:
+        # raised inside a __del__ and swallowed: TERMINATION_REQUESTED carries it instead
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+
+    TERMINATION_REQUESTED.clear()
+    previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
+    sys.unraisablehook = drop_swallowed_interrupt
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        TERMINATION_REQUESTED.clear()
 
 
 # --- worker processes ---------------------------------------------------------------
@@ -181,6 +192,7 @@ def run_worker_processes(plan: SearchPlan, slots: list[WorkerSlot], *,
                         if on_trial is not None:
                             on_trial(study, trial)
                 time.sleep(POLL_SECONDS / 2)
+                raise_if_terminated()
     except KeyboardInterrupt:
         interrupted = True
         for worker in workers:

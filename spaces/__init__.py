@@ -6,6 +6,7 @@ importing this package stays cheap.
 
 from ._check import Finding, check_config, rederive_for_dataset
 from ._errors import LoraSearchError, SpaceError
+from ._formats import trainer_values
 from ._presets import get_preset, load_config_file, preset_names, read_preset_file
 from ._profile import RunProfile
 from ._resolve import ResolvedSpace
@@ -39,4 +40,5 @@ __all__ = [
     "rederive_for_dataset",
     "scenario_names",
     "suggest_scenario",
+    "trainer_values",
 ]

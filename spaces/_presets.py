@@ -1,6 +1,8 @@
 """The guide's named configurations, stored as data under ``presets/``, and the one preset reader.
 
-A preset or config file (YAML, or JSON by its ``.json`` suffix) takes one of three forms:
+A preset or config file (YAML, or JSON by its ``.json`` suffix) takes one of lora-search's
+three forms, or another trainer's (see ``_formats``: Hugging Face TrainingArguments and
+LoraConfig keys, or axolotl's YAML):
 
 - what ``lora-search export`` writes: the complete settings under ``config:`` (LoRA
   nested under ``lora:``), beside ``trial_config``, ``rederived`` and ``provenance``;
@@ -27,6 +29,7 @@ from typing import Any
 import yaml
 
 from ._errors import SpaceError
+from ._formats import foreign_form, foreign_settings
 from ._training_config import TrainingConfig
 from ._units import number_as_text
 
@@ -62,10 +65,11 @@ def alias_target(name: str) -> str | None:
 
 
 def config_from_data(data: Any, *, source: str, from_yaml: bool = True) -> TrainingConfig:
-    """A TrainingConfig from a preset document in any of the three forms.
+    """A TrainingConfig from a preset document in any of the three forms, or another trainer's.
 
-    ``from_yaml``: numbers YAML left as text ('1e-5') are refused with the fix; in JSON
-    text is text, and the type check of TrainingConfig says so.
+    ``from_yaml``: numbers YAML left as text ('1e-5') are refused with the fix (another
+    trainer's file has them read as numbers, as that trainer does); in JSON text is text,
+    and the type check of TrainingConfig says so.
     """
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping of training settings, got {type(data).__name__}")
@@ -84,6 +88,8 @@ def config_from_data(data: Any, *, source: str, from_yaml: bool = True) -> Train
             if "lora" in settings:
                 raise SpaceError(f"{source}: LoRA settings given twice, under 'lora' and '{section}.lora': keep one")
             settings["lora"] = data["lora"]
+    elif form := foreign_form(data):
+        return TrainingConfig.from_dict(foreign_settings(data, form, source=source, from_yaml=from_yaml), source=source)
     else:
         settings = data
     if from_yaml:

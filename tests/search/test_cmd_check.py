@@ -142,3 +142,40 @@ def test_copied_builtin_preset(capsys, tmp_path, name, gpu, code):
     copy.write_text((resources.files("lora_search.spaces") / "presets" / f"{name}.yaml").read_text())
     assert find_preset(str(copy)).config == get_preset(name)
     assert main(["check", str(copy), "--gpu-memory", gpu, "--bf16", "--dataset-size", "50000"]) == code
+
+
+AXOLOTL = """\
+base_model: meta-llama/Llama-3.2-1B
+datasets: [{path: data.jsonl, type: alpaca}]
+adapter: lora
+micro_batch_size: 8
+gradient_accumulation_steps: 2
+learning_rate: 5e-4
+warmup_ratio: 0.1
+eval_steps: 31
+save_steps: 31
+bf16: true
+early_stopping_patience: 3
+lora_r: 16
+lora_alpha: 32
+lora_target_modules: [q_proj, v_proj]
+"""
+HUGGING_FACE = """{"training_arguments": {"output_dir": "out", "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
+  "learning_rate": 5e-4, "warmup_steps": 0.1, "eval_steps": 31, "save_steps": 31, "bf16": true},
+  "lora_config": {"r": 16, "lora_alpha": 32, "task_type": "CAUSAL_LM"}}"""
+
+
+@pytest.mark.parametrize(("name", "text"), [("axolotl.yaml", AXOLOTL), ("args.json", HUGGING_FACE)])
+def test_other_trainers_files(capsys, tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    hugging_face = name.endswith(".json")  # the same settings as CLEAN, but no early stopping
+    assert main(["check", str(path), *GPU]) == (1 if hugging_face else 0)
+    out = capsys.readouterr().out
+    assert ("no-early-stopping" in out) if hugging_face else ("no common mistakes" in out)
+    path.write_text(text.replace("micro_batch_size: 8", "micro_batch_size: 8\nmicro_batchsize: 8\nlora_rr: 4")
+                    .replace('"output_dir": "out"', '"output_dir": "out", "max_stepz": 1, "rr": 4'))
+    assert main(["check", str(path), *GPU]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("unknown Hugging Face TrainingArguments/LoraConfig keys 'max_stepz', 'rr'" if hugging_face
+                                     else "unknown axolotl keys 'lora_rr', 'micro_batchsize'") in err

@@ -168,6 +168,82 @@ def test_export_refuses_a_preset_name_with_a_path(searched, tmp_path, monkeypatc
     assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "evil.yaml").exists()
 
 
+def test_export_for_other_trainers_loads_there_and_reads_back(searched, tmp_path, monkeypatch, cli):
+    from peft import LoraConfig
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    from lora_search._presets import attention_modules, find_preset
+    from lora_search.objectives import model_location
+    from lora_search.spaces import TrainingConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", STUDY, "--storage", searched["storage"], "--name", "win").code == 0
+    preset = find_preset("win")
+    config, lora = preset.config, preset.config.lora
+    files = {}
+    for fmt, suffix in [("hf", "hf.json"), ("axolotl", "axolotl.yaml"), ("llama-factory", "llama-factory.yaml")]:
+        result = cli("export", STUDY, "--storage", searched["storage"], "--name", "win", "--format", fmt)
+        assert result.code == 0, result.err
+        files[fmt] = tmp_path / "studies" / "exports" / f"win.{suffix}"
+        assert f"wrote studies/exports/win.{suffix}" in result.out
+    refused = cli("export", STUDY, "--storage", searched["storage"], "--name", "win", "--format", "hf")
+    assert refused.code == 2 and "--force" in refused.err
+    model = model_location(preset.provenance["workload"].get("model"))[0]
+    modules = None if lora.target_modules == "all-linear" else attention_modules(model)
+
+    hf = json.loads(files["hf"].read_text())
+    arguments = TrainingArguments(**{**hf["training_arguments"], "use_cpu": True})
+    assert (arguments.num_train_epochs, arguments.per_device_train_batch_size, arguments.gradient_accumulation_steps,
+            arguments.learning_rate, arguments.weight_decay, arguments.warmup_steps, arguments.lr_scheduler_type.value,
+            arguments.bf16, arguments.fp16, arguments.eval_strategy.value, arguments.eval_steps, arguments.save_steps,
+            arguments.logging_steps, arguments.metric_for_best_model) == (
+            config.num_train_epochs, config.per_device_train_batch_size, config.gradient_accumulation_steps,
+            config.learning_rate, config.weight_decay, config.warmup_ratio, config.lr_scheduler_type,
+            config.precision == "bf16", config.precision == "fp16", config.eval_strategy, config.eval_steps,
+            config.save_steps, config.logging_steps, preset.metric)
+    EarlyStoppingCallback(**hf["early_stopping"])
+    assert hf["early_stopping"] == {"early_stopping_patience": config.early_stopping_patience,
+                                    "early_stopping_threshold": config.early_stopping_threshold}
+    adapter = LoraConfig(**hf["lora_config"])
+    assert (adapter.r, adapter.lora_alpha, adapter.lora_dropout, adapter.task_type, adapter.use_rslora) == (
+            lora.r, lora.lora_alpha, lora.lora_dropout, "SEQ_CLS", lora.use_rslora)
+
+    axolotl = yaml.safe_load(files["axolotl"].read_text())
+    assert {key: axolotl.get(key) for key in ("adapter", "base_model", "micro_batch_size", "gradient_accumulation_steps",
+            "learning_rate", "num_epochs", "lr_scheduler", "warmup_ratio", "weight_decay", "lora_r", "lora_alpha",
+            "lora_dropout", "lora_target_linear", "lora_target_modules", "bf16", "gradient_checkpointing",
+            "early_stopping_patience")} == {
+            "adapter": "lora", "base_model": model, "micro_batch_size": config.per_device_train_batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps, "learning_rate": config.learning_rate,
+            "num_epochs": config.num_train_epochs, "lr_scheduler": config.lr_scheduler_type,
+            "warmup_ratio": config.warmup_ratio, "weight_decay": config.weight_decay, "lora_r": lora.r,
+            "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout, "lora_target_linear": modules is None,
+            "lora_target_modules": modules, "bf16": config.precision == "bf16",
+            "gradient_checkpointing": config.gradient_checkpointing,
+            "early_stopping_patience": config.early_stopping_patience or None}
+
+    factory = yaml.safe_load(files["llama-factory"].read_text())
+    assert {key: factory[key] for key in ("finetuning_type", "model_name_or_path", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "learning_rate", "num_train_epochs", "lr_scheduler_type", "warmup_ratio",
+            "weight_decay", "bf16", "fp16", "lora_rank", "lora_alpha", "lora_dropout", "lora_target")} == {
+            "finetuning_type": "lora", "model_name_or_path": model,
+            "per_device_train_batch_size": config.per_device_train_batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps, "learning_rate": config.learning_rate,
+            "num_train_epochs": config.num_train_epochs, "lr_scheduler_type": config.lr_scheduler_type,
+            "warmup_ratio": config.warmup_ratio, "weight_decay": config.weight_decay,
+            "bf16": config.precision == "bf16", "fp16": config.precision == "fp16", "lora_rank": lora.r,
+            "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout,
+            "lora_target": "all" if modules is None else ",".join(modules)}
+
+    # check and train --preset read them back into the same settings (axolotl has no early-stopping
+    # threshold, and no step count beside evals_per_epoch: the default comes back)
+    assert find_preset(str(files["hf"])).config == config
+    unkept = {"eval_steps": TrainingConfig().eval_steps} if config.eval_strategy == "epoch" else {}
+    assert find_preset(str(files["axolotl"])).config == config.replace(early_stopping_threshold=0.0, **unkept)
+    for fmt in ("hf", "axolotl"):
+        assert cli("check", files[fmt], "--cpu").code in (0, 1)
+
+
 def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, monkeypatch, cli):
     from lora_search._presets import find_preset
     from lora_search.objectives import Workload, replay
