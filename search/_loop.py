@@ -233,6 +233,7 @@ class TrialGate:
     def admit(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """Call first thing in the objective: records where the trial runs, then makes sure
         it is not one too many (raises SurplusTrial, before any training, if it is)."""
+        raise_if_terminated()  # a stop asked for while this trial was being drawn: no training starts
         for key, value in this_worker(self.default_device).items():
             trial.set_user_attr(key, value)
         if self._wait(study, trial.number)[1]:
