@@ -10,7 +10,7 @@ FLOORS := .venv-floors
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test,track,quantize]'
 	touch $@
 
 # The same install, constrained to the floors of pyproject.toml's ranges (.ci/floors.py).
@@ -18,7 +18,7 @@ $(FLOORS)/.installed: pyproject.toml .ci/floors.py
 	python3 -m venv $(FLOORS)
 	$(FLOORS)/bin/python -m pip install --quiet torch==2.13.0
 	python3 .ci/floors.py > $(FLOORS)/floors.txt
-	$(FLOORS)/bin/python -m pip install --quiet -e '.[test]' -c $(FLOORS)/floors.txt
+	$(FLOORS)/bin/python -m pip install --quiet -e '.[test,track,quantize]' -c $(FLOORS)/floors.txt
 	touch $@
 
 .PHONY: run test test-floors
@@ -29,5 +29,5 @@ test: $(VENV)/.installed
 	$(PYTHON) -m pytest
 
 test-floors: $(FLOORS)/.installed
-	$(FLOORS)/bin/pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|datasets|optuna|optuna-dashboard)=='
+	$(FLOORS)/bin/pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|datasets|optuna|optuna-dashboard|mlflow-skinny|tensorboard|wandb|bitsandbytes)=='
 	$(FLOORS)/bin/python -m pytest tests/objectives tests/search

@@ -1,5 +1,6 @@
-"""What every benchmark shares: options, the machine record, results files, README blocks,
-a tiny model for --quick modes, a timer on the Trainer's loop, and fixed-parameter studies.
+"""What every benchmark shares: options, the machine and device record, results files, README
+blocks, a tiny model for --quick modes, a clock and a timer on the Trainer's loop that wait
+for the GPU, and fixed-parameter studies.
 
 Each benchmark writes ``<results>/<name>.md`` (the table, with date, machine, versions
 and the command) and ``<results>/<name>.json`` (raw figures). A full run into the
@@ -28,8 +29,9 @@ from typing import Any, Iterable, Iterator
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
 DEFAULT_RESULTS = HERE / "results"
+GPU_RESULTS = DEFAULT_RESULTS / "gpu"  # benchmarks/gpu_check.sh's, run on a lent GPU and copied here
 README = HERE / "README.md"
-LIBRARIES = ("lora-search", "torch", "transformers", "peft", "optuna", "datasets", "accelerate")
+LIBRARIES = ("lora-search", "torch", "transformers", "peft", "optuna", "datasets", "accelerate", "bitsandbytes")
 
 
 # --- options and the record of the machine ------------------------------------------------
@@ -90,6 +92,21 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": cores, "memory_gb": memory_gb, "os": platform.platform(), "python": platform.python_version()}
 
 
+def device_record() -> dict[str, Any]:
+    """What the trials of this process train on: ``detect_hardware``'s view plus the device's name."""
+    import torch
+
+    from lora_search.objectives import detect_hardware
+
+    hardware = detect_hardware()
+    cuda = hardware["accelerator"] == "cuda"
+    return {
+        **hardware,
+        "name": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "torch_cuda": torch.version.cuda,
+    }
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -118,6 +135,7 @@ class Run:
             "load_average_start": self.load_at_start,
             "load_average_end": load_average(),
             "versions": library_versions(),
+            "device": device_record(),
             "parameters": self.parameters,
             "rows": rows,
             "summary": summary,
@@ -125,18 +143,31 @@ class Run:
 
 
 def header(record: dict[str, Any]) -> str:
-    """The lines above every table: command, date, machine, load, versions."""
-    m = record["machine"]
+    """The lines above every table: command, date, machine, device, load, versions."""
+    m, device = record["machine"], record["device"]
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     load = record["load_average_start"], record["load_average_end"]
     mode = " (--quick: a smoke test on a tiny model, not a measurement)" if record["mode"] == "quick" else ""
     return (
         f"Command: `{record['command']}`{mode}  \n"
         f"Run: {record['date']} UTC, {record['duration_s']:.0f} s; machine: {m['cpu']}, {m['cores']} cores, "
-        f"{m['memory_gb']} GB, Python {m['python']}; 1-minute load average {load[0][0] if load[0] else '?'} at start, "
+        f"{m['memory_gb']} GB, Python {m['python']}; trains on {device_label(device)}; "
+        f"1-minute load average {load[0][0] if load[0] else '?'} at start, "
         f"{load[1][0] if load[1] else '?'} at end (the benchmark's own threads count in the end figure).  \n"
         f"Versions: {versions}.\n"
     )
+
+
+def device_label(device: dict[str, Any]) -> str:
+    if device["accelerator"] == "cuda":
+        return f"{device['name']} ({device['gpu_memory_gb']:.0f} GB, CUDA {device['torch_cuda']})"
+    return "the CPU"
+
+
+def trains_on(objective: Any) -> str:
+    """Where and how an objective's trials train, for the line above a table."""
+    threads = f", {objective.workload.torch_threads} torch threads" if objective.device == "cpu" else ""
+    return f"on {objective.device}, the base in {objective.base_precision}{threads}"
 
 
 def markdown_table(columns: list[tuple[str, str]], rows: Iterable[dict[str, Any]]) -> str:
@@ -210,15 +241,17 @@ def tiny_model(folder: Path) -> str:
 
 
 def workload(quick: bool, scratch: Path, **fields: Any) -> Any:
-    """The embedded default (MiniLM, fine-food reviews) or, for --quick, the tiny model on the same reviews."""
+    """The embedded default (MiniLM, fine-food reviews) or, for --quick, small samples of the
+    same reviews on the tiny model (unless ``fields`` names a model)."""
     from lora_search.objectives import Workload
 
     if quick:
         model = scratch / "tiny-bert"
-        if not (model / "config.json").exists():
+        if fields.get("model") is None and not (model / "config.json").exists():
             model.mkdir(parents=True, exist_ok=True)
             tiny_model(model)
-        fields = {"train_sample": 32, "eval_sample": 16, "max_length": 32, **fields, "model": str(model)}
+        fields = {"train_sample": 32, "eval_sample": 16, "max_length": 32, **fields}
+        fields["model"] = fields.get("model") or str(model)
     return Workload(**fields)
 
 
@@ -256,7 +289,18 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-# --- a timer on the Trainer's training loop -----------------------------------------------
+# --- a clock and a timer on the Trainer's training loop ----------------------------------------
+
+
+def clock() -> float:
+    """time.time() once the GPU has run the work queued so far: CUDA kernels run after the
+    Python call that queued them returns, so a clock read without waiting can stop before
+    the work it times is done. Every timing of training reads this clock."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.time()
 
 
 class LoopTimer:
@@ -284,21 +328,21 @@ class LoopTimer:
 
         def on_train_begin(handler: Any, *args: Any, **kwargs: Any) -> Any:
             timer._eval_s = 0.0
-            timer.loops.append({"begin": time.time(), "end": float("nan"), "eval_s": 0.0})
+            timer.loops.append({"begin": clock(), "end": float("nan"), "eval_s": 0.0})
             return begin(handler, *args, **kwargs)
 
         def on_train_end(handler: Any, *args: Any, **kwargs: Any) -> Any:
             if timer.loops:
-                timer.loops[-1]["end"] = time.time()
+                timer.loops[-1]["end"] = clock()
                 timer.loops[-1]["eval_s"] = timer._eval_s
             return end(handler, *args, **kwargs)
 
         def timed_evaluate(trainer: Any, *args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started = clock()
             try:
                 return evaluate(trainer, *args, **kwargs)
             finally:
-                timer._eval_s += time.perf_counter() - started
+                timer._eval_s += clock() - started
 
         for owner, attribute, replacement in ((CallbackHandler, "on_train_begin", on_train_begin),
                                               (CallbackHandler, "on_train_end", on_train_end),
@@ -348,18 +392,18 @@ def fixed_parameter_run(space: str, work: Any, storage: str, trials: int, *, stu
     from lora_search._prepare import prepare
 
     request = RunRequest(space=space, trials=trials, study=study, storage=storage, pruner="none", workload=work, quiet=True)
-    started = time.time()
+    started = clock()
     prepared = prepare(request)
-    prepared_at = time.time()
+    prepared_at = clock()
     baseline_params = prepared.resolved.params_for(prepared.resolved.baseline())
     # prepare() has queued the baseline once; the others follow it
     for entry in (extra_params if extra_params is not None else [baseline_params] * (trials - 1)):
         prepared.study.enqueue_trial(entry)
-    loop_started = time.time()
+    loop_started = clock()
     stopped = run_plan(prepared.plan, objective=prepared.objective, resolved=prepared.resolved)
-    loop_ended = time.time()
+    loop_ended = clock()
     summary = summarize(prepared.study, storage=storage, target=trials, stopped_because=stopped, elapsed_seconds=loop_ended - started)
-    ended = time.time()
+    ended = clock()
     return {
         "study": prepared.study,
         "objective": prepared.objective,
@@ -430,8 +474,8 @@ def gain(best: float | None, baseline: float | None, direction: str) -> float | 
 
 
 def refresh_readme() -> None:
-    """Copy every full-mode result in benchmarks/results/ into its README block."""
-    for record_path in sorted(DEFAULT_RESULTS.glob("*.json")):
+    """Copy every full-mode result in benchmarks/results/ and results/gpu/ into its README block."""
+    for record_path in sorted([*DEFAULT_RESULTS.glob("*.json"), *GPU_RESULTS.glob("*.json")]):
         record = json.loads(record_path.read_text())
         table = record_path.with_suffix(".md")
         if record.get("mode") == "full" and record.get("benchmark") == record_path.stem and table.exists():

@@ -10,6 +10,9 @@ once per process is shown apart (it does not grow with the trial count).
 
     python benchmarks/overhead.py            # 10 trials on the embedded default (~4 min on 2 cores)
     python benchmarks/overhead.py --quick    # 3 trials on a tiny model (seconds)
+    python benchmarks/overhead.py --model DIR --task causal-lm --trials 3 --train-sample 64 --max-length 128
+                                             # a ~1B causal LM on a GPU (benchmarks/_gpu_check.py llama DIR builds one),
+                                             # where a trial's set-up weighs most
 
 This benchmark is why the engine freezes the process's long-lived objects before the
 trial loop (gc.freeze) and opens SQLite in WAL mode: see the README's overhead section.
@@ -21,15 +24,20 @@ import sys
 
 import _common
 
-TARGET_SHARE = 0.03
+# Share of the trial loop outside training and evaluation. A GPU trains many times faster, so the
+# same set-up weighs more there: issue 13 asks under 5% for a ~1B model on a GPU.
+TARGET_SHARE = {"cpu": 0.03, "cuda": 0.05}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _common.parser(__doc__)
     parser.add_argument("--trials", type=int, default=None, help="trials to run (default 10; 3 with --quick)")
     parser.add_argument("--space", default="memory-constrained", help="scenario whose guide preset every trial uses")
-    parser.add_argument("--train-sample", type=int, default=128, help="training examples per trial (the Workload default)")
-    parser.add_argument("--eval-sample", type=int, default=128, help="evaluation examples (the Workload default)")
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded MiniLM; the tiny model with --quick)")
+    parser.add_argument("--task", default=None, help="classification or causal-lm (default: inferred from the model and data)")
+    parser.add_argument("--train-sample", type=int, default=None, help="training examples per trial (default: the Workload's 128; 32 with --quick)")
+    parser.add_argument("--eval-sample", type=int, default=None, help="evaluation examples (default: the Workload's 128; 16 with --quick)")
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per example (default: the Workload's 64; 32 with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quick)")
     args = parser.parse_args(argv)
     trials = args.trials or (3 if args.quick else 10)
@@ -37,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with _common.scratch_folder() as scratch_name:
         scratch = _common.Path(scratch_name)
-        fields = {"torch_threads": args.threads or (1 if args.quick else 2)}
-        if not args.quick:
-            fields.update(train_sample=args.train_sample, eval_sample=args.eval_sample)
+        given = {"model": args.model, "task": args.task, "train_sample": args.train_sample, "eval_sample": args.eval_sample,
+                 "max_length": args.max_length}
+        fields = {"torch_threads": args.threads or (1 if args.quick else 2), **{k: v for k, v in given.items() if v is not None}}
         work = _common.workload(args.quick, scratch, **fields)
         database = scratch / "overhead.db"
         run = _common.Run("overhead", args.quick, {"space": args.space, "trials": trials, "workload": work.to_dict(),
@@ -47,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         timer = _common.LoopTimer().install()
         outcome = _common.fixed_parameter_run(args.space, work, f"sqlite:///{database}", trials)
         timer.uninstall()
+        objective = outcome["objective"]
+        run.parameters.update(device=objective.device, base_precision=objective.base_precision,
+                              model_parameters=objective.model_parameters, task=objective.task)
 
     rows = []
     previous_end = outcome["loop_started"]
@@ -75,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     loop_total = outcome["loop_s"]
     train_eval = sum(r["train_s"] + r["eval_s"] for r in rows)
     outside = loop_total - train_eval
+    target = TARGET_SHARE[objective.device]
     summary = {
         "trials": count,
         "loop_wall_s": loop_total,
         "train_and_eval_s": train_eval,
         "outside_s_per_trial": outside / count,
         "outside_share": outside / loop_total,
-        "target_share": TARGET_SHARE,
-        "meets_target": outside / loop_total < TARGET_SHARE,
+        "target_share": target,
+        "meets_target": outside / loop_total < target,
         "one_time_prepare_s": outcome["prepare_s"],
         "summary_s": outcome["summary_s"],
         "share_with_one_time": (outcome["total_s"] - train_eval) / outcome["total_s"],
@@ -99,14 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     phase_rows = [{"phase": name, "s": seconds, "share": f"{seconds / per_trial_wall:.2%}"} for name, seconds in phases]
     phase_rows.append({"phase": "**trial wall time (loop wall / trials)**", "s": per_trial_wall, "share": "100%"})
     verdict = "meets" if summary["meets_target"] else "misses"
+    model_label = "the embedded MiniLM" if work.model is None else f"`{_common.Path(work.model).name}`"
     body = (
-        f"{count} trials of the `{args.space}` guide preset, each training {rows[0]['examples']} examples "
-        f"(train sample {work.train_sample}, eval sample {work.eval_sample}, max length {work.max_length}, "
-        f"{work.torch_threads} torch threads), SQLite study, pruner none"
-        + ".\n\n"
+        f"{count} trials of the `{args.space}` guide preset on {model_label} ({objective.model_parameters / 1e6:,.1f}M "
+        f"parameters, {objective.task}), {_common.trains_on(objective)}, each training {rows[0]['examples']} examples "
+        f"(train sample {work.train_sample}, eval sample {work.eval_sample}, max length {work.max_length}), SQLite study, "
+        f"pruner none.\n\n"
         + _common.markdown_table([("phase", "phase"), ("s per trial", "s"), ("share of trial wall", "share")], phase_rows)
         + f"\n**Outside training and evaluation: {summary['outside_share']:.2%} of the trial loop's wall time, "
-        f"{summary['outside_s_per_trial']:.3f} s per trial** (target < {TARGET_SHARE:.0%}: {verdict} it). "
+        f"{summary['outside_s_per_trial']:.3f} s per trial** (target < {target:.0%} on {objective.device}: {verdict} it). "
         f"Once per process: {summary['one_time_prepare_s']:.1f} s to load model and data and prepare the study, "
         f"{summary['summary_s']:.2f} s for the final summary; counting those, "
         f"{summary['share_with_one_time']:.1%} of this {count}-trial run.\n\n"

@@ -24,7 +24,6 @@ rest.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import _common
@@ -41,7 +40,7 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
     from lora_search.objectives import classification_metrics, model_location, prepare_data, training_arguments
 
     datasets.disable_progress_bars()
-    started = time.time()
+    started = _common.clock()
     path, _ = model_location(work.model)
     data = prepare_data(work)  # the same rows lora-search samples
     label_ids = {name: index for index, name in enumerate(data.label_names)}
@@ -64,7 +63,8 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
         return get_peft_model(model, LoraConfig(**config.lora.to_lora_config_kwargs("SEQ_CLS")))
 
     kwargs = training_arguments(config, output_dir=str(scratch / "peer"), eval_strategy="steps", eval_steps=eval_steps, save_strategy="no",
-                                logging_strategy="no", load_best_model_at_end=False, per_device_eval_batch_size=64, use_cpu=True,
+                                logging_strategy="no", load_best_model_at_end=False, per_device_eval_batch_size=64,
+                                use_cpu=not torch.cuda.is_available(),  # the device lora-search's trials use
                                 report_to="none", disable_tqdm=True, seed=work.seed, data_seed=work.seed)
     trainer = Trainer(model_init=model_init, args=TrainingArguments(**kwargs), train_dataset=train_rows, eval_dataset=eval_rows,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=classification_metrics)
@@ -76,7 +76,7 @@ def run_peer(work: Any, config: Any, eval_steps: int, trials: int, scratch: Any,
         backend="optuna", n_trials=trials, direction="minimize", compute_objective=lambda metrics: metrics["eval_loss"],
         study_name="peer", storage=storage, pruner=optuna.pruners.NopPruner(), sampler=optuna.samplers.RandomSampler(seed=work.seed),
     )
-    ended = time.time()
+    ended = _common.clock()
     return {"study": optuna.load_study(study_name="peer", storage=storage), "started": started, "ended": ended}
 
 

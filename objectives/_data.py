@@ -165,6 +165,9 @@ def _read_source(workload: Workload) -> tuple[str, dict[str, str], Any, dict[str
     defaults = {"text": "text", "label": "label"}
     path = os.path.expanduser(workload.data)
     extension = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path):
+        label, train, given = _read_splits(workload, folder=path)
+        return label, defaults, train, given
     if os.path.exists(path) or extension in FILE_READERS or path.startswith((".", "/", "~")):
         if not os.path.isfile(path):
             raise DataError(f"data file {workload.data!r} does not exist; give a .csv/.json/.jsonl/.parquet file or a datasets hub name")
@@ -173,7 +176,7 @@ def _read_source(workload: Workload) -> tuple[str, dict[str, str], Any, dict[str
         if workload.eval_split is not None or workload.test_split is not None:
             raise DataError(f"data file {workload.data!r} has one split: drop --eval-split/--test-split (validation and test are seeded hold-outs)")
         return workload.data, defaults, _read_file(path, FILE_READERS[extension]), {}
-    label, train, given = _read_hub(workload)
+    label, train, given = _read_splits(workload)
     return label, defaults, train, given
 
 
@@ -197,18 +200,26 @@ def _read_file(path: str, kind: str) -> Any:
         raise DataError(f"data file {path!r} cannot be read as {kind}: {_first_line(error)}") from None
 
 
-def _read_hub(workload: Workload) -> tuple[str, Any, dict[str, tuple[Any, str]]]:
+def _read_splits(workload: Workload, folder: str | None = None) -> tuple[str, Any, dict[str, tuple[Any, str]]]:
+    """A datasets hub name, or a local ``folder`` of split files (train.csv, validation.csv,
+    test.csv, or .json/.jsonl/.parquet: datasets names each split after its file)."""
     import datasets
 
     name = workload.data
     label = name if workload.data_config is None else f"{name} ({workload.data_config})"
     try:
-        if hub_reachable():
+        if folder is None and hub_reachable():
             splits = datasets.load_dataset(name, workload.data_config)
         else:
+            datasets.disable_progress_bars()  # a local read is quick; its bars would only break the progress lines
             with hub_offline():
-                splits = datasets.load_dataset(name, workload.data_config)
+                splits = datasets.load_dataset(folder or name, workload.data_config)
     except (FileNotFoundError, ConnectionError, OSError) as error:
+        if folder is not None:
+            raise DataError(
+                f"data folder {name!r} cannot be read: {_first_line(error)}; put its splits in it as files named after "
+                "them (train.csv, and validation.csv and test.csv if it has them; or .json/.jsonl/.parquet)"
+            ) from None
         if not hub_reachable():
             raise DataError(
                 f"dataset {label!r} is not in the local cache and {why_offline()}; download it where the hub is reachable "

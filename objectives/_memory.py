@@ -1,7 +1,8 @@
 """A training-memory estimate made before any training, to skip configs that cannot fit.
 
 Rough on purpose (a budget check, not a profiler), and errs high:
-- base weights at their stored size;
+- base weights at their stored size (``weights_bytes``: a quantized base's packed weights
+  and quantization constants);
 - the adapter's trainable parameters in float32 with a gradient and two AdamW moments:
   4 + 4 + 8 = 16 bytes each;
 - activations per transformer layer after Korthikanti et al. (2022), "Reducing
@@ -20,8 +21,11 @@ GB = 1024**3
 WORKSPACE_GB = 0.25
 
 
-def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: Any, max_length: int, task: str) -> dict[str, float]:
-    """Breakdown in GB (keys weights, adapter_and_optimizer, activations, logits, workspace, total)."""
+def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: Any, max_length: int, task: str,
+                                precision: str) -> dict[str, float]:
+    """Breakdown in GB (keys weights, adapter_and_optimizer, activations, logits, workspace, total)
+    of training ``config`` in ``precision``, what it really trains in (an fp32 config over a GPU's
+    half-precision base trains under half autocast, see ``training_precision``)."""
     architecture = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     hidden = _first(architecture, ("hidden_size", "n_embd", "d_model"), 768)
     layers = _first(architecture, ("num_hidden_layers", "n_layer", "num_layers"), 12)
@@ -29,10 +33,10 @@ def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: A
     vocabulary = _first(architecture, ("vocab_size",), 32000)
     batch = config.per_device_train_batch_size
     sequence = max_length
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = weights_bytes(model)
     adapter = trainable_parameters * 16
     # The per-layer formula counts 16-bit activations; float32 ones take twice the bytes.
-    precision_factor = 1 if config.precision in ("fp16", "bf16") else 2
+    precision_factor = 1 if precision in ("fp16", "bf16") else 2
     full_layer = sequence * batch * hidden * (34 + 5 * heads * sequence / hidden) * precision_factor
     if config.gradient_checkpointing:
         activations = layers * 2 * sequence * batch * hidden * precision_factor + full_layer
@@ -48,6 +52,31 @@ def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: A
     }
     breakdown["total"] = sum(breakdown.values())
     return {key: round(value, 4) for key, value in breakdown.items()}
+
+
+def weights_bytes(model: Any) -> int:
+    """Bytes of ``model``'s parameters as stored.
+
+    bitsandbytes packs 4-bit weights two to a uint8 element (``numel`` counts bytes) and
+    keeps their quantization constants beside them (``quant_state``: an absmax per block,
+    nested under double quantization, and the code book); int8 weights keep an fp32 scale
+    per row (``SCB``).
+    """
+    total = 0
+    for parameter in model.parameters():
+        total += _nbytes(parameter)
+        state = getattr(parameter, "quant_state", None)
+        while state is not None:
+            total += _nbytes(state.absmax) + _nbytes(state.code)
+            state = getattr(state, "state2", None)  # the nested state has none
+        scales = getattr(parameter, "SCB", None)
+        if scales is not None:
+            total += _nbytes(scales)
+    return total
+
+
+def _nbytes(tensor: Any) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def _first(config: Any, names: tuple[str, ...], default: int) -> int:

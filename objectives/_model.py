@@ -4,22 +4,27 @@ The base lives on the trial device. Each trial injects a fresh adapter into it a
 removes it afterwards (``fresh_adapter``), undoing everything a trial leaves on the
 base - LoRA layers, the trained classification head, activation checkpointing, the
 input-gradient hook, train mode - so no trial can reach the next and none pays for a
-copy of the base.
+copy of the base. A quantized base (QLoRA) is prepared for training once, at load time.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lora_search.spaces import PEFT_TASK_TYPES, TrainingConfig
+from lora_search.spaces import PEFT_TASK_TYPES, TrainingConfig, base_weights_gb, quantization_for
 
 from ._errors import ModelError
 from ._hub import hub_reachable, why_offline
+from ._workload import Workload
 
 EMBEDDED_MODEL = "embedded all-MiniLM-L6-v2"
+# The heads peft trains a copy of for sequence classification (its modules_to_save):
+# a quantized head could not be trained, so they stay unquantized.
+CLASSIFICATION_HEADS = ["classifier", "score"]
 
 
 def model_location(name: str | None) -> tuple[str, str]:
@@ -57,10 +62,12 @@ def base_precision(cuda: bool, bf16_supported: bool) -> str:
 
 
 def quiet_libraries() -> None:
-    """Keep model loading from writing between progress lines: transformers' loading bars
-    and its load report (a new classification head is expected to be untrained)."""
+    """Keep model loading from writing between progress lines: transformers' loading bars,
+    its load report (a new classification head is expected to be untrained) and
+    bitsandbytes' notices (see ``_unexpected``)."""
     from transformers.utils import logging as transformers_logging
 
+    _quiet_bitsandbytes()  # before transformers' Trainer imports peft, which imports it
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
 
@@ -79,15 +86,29 @@ def load_tokenizer(name: str | None) -> Any:
     return tokenizer
 
 
-def load_base_model(name: str | None, task: str, label_names: list[str], tokenizer: Any, device: str, precision: str) -> Any:
-    """The frozen base on ``device`` in ``precision``, with a seeded new head for classification."""
+def load_base_model(
+    name: str | None, task: str, label_names: list[str], tokenizer: Any, device: str, precision: str, quantization: str | None
+) -> Any:
+    """The frozen base on ``device`` in ``precision``, with a seeded new head for classification.
+
+    ``quantization`` '4bit' loads the linear layers in nf4 with double quantization and
+    computing in ``precision`` (QLoRA), '8bit' in int8 (LLM.int8), both by bitsandbytes;
+    the embeddings, norms and a classification head stay unquantized and are upcast to
+    fp32 by peft's ``prepare_model_for_kbit_training``, once: every trial's adapter
+    finds the base ready, and leaves it so.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    _quiet_bitsandbytes()  # before peft imports it, which it does wherever it is installed
     location, label = model_location(name)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if task == "causal-lm" and name is None:
         raise ModelError("the embedded MiniLM is an encoder for classification; for causal-lm pass --model with a causal LM (GPT-2, Llama, ...)")
+    placement = {"dtype": dtype}
+    if quantization is not None:
+        # quantized as the weights reach the device; the default skips keep a causal LM's output layer
+        placement.update(quantization_config=_quantization_config(quantization, dtype, task), device_map={"": device})
     if task == "classification":
         model = _from_pretrained(
             AutoModelForSequenceClassification,
@@ -96,13 +117,115 @@ def load_base_model(name: str | None, task: str, label_names: list[str], tokeniz
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: index for index, name in enumerate(label_names)},
-            dtype=dtype,
+            **placement,
         )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = _from_pretrained(AutoModelForCausalLM, location, label, dtype=dtype)
-    return model.to(device).eval().requires_grad_(False)
+        model = _from_pretrained(AutoModelForCausalLM, location, label, **placement)
+    if quantization is None:
+        model = model.to(device)
+    else:
+        import warnings
+
+        from peft import prepare_model_for_kbit_training
+
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                # On AVX512-BF16 CPUs bitsandbytes repacks a 4-bit weight in place at its first
+                # forward without gradients (an evaluation), into a layout with no backward:
+                # later training would lose the gradient through the base, and the base would
+                # no longer be as loaded.
+                module.support_avx512bf16_for_cpu = False
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            # checkpointing is each trial's own choice (its config), set and undone by fresh_adapter
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model.eval().requires_grad_(False)
+
+
+def fit_base_to_gpu(workload: Workload) -> tuple[Workload, str | None]:
+    """``workload`` with its base loaded in 4-bit where this GPU cannot train it in 16
+    bits, and the line saying so (None when nothing changed).
+
+    The base's parameters are counted without loading it (built on the meta device).
+    On CPU nothing changes. ModelError where bitsandbytes is needed and missing, or the
+    weights alone exceed the GPU even quantized.
+    """
+    from ._hardware import detect_hardware
+
+    hardware = detect_hardware()
+    memory = hardware["gpu_memory_gb"]
+    if memory is None:
+        return workload, None
+    parameters = count_parameters(workload.model, workload.task)
+    size = f"the {parameters / 1e9:.3g}B-parameter base"
+    half = base_precision(True, hardware["bf16_supported"])
+    chosen = workload.quantization or quantization_for(parameters, memory)
+    storage = chosen or half
+    weights = base_weights_gb(parameters, storage)
+    if weights > memory:
+        nf4 = base_weights_gb(parameters, "4bit")
+        smaller = f"--quantize 4bit ({nf4:.1f} GB), " if nf4 <= memory else ""
+        raise ModelError(f"{size} takes {weights:.1f} GB in {storage}, more than this {memory:g} GB GPU holds: use {smaller}a smaller model or a larger GPU")
+    _require_bitsandbytes(chosen)
+    if chosen == workload.quantization:
+        return workload, None
+    return workload.replace(quantization=chosen), (
+        f"{size} takes {base_weights_gb(parameters, half):.1f} GB in {half}, leaving this {memory:g} GB GPU too little to train: "
+        f"loading it in 4-bit (QLoRA, {weights:.1f} GB and up); --quantize 8bit chooses 8-bit instead"
+    )
+
+
+def count_parameters(name: str | None, task: str | None) -> int:
+    """The base's parameters, its head's included where ``task`` is known, without loading its weights."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    location, label = model_location(name)
+    config = _from_pretrained(AutoConfig, location, label)
+    auto_class = {"classification": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM}.get(task or "", AutoModel)
+    with torch.device("meta"):
+        return auto_class.from_config(config).num_parameters()
+
+
+def _require_bitsandbytes(quantization: str | None) -> None:
+    """ModelError naming what to install when ``quantization`` is asked for without bitsandbytes."""
+    if quantization is None:
+        return
+    _quiet_bitsandbytes()
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError(f"a {quantization} base needs bitsandbytes, which is not installed: pip install 'lora-search[quantize]'") from None
+
+
+def _quantization_config(quantization: str, dtype: Any, task: str) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    _require_bitsandbytes(quantization)
+    # given, the skips replace transformers' own (the last module): the heads peft trains
+    skip = CLASSIFICATION_HEADS if task == "classification" else None
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def _unexpected(record: logging.LogRecord) -> bool:
+    """False for bitsandbytes' notices nobody can act on: its optional CPU kernel package
+    missing (a fallback runs), and int8 matmuls casting their inputs to fp16 (as LLM.int8 does)."""
+    return not record.getMessage().startswith(("Failed to load CPU gemm_4bit_forward", "MatMul8bitLt: inputs will be cast"))
+
+
+def _quiet_bitsandbytes() -> None:
+    for logger in ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions"):
+        logging.getLogger(logger).addFilter(_unexpected)  # once: a filter already there is not added again
 
 
 def attach_adapter(model: Any, config: TrainingConfig, task: str) -> Any:
@@ -168,8 +291,8 @@ def _from_pretrained(auto_class: Any, location: str, label: str, **kwargs: Any) 
         if local or hub_reachable():
             return auto_class.from_pretrained(location, **kwargs)
         return auto_class.from_pretrained(location, local_files_only=True, **kwargs)
-    except OSError as error:
-        if not local and not hub_reachable():
+    except (OSError, ImportError) as error:  # ImportError: an optional library missing or too old, as transformers says
+        if isinstance(error, OSError) and not local and not hub_reachable():
             raise ModelError(
                 f"model {label!r} is not in the local Hugging Face cache and {why_offline()}; download it where the hub is "
                 f"reachable (hf download {label}) or pass a local model folder"

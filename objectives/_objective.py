@@ -14,6 +14,7 @@ from ._errors import DataError
 from ._memory import estimate_training_memory_gb
 from ._model import fresh_adapter, load_base_model, load_tokenizer, training_device
 from ._schedule import ProxySchedule
+from ._tracking import TrackedRun, Tracking, trial_record
 from ._trainer import build_trainer, perplexity, training_precision
 from ._workload import Workload, metric_direction
 
@@ -41,13 +42,18 @@ class LoraObjective:
     positive constraint so samplers learn to avoid them. Any other exception
     propagates after the trial's error is recorded and the process is clean for the
     next trial: run the study with ``catch=(Exception,)``.
+
+    With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
+    the Trainer logs its training loss and evaluations, the trial its parameters, user
+    attributes and value.
     """
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: Workload, tracking: Tracking | None = None) -> None:
         import torch
         from transformers import set_seed
 
         self.workload = workload
+        self.tracking = tracking
         if workload.torch_threads is not None:
             torch.set_num_threads(workload.torch_threads)
         self.data = prepare_data(workload)
@@ -57,7 +63,9 @@ class LoraObjective:
         self.tokenizer = load_tokenizer(workload.model)
         self.device, self.base_precision = training_device()
         set_seed(workload.seed)  # the classification head is initialised here, the same in every process
-        self.base_model = load_base_model(workload.model, self.task, self.data.label_names, self.tokenizer, self.device, self.base_precision)
+        self.base_model = load_base_model(
+            workload.model, self.task, self.data.label_names, self.tokenizer, self.device, self.base_precision, workload.quantization
+        )
         # all of the base's weights, by elements whatever their precision: what the guide's size rules mean
         self.model_parameters = self.base_model.num_parameters()
         self.train_rows = tokenize(self.data, self.data.sample("train", workload.train_sample, workload.seed), self.tokenizer, workload.max_length)
@@ -83,6 +91,17 @@ class LoraObjective:
         return self.schedule(config).report_steps()
 
     def __call__(self, trial: Any, config: TrainingConfig) -> float:
+        if self.tracking is None:
+            return self._train_trial(trial, config, None)
+        with self.tracking.run(trial.study.study_name, f"trial-{trial.number}") as tracked:
+            value = None
+            try:
+                value = self._train_trial(trial, config, tracked)
+            finally:  # a pruned, failed or interrupted trial is recorded too
+                tracked.log(**trial_record(trial, config, value))
+        return value
+
+    def _train_trial(self, trial: Any, config: TrainingConfig, tracked: TrackedRun | None) -> float:
         import optuna
         import torch
 
@@ -111,7 +130,7 @@ class LoraObjective:
             with fresh_adapter(self.base_model, config, self.task, workload.seed) as model:
                 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 trial.set_user_attr("trainable_parameters", trainable)
-                estimate = estimate_training_memory_gb(model, trainable, config, workload.max_length, self.task)
+                estimate = estimate_training_memory_gb(model, trainable, config, workload.max_length, self.task, precision)
                 trial.set_user_attr("memory_estimate_gb", estimate)
                 budget_use = estimate["total"] / workload.memory_budget_gb - 1 if workload.memory_budget_gb else 0.0
                 if budget_use > 0:
@@ -127,7 +146,7 @@ class LoraObjective:
                         patience=config.early_stopping_patience,
                         threshold=config.early_stopping_threshold,
                     )
-                    trainer = self._trainer(model, config, callbacks=[callback])
+                    trainer = self._trainer(model, config, callbacks=[callback], tracked=tracked)
                     memory_before = _memory_before(self.device)
                     setup_seconds = time.perf_counter() - started
                     train_started = time.perf_counter()
@@ -198,7 +217,15 @@ class LoraObjective:
         return self._untrained_value
 
     # -- pieces -------------------------------------------------------------------
-    def _trainer(self, model: Any, config: TrainingConfig, callbacks: list[Any]) -> Any:
+    def _trainer(self, model: Any, config: TrainingConfig, callbacks: list[Any], tracked: TrackedRun | None = None) -> Any:
+        # The callback decides when to evaluate; nothing is saved, and only a tracked run logs
+        # its training loss (about once per evaluation).
+        logged: dict[str, Any] = {"logging_strategy": "no"}
+        if tracked is not None:
+            schedule = self.schedule(config)
+            callbacks = [*callbacks, *tracked.trainer_callbacks()]
+            logged = {"logging_strategy": "steps", "run_name": tracked.name,
+                       "logging_steps": max(1, schedule.optimizer_steps // len(schedule.report_steps()))}
         return build_trainer(
             model,
             config,
@@ -211,12 +238,11 @@ class LoraObjective:
             seed=self.workload.seed,
             output_dir=self._output_dir.name,
             callbacks=callbacks,
-            # The callback decides when to evaluate; nothing is saved or logged during a trial.
             eval_strategy="no",
             save_strategy="no",
-            logging_strategy="no",
             load_best_model_at_end=False,
             metric_for_best_model=None,
+            **logged,
         )
 
     def _read_value(self, metrics: dict[str, float]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,15 @@ from lora_search.spaces import TrainingConfig
 
 from ._errors import InfeasibleConfigError
 from ._objective import LoraObjective
+from ._tracking import TrackedRun, lora_params
 from ._workload import Workload, metric_direction
 
 # What the evaluations report of the Trainer's output: scores, not timings.
 SCORES = ("loss", "accuracy", "f1", "perplexity")
 
 
-def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, progress: bool = True,
+                      tracked: TrackedRun | None = None) -> dict[str, Any]:
     """Train ``config`` on the whole training split, keep the best checkpoint, score it, save the adapter.
 
     The validation split picks the best checkpoint and stops early, so its score is
@@ -28,13 +31,19 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     each split's size and origin, epochs trained, and the metrics (``validation_*``,
     ``test_*``: loss, and accuracy and f1 or perplexity). With ``progress``, one line per
     evaluation goes to stderr (as ``run`` writes one per trial); without, nothing is printed.
+    An open ``tracked`` run receives the Trainer's logs, then the LoRA settings, workload
+    and final metrics.
     """
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
     from ._data import prepare_data, tokenize
-    from ._model import attach_adapter, load_base_model, load_tokenizer, training_device
+    from ._model import attach_adapter, fit_base_to_gpu, load_base_model, load_tokenizer, training_device
     from ._trainer import build_trainer, perplexity
+
+    workload, chosen = fit_base_to_gpu(workload)  # training.json records the base as it was loaded
+    if chosen is not None and progress:
+        print(chosen, file=sys.stderr)
 
     if workload.torch_threads is not None:
         torch.set_num_threads(workload.torch_threads)
@@ -43,7 +52,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     tokenizer = load_tokenizer(workload.model)
     device, base_precision = training_device()
     set_seed(workload.seed)
-    model = load_base_model(workload.model, data.task, data.label_names, tokenizer, device, base_precision)
+    model = load_base_model(workload.model, data.task, data.label_names, tokenizer, device, base_precision, workload.quantization)
     rows = {role: tokenize(data, frame, tokenizer, workload.max_length)
             for role, frame in (("train", data.train), ("validation", data.eval), ("test", data.test))}
     set_seed(workload.seed)
@@ -52,6 +61,8 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     training_only = [_final_evaluation(), *([EarlyStoppingCallback(**early_stopping)] if early_stopping else [])]
     if progress:
         training_only.append(_evaluation_lines())
+    if tracked is not None:
+        training_only.extend(tracked.trainer_callbacks())
     trainer = build_trainer(
         model,
         config,
@@ -68,9 +79,12 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         metric_for_best_model={"eval_loss": "eval_loss", "perplexity": "eval_loss"}.get(workload.metric, workload.metric),
         greater_is_better=metric_direction(workload.metric) == "maximize",
         save_total_limit=2,  # the best checkpoint and the latest
+        run_name=tracked.name if tracked is not None else None,
     )
     trainer.train()
-    for callback in training_only:  # the final evaluations score the kept checkpoint: they stop and print nothing
+    # the final evaluations score the kept checkpoint: they stop and print nothing, and the
+    # tracked run gets their scores as its final metrics (below), not as one more log
+    for callback in training_only:
         trainer.remove_callback(callback)
     metrics: dict[str, float] = {}
     for role in ("validation", "test"):
@@ -89,6 +103,9 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         "metrics": metrics,
     }
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    if tracked is not None:
+        workload_params = {f"workload.{key}": value for key, value in record["workload"].items()}
+        tracked.log(params=lora_params(config) | workload_params, metrics={**metrics, "epochs_trained": trainer.state.epoch})
     return record
 
 

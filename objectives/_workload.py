@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from lora_search.spaces import QUANTIZATIONS
+
 from ._errors import DataError
 
 TASKS = ("classification", "causal-lm")
@@ -34,7 +36,8 @@ class Workload:
     )
     data: str | None = field(
         default=None,
-        metadata={"help": "datasets hub name or a local .csv/.json/.jsonl/.parquet file; None = the embedded Amazon fine-food reviews."},
+        metadata={"help": "datasets hub name, a local .csv/.json/.jsonl/.parquet file, or a local folder of split files "
+                "(train.csv, validation.csv, test.csv); None = the embedded Amazon fine-food reviews."},
     )
     data_config: str | None = field(default=None, metadata={"help": "Configuration name of a hub dataset (e.g. 'sst2' of 'glue')."})
     train_split: str = field(default="train", metadata={"help": "Split to train on (hub datasets)."})
@@ -65,6 +68,10 @@ class Workload:
     max_length: int = field(default=64, metadata={"help": "Tokens per example; longer texts are truncated."})
     evaluations_per_trial: int = field(default=4, metadata={"help": "About how many evaluations (and pruning decisions) one trial makes."})
     metric: str = field(default="eval_loss", metadata={"help": "eval_loss (minimised); accuracy or f1 (classification, maximised); perplexity (causal-lm)."})
+    quantization: str | None = field(
+        default=None,
+        metadata={"help": "'4bit' (nf4, QLoRA) or '8bit': the frozen base loaded quantized by bitsandbytes; None = unquantized."},
+    )
     memory_budget_gb: float | None = field(
         default=None, metadata={"help": "Configs estimated to need more memory than this are infeasible without training."}
     )
@@ -88,6 +95,8 @@ class Workload:
         named = [split for split in (self.train_split, self.eval_split, self.test_split) if split is not None]
         if len(set(named)) < len(named):
             raise DataError(f"workload: train, validation and test must be different splits, got {', '.join(map(repr, named))}")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise DataError(f"workload quantization: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         if self.memory_budget_gb is not None and not (isinstance(self.memory_budget_gb, (int, float)) and self.memory_budget_gb > 0):
             raise DataError(f"workload memory_budget_gb: must be a positive number of GB, got {self.memory_budget_gb!r}")
         if not _is_int(self.seed):

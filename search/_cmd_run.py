@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._options import add_storage_option, add_workload_options, workload_options
+from ._tracking import add_report_to_option
 
 DESCRIPTION = """\
 Search a scenario's space: each trial briefly fine-tunes LoRA with the settings the
@@ -47,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="worker processes on this study: one GPU each, or the CPU cores split between them (default 1)")
     parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
+    add_report_to_option(parser, runs="Each trial is a run STUDY/trial-N (its search parameters, LoRA settings, "
+                         "training loss, evaluations, derived values and value) in a group named after the study; "
+                         "the end of the run adds STUDY/summary (baseline, best, importances).")
     add_workload_options(parser)
 
 
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         workers=args.workers,
         devices=args.devices,
+        report_to=tuple(args.report_to or ()),
     )
     with sigterm_as_interrupt():  # `kill` ends the run like Ctrl-C: the trial is recorded as interrupted
         summary = run_search(request)

@@ -19,6 +19,7 @@ by total steps, evaluation cadence, precision, gradient checkpointing).
   lora-search spaces show memory-constrained --gpu-memory 4GB
   lora-search spaces show ./my-space.yaml --dataset-size 50000 --gpu-memory 16GB --no-bf16
   lora-search spaces show standard --gpu-memory 80GB --model-parameters 13B
+  lora-search spaces show memory-constrained --gpu-memory 8GB --model-parameters 7B   (a 4-bit base)
   lora-search spaces suggest --gpu-memory 8GB --hours 1
 
 A space file of your own may start with 'extends: memory-constrained' and change a few
@@ -40,7 +41,10 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
                             "16 and 24 GB configs, else no; --no-bf16 for a V100, T4 or RTX 20)")
     group.add_argument("--cpu", action="store_true", help="a CPU run (skips GPU detection)")
     group.add_argument("--model-parameters", metavar="COUNT",
-                       help="size of the base model, e.g. 110M or 13B: narrows the learning rate (default: not narrowed)")
+                       help="size of the base model, e.g. 110M or 13B: narrows the learning rate and, with --gpu-memory, "
+                            "says whether its 16-bit weights leave room to train or it loads in 4-bit (default: not narrowed)")
+    group.add_argument("--quantize", choices=("4bit", "8bit"),
+                       help="the base loaded quantized, as 'run --quantize' does (default: 16-bit on a GPU, or 4-bit where that does not fit)")
 
 
 def profile_from_args(args: argparse.Namespace) -> RunProfile:
@@ -51,6 +55,7 @@ def profile_from_args(args: argparse.Namespace) -> RunProfile:
     if args.cpu and args.gpu_memory is not None:
         raise SpaceError("--cpu and --gpu-memory contradict each other: give one")
     model = {"model_parameters": parse_count(args.model_parameters)} if args.model_parameters is not None else {}
+    model["quantization"] = args.quantize
     if args.gpu_memory is not None:
         memory = parse_memory(args.gpu_memory)
         bf16 = bf16_assumed(memory) if args.bf16 is None else args.bf16
@@ -110,6 +115,9 @@ def _show(args: argparse.Namespace) -> int:
     if args.gpu_memory is not None and args.bf16 is None:
         print(f"bf16 assumed from the memory alone: {'yes' if profile.bf16_supported else 'no'} for {profile.gpu_memory_gb:g} GB "
               f"(yes from 16 GB, as RTX 30/40 and A100); {'--no-bf16' if profile.bf16_supported else '--bf16'} says otherwise")
+    base = profile.base_fit()
+    if base is not None:
+        print(f"base: {base}")
     print(f"baseline preset: {space.baseline_preset}; study defaults: timeout {timeout}, pruner {defaults.pruner or 'the run default'}")
     print(f"effective batch band: {band} examples per optimizer step (per-device x accumulation x devices)")
     print()

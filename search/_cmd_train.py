@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._options import add_workload_options, workload_options
+from ._tracking import add_report_to_option
 
 DESCRIPTION = """\
 Train for real with a preset: the whole training split (less the rows held out for
@@ -31,6 +32,8 @@ ROLES = {"validation": "chose the best checkpoint", "test": "the score to compar
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, metavar="NAME|FILE", help="built-in or exported preset name, or a preset file")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for checkpoints and the final adapter")
+    add_report_to_option(parser, runs="The training is one run PRESET/OUTPUT-FOLDER-NAME in a group named after the "
+                         "preset: its TrainingArguments, LoRA settings, training loss, evaluations and final scores.")
     add_workload_options(parser)
 
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._presets import train_preset
 
-    record = train_preset(args.preset, args.output, workload=workload_options(args))
+    record = train_preset(args.preset, args.output, workload=workload_options(args), report_to=tuple(args.report_to or ()))
     # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
     output = Path(args.output)
     print(f"adapter saved to {output / 'adapter'} (settings, splits and metrics in {output / 'training.json'})")

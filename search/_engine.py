@@ -42,8 +42,12 @@ class RunRequest:
     quiet: bool = False
     workers: int = 1
     devices: str | None = None  # GPUs for the workers, e.g. "0,1,3" (default: all)
+    # Experiment trackers every trial reports to (not stored: a resumed run takes this run's).
+    report_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from ._tracking import check_report_to
+
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise SearchError(f"--trials must be a whole number >= 1, got {self.trials!r}")
         if self.timeout is not None and not self.timeout > 0:
@@ -54,6 +58,7 @@ class RunRequest:
             raise SearchError(f"unknown pruner {self.pruner!r}: choose one of {', '.join(PRUNERS)}")
         if self.study is not None and not self.study.strip():
             raise SearchError("--study must not be empty")
+        check_report_to(self.report_to)  # before the study is created or changed
 
 
 @dataclass
@@ -164,6 +169,7 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     from ._loop import run_plan
     from ._progress import Progress
     from ._study import study_metric
+    from ._tracking import log_summary, open_group
 
     if request is None:
         request = RunRequest(**options)
@@ -176,7 +182,7 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
 
         slots = local_slots(request.workers, request.devices)  # checked before the study is touched
     prepared = prepare(request)
-    plan, study = prepared.plan, prepared.study
+    plan, study, tracking = prepared.plan, prepared.study, prepared.objective.tracking
     metric, direction = study_metric(study)
     progress = Progress(
         target=plan.target,
@@ -191,6 +197,8 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
         if not request.quiet:
             print(f"study {plan.study_name!r}: {prepared.already_finished} finished, target {plan.target} "
                   f"(sampler {plan.sampler}, pruner {plan.pruner})", file=sys.stderr)
+        if tracking is not None:
+            open_group(tracking, plan.study_name, quiet=request.quiet)
         progress.start(study)
         try:
             if slots is None:
@@ -204,6 +212,8 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     summary = summarize(study, storage=request.storage, target=plan.target, stopped_because=stopped,
                         elapsed_seconds=time.monotonic() - started)
     _save_note(study, summary)
+    if tracking is not None and stopped != "already done":
+        log_summary(tracking, summary)
     return summary
 
 

@@ -83,6 +83,7 @@ class SearchPlan:
     sampler_seed: int
     target: int
     deadline: float | None  # time.time() after which no trial starts
+    tracking: dict[str, Any] | None = None  # the fields of the trials' objectives.Tracking (None: no tracker)
 
     def open_study(self, min_resource: int = 1) -> optuna.Study:
         import optuna
@@ -320,12 +321,12 @@ def run_plan(plan: SearchPlan, *, objective: LoraObjective | None = None, resolv
     caller already has them (the main process), a worker process builds its own."""
     import optuna
 
-    from .objectives import LoraObjective, Workload, quiet_libraries
+    from .objectives import LoraObjective, Tracking, Workload, quiet_libraries
     from .spaces import RunProfile, load_space
 
     if objective is None:
         quiet_libraries()
-        objective = LoraObjective(Workload.from_dict(plan.workload))
+        objective = LoraObjective(Workload.from_dict(plan.workload), Tracking(**plan.tracking) if plan.tracking else None)
     if resolved is None:
         resolved = load_space(plan.space, plan.space_yaml).resolve(RunProfile(**plan.profile))
     optuna.logging.set_verbosity(optuna.logging.WARNING)

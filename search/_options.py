@@ -13,7 +13,8 @@ from typing import Any
 # (option, Workload field, type, help)
 WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--model", "model", str, "model folder or hub id already in the local cache (default: the embedded all-MiniLM-L6-v2)"),
-    ("--data", "data", str, "CSV/JSON/Parquet file or local dataset (default: the embedded fine-food reviews)"),
+    ("--data", "data", str, "CSV/JSON/Parquet file, a folder of split files (train.csv, validation.csv, test.csv) "
+                                "or a cached hub dataset (default: the embedded fine-food reviews)"),
     ("--data-config", "data_config", str, "configuration name of a multi-config dataset"),
     ("--train-split", "train_split", str, "split to train on"),
     ("--eval-split", "eval_split", str, "validation split: trials' evaluations, train's best checkpoint and early stopping "
@@ -30,12 +31,16 @@ WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-length", "max_length", int, "tokens per example (longer ones are cut)"),
     ("--evaluations", "evaluations_per_trial", int, "evaluations per trial: the points where pruning can stop it"),
     ("--metric", "metric", str, "what a trial scores: eval_loss (default), accuracy, f1, perplexity"),
+    ("--quantize", "quantization", str, "load the frozen base in 4bit (QLoRA: nf4, about a quarter of its 16-bit memory) or 8bit "
+                                        "(about half) with bitsandbytes (pip install 'lora-search[quantize]'); the adapter still "
+                                        "trains in fp32 (default: 16-bit on a GPU, fp32 on CPU, 4bit where the GPU cannot train "
+                                        "the 16-bit base)"),
     ("--memory-budget", "memory_budget_gb", str, "memory a trial may use, e.g. 4GB: bigger configs are infeasible"),
     ("--seed", "seed", int, "seed for data sampling, initialisation and the sampler"),
     ("--threads", "torch_threads", int, "CPU threads for torch (default: torch's choice)"),
 )
 
-_METAVARS = {"model": "PATH", "data": "PATH", "memory_budget_gb": "SIZE", "metric": "METRIC", "task": "TASK"}
+_METAVARS = {"model": "PATH", "data": "PATH", "memory_budget_gb": "SIZE", "metric": "METRIC", "task": "TASK", "quantization": "4bit|8bit"}
 
 
 def add_storage_option(parser: argparse.ArgumentParser, *, forms: bool = False) -> None:

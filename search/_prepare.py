@@ -10,6 +10,7 @@ once per study, so every study answers "how much better than the guide?".
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -100,8 +101,9 @@ def prepare(request: RunRequest) -> Prepared:
     import optuna
 
     from ._storage import open_storage
+    from ._tracking import tracking_for
     from ._trials import baseline_trial, count_states, trial_outcome
-    from .objectives import LoraObjective, Workload, detect_hardware, metric_direction, quiet_libraries
+    from .objectives import LoraObjective, Workload, detect_hardware, fit_base_to_gpu, metric_direction, quiet_libraries
     from .spaces import RunProfile, load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
@@ -146,12 +148,17 @@ def prepare(request: RunRequest) -> Prepared:
     timeout = request.timeout if request.timeout is not None else space.study_defaults.timeout_seconds
 
     quiet_libraries()
-    objective = LoraObjective(workload)  # loads model and data: bad input fails here, before any write
+    if not existing:  # a resumed study keeps the base it was searched on
+        workload, chosen = fit_base_to_gpu(workload)
+        if chosen is not None:
+            print(f"lora-search run: {chosen}", file=sys.stderr)
+    tracking = tracking_for(request.report_to, request.storage)
+    objective = LoraObjective(workload, tracking)  # loads model and data: bad input fails here, before any write
     if existing:
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
     else:
         profile = RunProfile(dataset_size=objective.dataset_size, model_parameters=objective.model_parameters,
-                             **detect_hardware())
+                             quantization=workload.quantization, **detect_hardware())
     resolved = space.resolve(profile)
     baseline_params = resolved.params_for(resolved.baseline())
 
@@ -198,6 +205,7 @@ def prepare(request: RunRequest) -> Prepared:
         sampler_seed=workload.seed + len(trials),
         target=request.trials,
         deadline=time.time() + timeout if timeout is not None else None,
+        tracking=dataclasses.asdict(tracking) if tracking is not None else None,
     )
     return Prepared(plan, study, objective, resolved, count_states(trials).finished)
 

@@ -294,11 +294,22 @@ def preset_workload(preset: Preset, overrides: dict[str, Any] | None = None) -> 
 
 
 def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, Any] | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, report_to: tuple[str, ...] = ()) -> dict[str, Any]:
     """Full training with a preset (the adapter is saved in ``output_dir``); what its
-    training.json holds: the splits, epochs and validation and test metrics."""
+    training.json holds: the splits, epochs and validation and test metrics.
+
+    ``report_to`` trackers get one run ``PRESET/OUTPUT`` (``OUTPUT``: the output folder's
+    name) in the group ``PRESET``, written beside the default storage (``studies/tracking``).
+    """
+    from contextlib import nullcontext
+
+    from ._tracking import open_group, tracking_for
     from .objectives import quiet_libraries, train_with_preset
 
+    tracking = tracking_for(report_to, None)  # a missing tracker package stops it before anything loads
     found = preset if isinstance(preset, Preset) else find_preset(preset)
     quiet_libraries()
-    return train_with_preset(preset_workload(found, workload), found.config, output_dir, progress=progress)
+    if tracking is not None:
+        open_group(tracking, found.name, quiet=not progress)
+    with tracking.run(found.name, Path(output_dir).resolve().name) if tracking is not None else nullcontext() as tracked:
+        return train_with_preset(preset_workload(found, workload), found.config, output_dir, progress=progress, tracked=tracked)

@@ -10,7 +10,7 @@ from ._formats import trainer_values
 from ._presets import get_preset, load_config_file, preset_names, read_preset_file
 from ._profile import RunProfile
 from ._resolve import ResolvedSpace
-from ._rules import bf16_assumed
+from ._rules import QUANTIZATIONS, base_weights_gb, bf16_assumed, quantization_for
 from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
 from ._suggest import suggest_scenario
 from ._training_config import PEFT_TASK_TYPES, LoraSettings, TrainingConfig
@@ -18,6 +18,7 @@ from ._units import parse_count, parse_duration, parse_memory
 
 __all__ = [
     "PEFT_TASK_TYPES",
+    "QUANTIZATIONS",
     "Finding",
     "LoraSearchError",
     "LoraSettings",
@@ -27,6 +28,7 @@ __all__ = [
     "SpaceError",
     "StudyDefaults",
     "TrainingConfig",
+    "base_weights_gb",
     "bf16_assumed",
     "check_config",
     "get_preset",
@@ -36,6 +38,7 @@ __all__ = [
     "parse_duration",
     "parse_memory",
     "preset_names",
+    "quantization_for",
     "read_preset_file",
     "rederive_for_dataset",
     "scenario_names",

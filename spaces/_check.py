@@ -30,7 +30,9 @@ def _hardware(profile: RunProfile) -> str:
 
 
 def check_config(config: TrainingConfig, profile: RunProfile) -> list[Finding]:
-    """The guide's common mistakes that ``config`` makes on ``profile``, in the guide's order.
+    """The guide's common mistakes that ``config`` makes on ``profile``, in the guide's order,
+    then a base too large for the GPU (with the model's size known): the guide's configs
+    assume a base that fits, QLoRA makes one fit.
 
     Precision counts only where it cannot run (the guide's mistake 7 is about
     compatibility): half precision on CPU, bf16 on a GPU without it. fp32 on a GPU and
@@ -112,6 +114,16 @@ def check_config(config: TrainingConfig, profile: RunProfile) -> list[Finding]:
             f"precision {config.precision} on this {_hardware(profile)}: {why} "
             f"(guide: fp32 on CPU, bf16 on modern GPUs, fp16 on older ones): use {right}",
         ))
+    parameters, memory = profile.model_parameters, profile.gpu_memory_gb
+    if parameters is not None and memory is not None:
+        storage = profile.quantization or _rules.precision_for(profile.accelerator, profile.bf16_supported)
+        if not _rules.base_fits(parameters, storage, memory):
+            fix = (f"load it in 4-bit (QLoRA, --quantize 4bit: {_rules.base_fit_note(parameters, '4bit', memory)})"
+                   if storage != "4bit" and _rules.base_fits(parameters, "4bit", memory) else "use a smaller model or a larger GPU")
+            findings.append(Finding(
+                "base-too-large",
+                f"{_model(profile)} leaves this GPU too little to train ({_rules.base_fit_note(parameters, storage, memory)}): {fix}",
+            ))
     return findings
 
 

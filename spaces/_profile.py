@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ._errors import SpaceError
+from ._rules import QUANTIZATIONS, base_fit_note, precision_for, quantization_for
 from ._units import format_count
 
 ACCELERATORS = ("cpu", "cuda")
@@ -24,6 +25,9 @@ class RunProfile:
         default=None,
         metadata={"help": "Parameters of the base model (all of them, not the adapter's); None: unknown, the learning rate is not narrowed."},
     )
+    quantization: str | None = field(
+        default=None, metadata={"help": "'4bit' or '8bit': the base loaded quantized by bitsandbytes; None: 16-bit on a GPU, fp32 on CPU."}
+    )
 
     def __post_init__(self) -> None:
         if not (isinstance(self.dataset_size, int) and not isinstance(self.dataset_size, bool) and self.dataset_size >= 1):
@@ -35,6 +39,8 @@ class RunProfile:
         parameters = self.model_parameters
         if parameters is not None and not (isinstance(parameters, int) and not isinstance(parameters, bool) and parameters >= 1):
             raise SpaceError(f"model_parameters must be a positive number of parameters or None, got {parameters!r}")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise SpaceError(f"quantization must be one of {', '.join(QUANTIZATIONS)} or None, got {self.quantization!r}")
         if not isinstance(self.bf16_supported, bool):
             raise SpaceError(f"bf16_supported must be true or false, got {self.bf16_supported!r}")
         if self.accelerator == "cpu":
@@ -50,11 +56,26 @@ class RunProfile:
                 raise SpaceError(f"a cuda run needs gpu_memory_gb (memory of one GPU in GB), got {memory!r}")
 
     def describe(self) -> str:
-        """One line, e.g. '4,000 training examples, 2 x cuda 24 GB (bf16), 7B-parameter model'."""
+        """One line, e.g. '4,000 training examples, 2 x cuda 24 GB (bf16), 7B-parameter model in 4-bit'."""
         if self.accelerator == "cpu":
             hardware = "cpu"
         else:
             count = f"{self.devices} x " if self.devices > 1 else ""
             hardware = f"{count}cuda {self.gpu_memory_gb:g} GB ({'bf16' if self.bf16_supported else 'no bf16'})"
         model = f", {format_count(self.model_parameters)}-parameter model" if self.model_parameters else ""
-        return f"{self.dataset_size:,} training examples, {hardware}{model}"
+        quantized = f", base in {self.quantization[0]}-bit" if self.quantization else ""
+        return f"{self.dataset_size:,} training examples, {hardware}{model}{quantized}"
+
+    def base_fit(self) -> str | None:
+        """How the base fits one GPU and in what it loads, by the 4-bit rule where no
+        quantization is given; None on CPU or with the model's size unknown."""
+        parameters, memory = self.model_parameters, self.gpu_memory_gb
+        if parameters is None or memory is None:
+            return None
+        if self.quantization is not None:
+            return f"{base_fit_note(parameters, self.quantization, memory)}: loaded in {self.quantization} as asked"
+        half = precision_for(self.accelerator, self.bf16_supported)
+        rule = "(rule: 4-bit where the 16-bit weights + 20% of the GPU to train exceed it)"
+        if quantization_for(parameters, memory) is None:
+            return f"{base_fit_note(parameters, half, memory)}: loaded in {half} {rule}"
+        return f"{base_fit_note(parameters, half, memory)}: loaded in 4-bit, QLoRA ({base_fit_note(parameters, '4bit', memory)}) {rule}"

