@@ -27,6 +27,7 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py                     # 5 scenarios x 3 seeds, 30 trials each, 2,000 training rows
     python benchmarks/transfer.py --scenarios memory-constrained --seeds 1 --trials 12 --spearman-configs 0
                                                       # one scenario's verdict for one seed (no rank run)
+    python benchmarks/transfer.py --rungs 3           # the same with multi-fidelity searches (run --rungs 3)
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials: a smoke test
 
 Each step keeps its output in --work DIR (default benchmarks/work/transfer): the same
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=None, help="comma-separated (default: all five; quick-experiment with --quick)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
+    parser.add_argument("--rungs", type=int, default=None, help="run --rungs K for every search (default: run's own default)")
     parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
     parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run (default: the first)")
     parser.add_argument("--spearman-configs", type=int, default=None, help="configs trained in full for the rank run (default 12; 3 with --quick; 0: none)")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = args.spearman_configs if args.spearman_configs is not None else (3 if args.quick else 12)
     rank_scenario = args.spearman_scenario or scenarios[0]
     threads = args.threads or (1 if args.quick else None)
-    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "train_rows": args.train_rows,
+    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": args.rungs, "train_rows": args.train_rows,
                   "spearman_scenario": rank_scenario, "spearman_configs": configs, "threads": threads}
     run = _common.Run("transfer", args.quick, parameters)
 
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in scenarios:
             guide = load_space(scenario).baseline_preset
             for seed in seeds:
-                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guide, seed, trials, options))
+                search = ["--rungs", str(args.rungs)] if args.rungs else []
+                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guide, seed, trials, options, search))
         rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options) if configs else None
         parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
 
@@ -144,14 +147,14 @@ def full_run(folder: Path, name: str, preset: str, options: list[str]) -> dict[s
     return record
 
 
-def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, options: list[str]) -> dict[str, Any]:
+def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, options: list[str], search: list[str]) -> dict[str, Any]:
     import yaml
 
     from lora_search import load_lora_study
 
     folder.mkdir(parents=True, exist_ok=True)
     study = folder.name
-    lora_search(folder, "run", "--space", scenario, "--trials", str(trials), "--study", study, "--seed", str(seed), *options)
+    lora_search(folder, "run", "--space", scenario, "--trials", str(trials), "--study", study, "--seed", str(seed), *options, *search)
     lora_search(folder, "export", study, "--name", "winner", "--force")
     winner = full_run(folder, "winner", "winner", _threads(options))  # the preset remembers the study's model and data
     guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
@@ -230,7 +233,8 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
               "seconds": f"{row['search_s']:.0f} / {row['winner_train_s']:.0f}"} for row in rows]
     lines = [
         f"{len(summary['scenarios'])} scenarios x {len(parameters['seeds'])} seeds ({', '.join(map(str, parameters['seeds']))}), "
-        f"{parameters['trials']} trials per search; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
+        f"{parameters['trials']} trials per search" + (f" with --rungs {parameters['rungs']}" if parameters["rungs"] else "")
+        + f"; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
         "preset's, trained the same way (positive = the winner is better). Search compute: all trials' training examples over "
         "the winner's full run.\n",
         _common.markdown_table(columns, shown),

@@ -12,7 +12,7 @@ from ._errors import DataError, InfeasibleConfigError, ModelError
 from ._hardware import detect_hardware
 from ._model import fit_base_to_gpu, fresh_adapter, model_location, quiet_libraries
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
-from ._schedule import ProxySchedule
+from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TRACKERS, TrackedRun, Tracking, missing_packages
 from ._train import replay, train_with_preset
 from ._trainer import classification_metrics, collator_for, training_arguments
@@ -21,6 +21,7 @@ from ._workload import Workload, metric_direction
 __all__ = [
     "FINITE_LOSS_CONSTRAINT",
     "MEMORY_CONSTRAINT",
+    "RUNG_FACTOR",
     "STOP_REASONS",
     "TRACKERS",
     "DataError",
@@ -42,6 +43,7 @@ __all__ = [
     "prepare_data",
     "quiet_libraries",
     "replay",
+    "rung_sizes",
     "train_with_preset",
     "training_arguments",
 ]

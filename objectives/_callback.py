@@ -50,7 +50,9 @@ class TrainingWatch:
 class ProxyTrialCallback(TrainerCallback):
     """Evaluates on the shared example grid, reports to the trial, prunes, stops early.
 
-    The trial's value is its best evaluation. Early stopping keeps transformers'
+    The trial's value is its best evaluation. With ``report=False`` (a rung of a
+    multi-fidelity trial) evaluations are neither reported nor pruned on: the trial
+    reports once per rung, at the rung's size. Early stopping keeps transformers'
     EarlyStoppingCallback semantics (an evaluation improves only when it beats the best
     so far by more than the threshold; stop after ``patience`` evaluations without
     improvement) without the checkpoints that callback requires.
@@ -65,6 +67,7 @@ class ProxyTrialCallback(TrainerCallback):
         maximize: bool,
         patience: int,
         threshold: float,
+        report: bool = True,
     ) -> None:
         self.trial = trial
         self.schedule = schedule
@@ -73,6 +76,7 @@ class ProxyTrialCallback(TrainerCallback):
         self.maximize = maximize
         self.patience = patience
         self.threshold = threshold
+        self.report = report
         self.evaluations: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -119,8 +123,9 @@ class ProxyTrialCallback(TrainerCallback):
         else:
             improved_enough = False
         self._without_improvement = 0 if improved_enough else self._without_improvement + 1
-        self.trial.report(value, step)
-        if self.trial.should_prune():
+        if self.report:
+            self.trial.report(value, step)
+        if self.report and self.trial.should_prune():
             self.pruned = True
             control.should_training_stop = True
         elif self.patience and self._without_improvement >= self.patience:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from lora_search.spaces import TrainingConfig
@@ -13,10 +14,10 @@ from ._data import prepare_data, tokenize
 from ._errors import DataError
 from ._memory import estimate_training_memory_gb
 from ._model import fresh_adapter, load_base_model, load_tokenizer, training_device
-from ._schedule import ProxySchedule
+from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TrackedRun, Tracking, trial_record
 from ._trainer import build_trainer, perplexity, training_precision
-from ._workload import Workload, metric_direction
+from ._workload import Workload, metric_direction, metric_noise
 
 # Constraint keys every finished trial sets (GPSampler needs the same keys on all trials).
 MEMORY_CONSTRAINT = "memory"
@@ -43,6 +44,12 @@ class LoraObjective:
     propagates after the trial's error is recorded and the process is clean for the
     next trial: run the study with ``catch=(Exception,)``.
 
+    With ``workload.rungs`` > 1 a trial climbs rungs of training data: each rung trains
+    a fresh adapter on a larger sample, its value there (the best evaluation) is
+    reported at the rung's size, and the pruner decides whether it climbs on. The value
+    is the one at the highest rung reached. A trial with user attr ``baseline=True``
+    (the guide preset) always climbs to the top, to be compared with the winner there.
+
     With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
     the Trainer logs its training loss and evaluations, the trial its parameters, user
     attributes and value.
@@ -68,7 +75,11 @@ class LoraObjective:
         )
         # all of the base's weights, by elements whatever their precision: what the guide's size rules mean
         self.model_parameters = self.base_model.num_parameters()
-        self.train_rows = tokenize(self.data, self.data.sample("train", workload.train_sample, workload.seed), self.tokenizer, workload.max_length)
+        # rung k: a seeded sample of train_sample x RUNG_FACTOR^k training rows (one rung: the proxy's sample)
+        self.rung_examples = rung_sizes(workload.train_sample, workload.rungs, self.dataset_size)
+        self.rung_rows = [tokenize(self.data, self.data.sample("train", size, workload.seed), self.tokenizer, workload.max_length)
+                          for size in self.rung_examples]
+        self.train_rows = self.rung_rows[0]
         self.eval_rows = tokenize(self.data, self.data.sample("eval", workload.eval_sample, workload.seed), self.tokenizer, workload.max_length)
         if not self.train_rows or not self.eval_rows:
             raise DataError(f"{self.data.source}: no usable examples after tokenization; check the text columns")
@@ -76,10 +87,10 @@ class LoraObjective:
         self._untrained_value: float | None = None
 
     # -- the public surface -------------------------------------------------------
-    def schedule(self, config: TrainingConfig) -> ProxySchedule:
-        """The proxy run of ``config``: its evaluation grid and planned steps."""
+    def schedule(self, config: TrainingConfig, rung: int = 0) -> ProxySchedule:
+        """The proxy run of ``config`` at ``rung``: its evaluation grid and planned steps."""
         return ProxySchedule.plan(
-            len(self.train_rows),
+            len(self.rung_rows[rung]),
             config.num_train_epochs,
             config.per_device_train_batch_size,
             config.gradient_accumulation_steps,
@@ -87,7 +98,10 @@ class LoraObjective:
         )
 
     def report_steps(self, config: TrainingConfig) -> list[int]:
-        """The steps (training examples seen) at which ``config``'s trial reports to Optuna."""
+        """The steps (training examples) at which ``config``'s trial reports to Optuna: after
+        each evaluation with one rung, after each rung (at the rung's size) with several."""
+        if len(self.rung_examples) > 1:
+            return list(self.rung_examples)
         return self.schedule(config).report_steps()
 
     def __call__(self, trial: Any, config: TrainingConfig) -> float:
@@ -103,12 +117,10 @@ class LoraObjective:
 
     def _train_trial(self, trial: Any, config: TrainingConfig, tracked: TrackedRun | None) -> float:
         import optuna
-        import torch
-
-        from ._callback import NonFiniteLossError, ProxyTrialCallback, TrainingWatch
 
         started = time.perf_counter()
         workload = self.workload
+        climbs = len(self.rung_examples) > 1
         schedule = self.schedule(config)
         precision = training_precision(config.precision, self.base_precision)
         trial.set_user_attr("seed", workload.seed)
@@ -117,74 +129,55 @@ class LoraObjective:
         trial.set_user_attr("proxy.epochs", config.num_train_epochs)
         trial.set_user_attr("proxy.optimizer_steps", schedule.optimizer_steps)
         trial.set_user_attr("proxy.report_interval_examples", schedule.interval)
-        trial.set_user_attr("proxy.report_steps", schedule.report_steps())
+        trial.set_user_attr("proxy.report_steps", self.report_steps(config))
         trial.set_user_attr("proxy.precision", precision)
 
-        trainer = None
-        watch = TrainingWatch()
-        callback = None
-        failure: tuple[str, str] | None = None
-        train_seconds = 0.0
-        optimizer_steps = 0
-        try:
-            with fresh_adapter(self.base_model, config, self.task, workload.seed) as model:
-                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                trial.set_user_attr("trainable_parameters", trainable)
-                estimate = estimate_training_memory_gb(model, trainable, config, workload.max_length, self.task, precision)
-                trial.set_user_attr("memory_estimate_gb", estimate)
-                budget_use = estimate["total"] / workload.memory_budget_gb - 1 if workload.memory_budget_gb else 0.0
-                if budget_use > 0:
-                    failure = ("infeasible:over-budget", f"estimated {estimate['total']:.2f} GB exceeds the {workload.memory_budget_gb} GB budget")
-                else:
-                    watch.attach(model)
-                    callback = ProxyTrialCallback(
-                        trial,
-                        schedule,
-                        watch,
-                        self._read_value,
-                        maximize=self.direction == "maximize",
-                        patience=config.early_stopping_patience,
-                        threshold=config.early_stopping_threshold,
-                    )
-                    trainer = self._trainer(model, config, callbacks=[callback], tracked=tracked)
-                    memory_before = _memory_before(self.device)
-                    setup_seconds = time.perf_counter() - started
-                    train_started = time.perf_counter()
-                    try:
-                        trainer.train()
-                    except torch.OutOfMemoryError as error:
-                        failure = ("infeasible:oom", _first_line(error))
-                    except MemoryError as error:
-                        failure = ("infeasible:oom", _first_line(error) or "MemoryError")
-                    except NonFiniteLossError as error:
-                        failure = ("infeasible:nan", str(error))
-                    train_seconds = time.perf_counter() - train_started
-                    optimizer_steps = trainer.state.global_step
-                    trial.set_user_attr("peak_memory_mb", _peak_memory_mb(self.device, memory_before))
-                    trial.set_user_attr("setup_seconds", round(setup_seconds, 3))
-        except Exception as error:
-            trial.set_user_attr("stop_reason", "failed")
-            trial.set_user_attr("error", f"{type(error).__name__}: {_first_line(error)}")
-            raise
-        finally:
-            watch.detach()
-            del trainer
-            gc.collect()
-            if self.device == "cuda":
-                torch.cuda.empty_cache()
+        runs: list[_RungRun] = []
+        rung_values: list[dict[str, Any]] = []
+        pruned = False
+        for rung, size in enumerate(self.rung_examples):
+            run = self._train_rung(trial, config, rung, precision, tracked, report=not climbs)
+            runs.append(run)
+            if run.failure is not None or not climbs:
+                break
+            assert run.callback.best_value is not None  # the last step always evaluates
+            rung_values.append({"rung": rung, "examples": size, "value": run.callback.best_value, "examples_seen": run.examples})
+            trial.report(run.callback.best_value, size)
+            if rung == 0 and trial.user_attrs.get("baseline"):
+                self._check_first_rung(trial, run.callback.best_value)
+            if rung == len(self.rung_examples) - 1:
+                break
+            # should_prune records this rung's value for the others' promotions, the
+            # baseline's too; the baseline climbs on regardless, so the comparison of the
+            # best trial with the guide is at the same rung.
+            if trial.should_prune() and not trial.user_attrs.get("baseline"):
+                pruned = True
+                break
 
-        eval_seconds = callback.eval_seconds if callback else 0.0
+        if runs[0].callback is not None:
+            trial.set_user_attr("setup_seconds", round(runs[0].train_started - started, 3))
+        callback = runs[-1].callback
+        examples = sum(run.examples for run in runs)
+        train_seconds = sum(run.train_seconds for run in runs)
+        eval_seconds = sum(run.callback.eval_seconds for run in runs if run.callback)
         training_only = max(train_seconds - eval_seconds, 1e-9)
-        trial.set_user_attr("examples_seen", watch.examples)
-        trial.set_user_attr("optimizer_steps", optimizer_steps)
+        trial.set_user_attr("examples_seen", examples)
+        trial.set_user_attr("optimizer_steps", sum(run.optimizer_steps for run in runs))
         trial.set_user_attr("train_seconds", round(training_only, 3) if train_seconds else 0.0)
         trial.set_user_attr("eval_seconds", round(eval_seconds, 3))
-        trial.set_user_attr("examples_per_second", round(watch.examples / training_only, 2) if train_seconds else 0.0)
-        trial.set_user_attr("evaluations", callback.evaluations if callback else [])
+        trial.set_user_attr("examples_per_second", round(examples / training_only, 2) if train_seconds else 0.0)
+        trial.set_user_attr("evaluations", [
+            {**evaluation, "rung": index} if climbs else evaluation
+            for index, run in enumerate(runs) if run.callback for evaluation in run.callback.evaluations
+        ])
+        if rung_values:
+            trial.set_user_attr("rung", rung_values[-1]["rung"])
+            trial.set_user_attr("rung_examples", rung_values[-1]["examples"])
+            trial.set_user_attr("rung_values", rung_values)
 
-        memory_constraint = budget_use if workload.memory_budget_gb else 0.0
-        if failure is not None:
-            reason, message = failure
+        memory_constraint = runs[-1].budget_use if workload.memory_budget_gb else 0.0
+        if runs[-1].failure is not None:
+            reason, message = runs[-1].failure
             trial.set_user_attr("stop_reason", reason)
             trial.set_user_attr("infeasible_reason", message)
             if reason == "infeasible:oom":
@@ -199,13 +192,89 @@ class LoraObjective:
         trial.set_constraint(MEMORY_CONSTRAINT, memory_constraint)
         trial.set_constraint(FINITE_LOSS_CONSTRAINT, 0.0)
         trial.set_user_attr("best_step", callback.best_step)
-        trial.set_user_attr("value_source", "best evaluation")
-        if callback.pruned:
+        at_rung = f"rung {rung} ({self.rung_examples[rung]:,} examples)"
+        trial.set_user_attr("value_source", f"best evaluation at {at_rung}" if climbs else "best evaluation")
+        if pruned or callback.pruned:
             trial.set_user_attr("stop_reason", "pruned")
-            raise optuna.TrialPruned(f"pruned at {callback.evaluations[-1]['step']} examples")
+            raise optuna.TrialPruned(f"pruned after {at_rung}" if climbs
+                                     else f"pruned at {callback.evaluations[-1]['step']} examples")
         trial.set_user_attr("stop_reason", "early-stopped" if callback.early_stopped else "completed")
         assert callback.best_value is not None  # the last step always evaluates
         return callback.best_value
+
+    def _train_rung(self, trial: Any, config: TrainingConfig, rung: int, precision: str, tracked: TrackedRun | None,
+                    report: bool) -> _RungRun:
+        """Train a fresh adapter on rung ``rung``'s sample, evaluating on the schedule's grid."""
+        import torch
+
+        from ._callback import NonFiniteLossError, ProxyTrialCallback, TrainingWatch
+
+        workload = self.workload
+        run = _RungRun()
+        trainer = None
+        watch = TrainingWatch()
+        try:
+            with fresh_adapter(self.base_model, config, self.task, workload.seed) as model:
+                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                trial.set_user_attr("trainable_parameters", trainable)
+                estimate = estimate_training_memory_gb(model, trainable, config, workload.max_length, self.task, precision)
+                trial.set_user_attr("memory_estimate_gb", estimate)
+                run.budget_use = estimate["total"] / workload.memory_budget_gb - 1 if workload.memory_budget_gb else 0.0
+                if run.budget_use > 0:
+                    run.failure = ("infeasible:over-budget", f"estimated {estimate['total']:.2f} GB exceeds the {workload.memory_budget_gb} GB budget")
+                    return run
+                watch.attach(model)
+                run.callback = ProxyTrialCallback(
+                    trial,
+                    self.schedule(config, rung),
+                    watch,
+                    self._read_value,
+                    maximize=self.direction == "maximize",
+                    patience=config.early_stopping_patience,
+                    threshold=config.early_stopping_threshold,
+                    report=report,
+                )
+                trainer = self._trainer(model, config, callbacks=[run.callback], tracked=tracked, rung=rung)
+                memory_before = _memory_before(self.device)
+                run.train_started = time.perf_counter()
+                try:
+                    trainer.train()
+                except torch.OutOfMemoryError as error:
+                    run.failure = ("infeasible:oom", _first_line(error))
+                except MemoryError as error:
+                    run.failure = ("infeasible:oom", _first_line(error) or "MemoryError")
+                except NonFiniteLossError as error:
+                    run.failure = ("infeasible:nan", str(error))
+                run.train_seconds = time.perf_counter() - run.train_started
+                run.optimizer_steps = trainer.state.global_step
+                peak = _peak_memory_mb(self.device, memory_before)
+                trial.set_user_attr("peak_memory_mb", max(peak, trial.user_attrs.get("peak_memory_mb", 0.0)))
+        except Exception as error:
+            trial.set_user_attr("stop_reason", "failed")
+            trial.set_user_attr("error", f"{type(error).__name__}: {_first_line(error)}")
+            raise
+        finally:
+            watch.detach()
+            del trainer
+            gc.collect()
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+        run.examples = watch.examples
+        return run
+
+    def _check_first_rung(self, trial: Any, value: float) -> None:
+        """Warn (user attr ``first_rung_warning``, on the baseline) when the first rung's value is
+        within one standard error of the untrained model's: that rung would rank configs on noise."""
+        untrained = self.untrained_value()
+        noise = metric_noise(self.workload.metric, untrained, len(self.eval_rows))
+        if abs(value - untrained) <= noise:
+            first = self.rung_examples[0]
+            trial.set_user_attr(
+                "first_rung_warning",
+                f"the first rung ({first:,} examples) learns nothing measurable: the baseline's {self.workload.metric} "
+                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g}; "
+                f"start a new study with a larger first rung, e.g. --train-sample {first * RUNG_FACTOR}",
+            )
 
     def untrained_value(self) -> float:
         """The metric of the base model with a freshly initialised adapter (zero update): computed once."""
@@ -217,12 +286,13 @@ class LoraObjective:
         return self._untrained_value
 
     # -- pieces -------------------------------------------------------------------
-    def _trainer(self, model: Any, config: TrainingConfig, callbacks: list[Any], tracked: TrackedRun | None = None) -> Any:
+    def _trainer(self, model: Any, config: TrainingConfig, callbacks: list[Any], tracked: TrackedRun | None = None,
+                 rung: int = 0) -> Any:
         # The callback decides when to evaluate; nothing is saved, and only a tracked run logs
         # its training loss (about once per evaluation).
         logged: dict[str, Any] = {"logging_strategy": "no"}
         if tracked is not None:
-            schedule = self.schedule(config)
+            schedule = self.schedule(config, rung)
             callbacks = [*callbacks, *tracked.trainer_callbacks()]
             logged = {"logging_strategy": "steps", "run_name": tracked.name,
                        "logging_steps": max(1, schedule.optimizer_steps // len(schedule.report_steps()))}
@@ -231,7 +301,7 @@ class LoraObjective:
             config,
             task=self.task,
             tokenizer=self.tokenizer,
-            train_rows=self.train_rows,
+            train_rows=self.rung_rows[rung],
             eval_rows=self.eval_rows,
             device=self.device,
             base_precision=self.base_precision,
@@ -250,6 +320,19 @@ class LoraObjective:
         if metric == "perplexity":
             return perplexity(metrics["eval_loss"])
         return float(metrics[metric if metric == "eval_loss" else f"eval_{metric}"])
+
+
+@dataclass
+class _RungRun:
+    """What training one rung of a trial left."""
+
+    callback: Any = None  # the rung's ProxyTrialCallback; None: not trained (over the memory budget)
+    examples: int = 0
+    train_started: float = 0.0  # time.perf_counter() when its training began
+    train_seconds: float = 0.0  # training and its evaluations
+    optimizer_steps: int = 0
+    budget_use: float = 0.0  # estimated memory / budget - 1: > 0 is over the budget
+    failure: tuple[str, str] | None = None  # (stop_reason, message) of an infeasible rung
 
 
 def _memory_before(device: str) -> int:

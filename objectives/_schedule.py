@@ -20,12 +20,34 @@ seen, on a grid shared by every trial of a workload:
 
 For successive halving and Hyperband, min_resource is best the first report step of
 a typical trial (``report_steps(...)[0]``) and max_resource its last.
+
+With rungs (multi-fidelity), a trial instead reports once per rung, at the rung's
+training examples: train_sample x RUNG_FACTOR^k, which is exactly where successive
+halving with min_resource = train_sample and reduction_factor = RUNG_FACTOR places its
+rungs, so the pruner's promotion decisions are the rungs' (``rung_sizes``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+
+# Each rung trains on this many times the examples of the one before; successive halving
+# promotes the best 1/RUNG_FACTOR of a rung (optuna's reduction_factor).
+RUNG_FACTOR = 4
+
+
+def rung_sizes(first: int, rungs: int, available: int) -> list[int]:
+    """The training examples of each rung: first x RUNG_FACTOR^k, capped at the ``available``
+    rows of the training split (a rung that would not add data is left out)."""
+    sizes: list[int] = []
+    for rung in range(rungs):
+        size = min(first * RUNG_FACTOR**rung, available)
+        if sizes and size <= sizes[-1]:
+            break
+        sizes.append(size)
+    return sizes
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ._errors import PresetError, UsageError
     from ._presets import check_preset_name, existing_export
+    from ._progress import format_value
     from .spaces import RunProfile, preset_names
 
     check_preset_name(args.name)
@@ -72,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
         if existing is not None and not args.force:
             raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
     for path, document in export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force):
-        changes = document["rederived"]
-        run = f"the full run ({RunProfile(**document['provenance']['profile']).describe()})"
-        print(f"wrote {path}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
+        changes, provenance = document["rederived"], document["provenance"]
+        run = f"the full run ({RunProfile(**provenance['profile']).describe()})"
+        source = f", {provenance['value_source']}" if provenance["value_source"] else ""
+        value = f"trial {provenance['trial']}, {provenance['metric']} {format_value(provenance['value'])}{source}"
+        print(f"wrote {path}: {value}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
         for field, change in changes.items():
             print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
     if fmt in ("yaml", "json"):
@@ -137,6 +140,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "metric": metric,
             "direction": direction,
             "value": trial.value,
+            "value_source": trial.user_attrs.get("value_source"),
             "baseline_value": base.value if base is not None else None,
             "baseline_trial": base.number if base is not None else None,
             "space": study.user_attrs.get(ATTR_SPACE),

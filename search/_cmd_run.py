@@ -25,12 +25,19 @@ examples:
   lora-search run --space my-space.yaml --model ./my-model --data reviews.csv \\
       --text-column review --label-column score --metric accuracy
   lora-search run --study memory-constrained.minilm.fine-food --trials 40   (resume)
+  lora-search run --space memory-constrained --trials 30 --rungs 3   (128, 512, 2,048 examples)
 
 samplers: tpe (default; models parameters jointly), random, gp (Gaussian process),
 cmaes, qmc (quasi-random, even coverage). All are seeded by --seed.
 pruners: successive-halving (default unless the scenario names one), median,
 percentile (best quarter only), hyperband, patient (median, with two bad evaluations
 of grace), wilcoxon, threshold (only diverged trials), none.
+
+rungs: with --rungs K a trial's data grows with evidence. Rung k trains a fresh adapter
+on --train-sample x 4^k examples (capped at the training split); successive halving
+(the only pruner --rungs takes) sends the best quarter of each rung on to the next.
+Complete trials, the winner and the baseline (which always climbs) are scored at the
+top rung, and the summary says how much compute the rungs saved.
 """
 
 

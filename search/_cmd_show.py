@@ -26,9 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ._errors import UsageError
-    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric
+    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric, study_rungs
     from ._progress import format_params, format_value
-    from ._trials import baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, trial_outcome
+    from ._trials import (baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, rung_text,
+                          trial_outcome)
 
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
@@ -41,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  space {attrs.get(ATTR_SPACE)}, model {workload.get('model') or 'embedded MiniLM'}, "
           f"data {workload.get('data') or 'embedded fine-food reviews'}")
     print(f"  {metric} ({direction}), sampler {attrs.get(ATTR_SAMPLER)}, pruner {attrs.get(ATTR_PRUNER)}")
+    rungs = study_rungs(study)
+    if len(rungs) > 1:
+        print(f"  rungs: {', '.join(f'{size:,}' for size in rungs)} training examples (the best quarter of each climbs on)")
     print(f"  trials: {count_states(trials).as_text()}")
 
     def describe(trial) -> str:
         outcome = trial_outcome(trial)
-        value = f"{metric} {format_value(trial.value)}" if outcome == "complete" else outcome
+        value = f"{metric} {format_value(trial.value)}{rung_text(trial)}" if outcome == "complete" else outcome
         seen = examples_seen(trial)
         seen_text = f", {seen:,} examples seen" if seen is not None else ""
         return f"trial {trial.number}: {value} ({describe_stop(trial)}{seen_text})\n      {format_params(trial.params)}"

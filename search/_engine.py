@@ -78,6 +78,9 @@ class RunSummary:
     importances: dict[str, float] | None
     importance_note: str
     commands: dict[str, str] = field(default_factory=dict)
+    # studies with rungs: the compute spent against training every trial at the top rung,
+    # what a search up to the whole training split would cost, and a first rung without signal
+    rung_notes: list[str] = field(default_factory=list)
 
     def as_text(self) -> str:
         from ._progress import format_duration
@@ -87,6 +90,7 @@ class RunSummary:
             f"({self.counts.finished}/{self.target} finished; stopped: {self.stopped_because}; "
             f"{format_duration(self.elapsed_seconds)} this run)",
             *self._outcome_lines(),
+            *self.rung_notes,
         ]
         if self.importances:
             ranked = ", ".join(f"{name} {share:.2f}" for name, share in self.importances.items())
@@ -99,7 +103,7 @@ class RunSummary:
 
     def as_note(self, scenario: str) -> str:
         """The study's note in optuna-dashboard (Markdown): what the last run left."""
-        outcome = "\n".join(f"- {line.strip()}" for line in self._outcome_lines())
+        outcome = "\n".join(f"- {line.strip()}" for line in [*self._outcome_lines(), *self.rung_notes])
         return (f"**lora-search** scenario `{scenario}`, {self.metric} ({self.direction})\n\n{outcome}\n"
                 f"- trials: {self.counts.as_text()}\n\nRewritten at the end of each `lora-search run` of this study.\n")
 
@@ -111,11 +115,12 @@ class RunSummary:
         lines = []
         if self.baseline is not None:
             shown = format_value(self.baseline["value"]) if self.baseline["value"] is not None else self.baseline["outcome"]
-            lines.append(f"baseline (guide preset, trial {self.baseline['number']}): {self.metric} {shown}")
+            number, rung = self.baseline["number"], self.baseline["rung"]
+            lines.append(f"baseline (guide preset, trial {number}): {self.metric} {shown}{rung}")
         if self.best is None:
             lines.append("best: no complete feasible trial yet")
         else:
-            line = f"best: trial {self.best['number']}, {self.metric} {format_value(self.best['value'])}"
+            line = f"best: trial {self.best['number']}, {self.metric} {format_value(self.best['value'])}{self.best['rung']}"
             if self.baseline is not None and self.baseline["value"] is not None:
                 gain = improvement(self.best["value"], self.baseline["value"], self.direction)
                 line += f" ({gain} vs the baseline, {self.direction})"
@@ -126,8 +131,8 @@ class RunSummary:
 
 def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_because: str,
               elapsed_seconds: float) -> RunSummary:
-    from ._study import importances, study_metric
-    from ._trials import baseline_trial, count_states, ranked_trials, trial_outcome
+    from ._study import ATTR_PROFILE, importances, study_metric, study_rungs
+    from ._trials import baseline_trial, count_states, ranked_trials, rung_text, trial_outcome
 
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
@@ -135,6 +140,7 @@ def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_
     best = ranked[0] if ranked else None
     base = baseline_trial(trials)
     shares, note = importances(study)
+    first_rung = base.user_attrs.get("first_rung_warning") if base is not None else None
     storage_option = f" --storage {storage}" if storage else ""
     commands = {
         "dashboard": f"lora-search dashboard{storage_option}",
@@ -149,16 +155,57 @@ def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_
         counts=count_states(trials),
         stopped_because=stopped_because,
         elapsed_seconds=elapsed_seconds,
-        best=None if best is None else {"number": best.number, "value": best.value, "params": dict(best.params)},
+        best=None if best is None else {
+            "number": best.number, "value": best.value, "params": dict(best.params), "rung": rung_text(best),
+        },
         baseline=None if base is None else {
             "number": base.number,
             "value": base.value if trial_outcome(base) == "complete" else None,
             "outcome": trial_outcome(base),
+            "rung": rung_text(base) if trial_outcome(base) == "complete" else "",
         },
         importances=shares,
         importance_note=note,
         commands=commands,
+        rung_notes=[
+            *_compute_notes(trials, study_rungs(study), study.user_attrs[ATTR_PROFILE]["dataset_size"]),
+            *([f"warning: {first_rung}"] if first_rung else []),
+        ],
     )
+
+
+def _compute_notes(trials: list[optuna.trial.FrozenTrial], rungs: list[int], dataset_size: int) -> list[str]:
+    """With rungs: the training examples the search spent against training every trial at the top
+    rung, and about what a search with rungs up to the whole training split would spend."""
+    import math
+
+    from ._progress import format_duration
+    from .objectives import RUNG_FACTOR, rung_sizes
+
+    climbed = [t for t in trials if t.user_attrs.get("rung_values")]
+    if len(rungs) < 2 or not climbed:
+        return []
+    spent = sum(t.user_attrs["examples_seen"] for t in climbed)
+    last_rungs = [t.user_attrs["rung_values"][-1] for t in climbed]
+    # at the top rung, a trial would train as many passes over the larger sample as it did at its last rung
+    at_top = sum(last["examples_seen"] * rungs[-1] / last["examples"] for last in last_rungs)
+    saved = 1 - spent / at_top
+    notes = [f"compute: {spent:,} training examples in {len(climbed)} trial(s); all of them at the top rung "
+             f"({rungs[-1]:,} examples) would train ~{at_top:,.0f}: "
+             + (f"{saved:.0%} saved" if saved >= 0 else f"the rungs cost {-saved:.0%} more")]
+    full = rung_sizes(rungs[0], math.ceil(math.log(dataset_size / rungs[0], RUNG_FACTOR)) + 1, dataset_size)
+    if full[-1] > rungs[-1]:
+        passes = sum(last["examples_seen"] for last in last_rungs) / sum(last["examples"] for last in last_rungs)
+        # as many trials at each rung as here; above the top, successive halving's
+        # 1/RUNG_FACTOR of the rung below, and at least one (the baseline)
+        reached = [sum(len(t.user_attrs["rung_values"]) > rung for t in climbed) for rung in range(len(rungs))]
+        while len(reached) < len(full):
+            reached.append(max(reached[-1] / RUNG_FACTOR, 1))
+        examples = sum(count * passes * size for count, size in zip(reached, full))
+        seconds_per_example = sum(t.duration.total_seconds() for t in climbed if t.duration is not None) / max(spent, 1)
+        notes.append(f"a search up to the whole training split ({full[-1]:,} examples, --rungs {len(full)}) would train "
+                     f"~{examples:,.0f} examples: ~{format_duration(examples * seconds_per_example)} at this run's speed")
+    return notes
 
 
 def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSummary:

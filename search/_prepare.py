@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from .objectives import LoraObjective
     from .spaces import ResolvedSpace, SearchSpace
 
+# How trials climb the data rungs of --rungs.
+RUNG_PRUNER = "successive-halving"
+
 # Workload fields that may differ between the runs of one study: they change speed,
 # not the value a trial measures.
 RESUMABLE_WORKLOAD_FIELDS = frozenset({"torch_threads"})
@@ -76,14 +79,16 @@ def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | 
                       given_workload: dict[str, Any]) -> None:
     """Refuse options that would mix a second, different search into a stored study."""
     from ._options import WORKLOAD_OPTIONS
+    from .objectives import Workload
 
     hint = f"drop the option to continue study {study_name!r}, or pass --study NEW-NAME to start another"
     if space is not None and (space.name != stored[ATTR_SPACE] or space.yaml != stored.get(ATTR_SPACE_YAML)):
         was = stored[ATTR_SPACE] + (f" (file {stored.get(ATTR_SPACE_SOURCE)})" if stored.get(ATTR_SPACE_YAML) else "")
         raise SearchError(f"study {study_name!r} searches space {was}, not {space_arg!r}: {hint}")
-    stored_workload = stored[ATTR_WORKLOAD]
+    # a field stored studies predate ran at its default (e.g. rungs = 1)
+    stored_workload = {**Workload().to_dict(), **stored[ATTR_WORKLOAD]}
     for name, value in given_workload.items():
-        if name in RESUMABLE_WORKLOAD_FIELDS or name not in stored_workload:
+        if name in RESUMABLE_WORKLOAD_FIELDS:
             continue
         if stored_workload[name] != value:
             option = next((flag for flag, field_name, _, _ in WORKLOAD_OPTIONS if field_name == name), name)
@@ -142,6 +147,10 @@ def prepare(request: RunRequest) -> Prepared:
         pruner = request.pruner
 
     direction = metric_direction(workload.metric)
+    if workload.rungs > 1:  # the data rungs are successive halving's rungs (objectives._schedule)
+        if request.pruner not in (None, RUNG_PRUNER):
+            raise UsageError(f"--rungs promotes trials by {RUNG_PRUNER}: drop --pruner {request.pruner}")
+        pruner = RUNG_PRUNER
     pruner = pruner or space.study_defaults.pruner or DEFAULT_PRUNER
     if pruner not in PRUNERS:
         raise SearchError(f"space {space.name!r} names unknown pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")

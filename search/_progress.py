@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ._trials import TrialCounts, count_states, describe_stop, trial_outcome
+from ._trials import TrialCounts, count_states, describe_stop, rung_text, trial_outcome
 
 BAR_WIDTH = 24
 
@@ -113,17 +113,19 @@ class Progress:
         outcome = trial_outcome(trial)
         tag = " (baseline)" if trial.user_attrs.get("baseline") else ""
         if outcome == "complete":
-            result = f"{self.metric} {format_value(trial.value)}"
+            result = f"{self.metric} {format_value(trial.value)}{rung_text(trial)}"
         elif outcome == "pruned":
-            result = describe_stop(trial)  # "pruned at N examples"
+            result = describe_stop(trial)  # "pruned at N examples" or "pruned after rung K (N examples)"
         else:
             result = f"{outcome}: {describe_stop(trial)}"
         seconds = trial.duration.total_seconds() if trial.duration is not None else None
-        return (
+        line = (
             f"trial {trial.number}{tag}  {result}  [{format_duration(seconds)}]  "
             f"{self.counts.finished}/{self.target} finished, best {format_value(self.best)}  "
             f"{format_params(trial.params)}"
         )
+        warning = trial.user_attrs.get("first_rung_warning")
+        return f"{line}\nwarning: {warning}" if warning else line
 
     def bar(self) -> str:
         done = min(self.counts.finished, self.target)

@@ -18,23 +18,29 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     """(title, explanation, figure or None-with-reason) for each section."""
     import optuna.visualization as vis
 
-    from ._study import importances, study_metric
+    from ._study import importances, study_metric, study_rungs
     from ._trials import baseline_trial, trial_outcome
 
     metric, _ = study_metric(study)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if trial_outcome(t) == "complete"]
     sections: list[tuple[str, str, Any]] = []
+    rungs = study_rungs(study)
+    # with rungs a trial is complete only at the top rung, so every plotted value is there
+    at_rung = f" at the top rung ({rungs[-1]:,} training examples)" if len(rungs) > 1 else ""
 
     history = vis.plot_optimization_history(study, target_name=metric)
     base = baseline_trial(trials)
     if base is not None and base.value is not None:
         history.add_hline(y=base.value, line_dash="dash", line_color="gray",
                           annotation_text=f"baseline (guide preset, trial {base.number}): {base.value:.4g}")
-    sections.append(("Optimization history", f"{metric} of every complete trial and the best so far; the dashed line is the baseline.", history))
+    sections.append(("Optimization history",
+                     f"{metric} of every complete trial{at_rung} and the best so far; the dashed line is the baseline.", history))
 
     if any(t.intermediate_values for t in trials):
-        sections.append(("Intermediate values", f"{metric} after each evaluation; lines that stop early were pruned.",
+        sizes = ", ".join(f"{size:,}" for size in rungs)
+        after = f"each rung ({sizes} training examples)" if len(rungs) > 1 else "each evaluation"
+        sections.append(("Intermediate values", f"{metric} after {after}; lines that stop early were pruned.",
                          vis.plot_intermediate_values(study)))
     else:
         sections.append(("Intermediate values", "no trial reported intermediate values yet.", None))
@@ -47,7 +53,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
         sections.append(("Parameter importances", note, None))
 
     if len(complete) >= 2:
-        sections.append(("Parallel coordinates", "each line is a complete trial: its parameters and its metric.",
+        sections.append(("Parallel coordinates", f"each line is a complete trial: its parameters and its metric{at_rung}.",
                          vis.plot_parallel_coordinate(study, target_name=metric)))
     else:
         sections.append(("Parallel coordinates", f"need at least 2 complete trials, have {len(complete)}.", None))

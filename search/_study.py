@@ -100,6 +100,14 @@ def trial_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> Tr
     return resolved.sample(optuna.trial.FixedTrial(dict(trial.params), number=trial.number))
 
 
+def study_rungs(study: optuna.Study) -> list[int]:
+    """The training examples of each rung of the study's trials (one: a single-fidelity study)."""
+    from .objectives import rung_sizes
+
+    workload = study.user_attrs[ATTR_WORKLOAD]
+    return rung_sizes(workload["train_sample"], workload.get("rungs", 1), study.user_attrs[ATTR_PROFILE]["dataset_size"])
+
+
 def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     """Parameter importances over the complete trials, or None and why not."""
     import optuna
@@ -123,4 +131,4 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 __all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
            "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "default_study_name",
            "importances", "load_lora_study", "stored_search_space", "stored_space", "study_metric", "study_names",
-           "trial_config"]
+           "study_rungs", "trial_config"]

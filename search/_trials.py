@@ -64,6 +64,8 @@ def describe_stop(trial: FrozenTrial) -> str:
     """Why a trial ended the way it did, in a few words (from the objective's user attrs)."""
     reason = trial.user_attrs.get("stop_reason")
     outcome = trial_outcome(trial)
+    if outcome == "pruned" and "rung" in trial.user_attrs:
+        return f"pruned after rung {trial.user_attrs['rung']} ({trial.user_attrs['rung_examples']:,} examples)"
     if outcome == "pruned":
         steps = sorted(trial.intermediate_values)
         return f"pruned at {steps[-1]:,} examples" if steps else "pruned"
@@ -73,6 +75,13 @@ def describe_stop(trial: FrozenTrial) -> str:
     if outcome == "failed":
         return str(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason") or "failed")
     return str(reason) if reason else outcome
+
+
+def rung_text(trial: FrozenTrial) -> str:
+    """Where a value comes from in a study with rungs, e.g. ' @ rung 2 (2,048 examples)'; '' without rungs."""
+    if "rung" not in trial.user_attrs:
+        return ""
+    return f" @ rung {trial.user_attrs['rung']} ({trial.user_attrs['rung_examples']:,} examples)"
 
 
 def examples_seen(trial: FrozenTrial) -> int | None:
