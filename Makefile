@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine; each builds the virtual environment it needs.
-#   make run          - the main job: a 30-trial memory-constrained search on the embedded default,
-#                       trials climbing 3 rungs of data (128, 512, 2,048 examples)
+#   make run          - the main job: a 20-trial memory-constrained search on the embedded default,
+#                       trials climbing 2 rungs of data (128, then 512 examples for the best quarter)
 #   make test         - the test suite (what .ci/run runs)
 #   make test-floors  - the objectives and engine tests with every dependency at its declared floor
 VENV := .venv
@@ -24,7 +24,7 @@ $(FLOORS)/.installed: pyproject.toml .ci/floors.py
 
 .PHONY: run test test-floors
 run: $(VENV)/.installed
-	$(VENV)/bin/lora-search run --space memory-constrained --trials 30 --rungs 3
+	$(VENV)/bin/lora-search run --space memory-constrained --trials 20 --rungs 2
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest
