@@ -264,10 +264,11 @@ class LoraObjective:
 
     def _check_first_rung(self, trial: Any, value: float) -> None:
         """Warn (user attr ``first_rung_warning``, on the baseline) when the first rung's value is
-        within one standard error of the untrained model's: that rung would rank configs on noise."""
+        no more than one standard error better than the untrained model's (worse counts too):
+        that rung would rank configs on noise."""
         untrained = self.untrained_value()
         noise = metric_noise(self.workload.metric, untrained, len(self.eval_rows))
-        if abs(value - untrained) <= noise:
+        if first_rung_without_signal(value, untrained, noise, self.direction):
             first = self.rung_examples[0]
             trial.set_user_attr(
                 "first_rung_warning",
@@ -333,6 +334,12 @@ class _RungRun:
     optimizer_steps: int = 0
     budget_use: float = 0.0  # estimated memory / budget - 1: > 0 is over the budget
     failure: tuple[str, str] | None = None  # (stop_reason, message) of an infeasible rung
+
+
+def first_rung_without_signal(value: float, untrained: float, noise: float, direction: str) -> bool:
+    """Whether ``value`` improves on ``untrained`` by no more than ``noise``, in ``direction``."""
+    gain = untrained - value if direction == "minimize" else value - untrained
+    return gain <= noise
 
 
 def _memory_before(device: str) -> int:

@@ -81,6 +81,17 @@ def test_one_rung_is_the_single_fidelity_trial(tiny_objective, good_config):
     assert sorted(study.trials[0].intermediate_values) == [64, 128, 192, 256]
 
 
+@pytest.mark.parametrize(
+    ("value", "direction", "without_signal"),
+    [(0.65, "minimize", True), (0.66, "minimize", True), (0.69, "minimize", True),  # 0.69: worse than untrained
+     (0.60, "minimize", False), (0.75, "maximize", False), (0.66, "maximize", True)],
+)
+def test_a_first_rung_without_signal_is_one_that_does_not_beat_untrained_by_more_than_the_noise(value, direction, without_signal):
+    from lora_search.objectives._objective import first_rung_without_signal
+
+    assert first_rung_without_signal(value, 0.666, 0.02, direction) is without_signal
+
+
 def test_metric_noise_is_one_seed_of_noise_on_the_evaluation_rows():
     from lora_search.objectives._workload import metric_noise
 
