@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine; each builds the virtual environment it needs.
-#   make run          - the main job: a 20-trial memory-constrained search on the embedded default,
+#   make run          - the main job: a memory-constrained search on the embedded default (20 trials,
+#                       no new trial after 25 minutes: run it again to finish them),
 #                       trials climbing 2 rungs of data (128, then 512 examples for the best quarter)
 #   make test         - the test suite (what .ci/run runs)
 #   make test-floors  - the objectives and engine tests with every dependency at its declared floor
@@ -24,7 +25,7 @@ $(FLOORS)/.installed: pyproject.toml .ci/floors.py
 
 .PHONY: run test test-floors
 run: $(VENV)/.installed
-	$(VENV)/bin/lora-search run --space memory-constrained --trials 20 --rungs 2
+	$(VENV)/bin/lora-search run --space memory-constrained --trials 20 --rungs 2 --timeout 25m
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest
