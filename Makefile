@@ -4,6 +4,7 @@
 #                       trials climbing 2 rungs of data (128, then 512 examples for the best quarter)
 #   make test         - the test suite (what .ci/run runs)
 #   make test-floors  - the objectives and engine tests with every dependency at its declared floor
+#                       (not the slow ones: they train the embedded model, which tiny models cover API-wise)
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 FLOORS := .venv-floors
@@ -32,4 +33,4 @@ test: $(VENV)/.installed
 
 test-floors: $(FLOORS)/.installed
 	$(FLOORS)/bin/pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|datasets|optuna|optuna-dashboard|mlflow-skinny|tensorboard|wandb|bitsandbytes)=='
-	$(FLOORS)/bin/python -m pytest tests/objectives tests/search
+	$(FLOORS)/bin/python -m pytest -m 'not slow' tests/objectives tests/search

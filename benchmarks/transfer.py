@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     run = _common.Run("transfer", args.quick, parameters)
 
     with _common.studies_folder(args.work or (None if args.quick else _common.HERE / "work" / "transfer")) as work:
+        work = work.resolve()  # every lora-search command runs in its own subfolder
         data = write_data(work / "data", args.quick, args.train_rows)
         options = ["--data", str(data)] + (["--threads", str(threads)] if threads else [])
         if args.quick:

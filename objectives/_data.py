@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from lora_search.spaces import first_line
+
 from ._errors import DataError
 from ._hub import hub_offline, hub_reachable, why_offline
 from ._workload import CAUSAL_LM_METRICS, CLASSIFICATION_METRICS, Workload
@@ -197,7 +199,7 @@ def _read_file(path: str, kind: str) -> Any:
     except pandas.errors.EmptyDataError:
         raise DataError(f"data file {path!r} is empty; it needs a header row and examples") from None
     except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise DataError(f"data file {path!r} cannot be read as {kind}: {_first_line(error)}") from None
+        raise DataError(f"data file {path!r} cannot be read as {kind}: {first_line(error)}") from None
 
 
 def _read_splits(workload: Workload, folder: str | None = None) -> tuple[str, Any, dict[str, tuple[Any, str]]]:
@@ -217,7 +219,7 @@ def _read_splits(workload: Workload, folder: str | None = None) -> tuple[str, An
     except (FileNotFoundError, ConnectionError, OSError) as error:
         if folder is not None:
             raise DataError(
-                f"data folder {name!r} cannot be read: {_first_line(error)}; put its splits in it as files named after "
+                f"data folder {name!r} cannot be read: {first_line(error)}; put its splits in it as files named after "
                 "them (train.csv, and validation.csv and test.csv if it has them; or .json/.jsonl/.parquet)"
             ) from None
         if not hub_reachable():
@@ -225,9 +227,9 @@ def _read_splits(workload: Workload, folder: str | None = None) -> tuple[str, An
                 f"dataset {label!r} is not in the local cache and {why_offline()}; download it where the hub is reachable "
                 f"(datasets.load_dataset({name!r})) or pass a local .csv/.json/.jsonl/.parquet file"
             ) from None
-        raise DataError(f"dataset {label!r} cannot be loaded: {_first_line(error)}") from None
+        raise DataError(f"dataset {label!r} cannot be loaded: {first_line(error)}") from None
     except ValueError as error:  # e.g. a missing or unknown config name
-        raise DataError(f"dataset {label!r}: {_first_line(error)}") from None
+        raise DataError(f"dataset {label!r}: {first_line(error)}") from None
     if workload.train_split not in splits:
         raise DataError(f"dataset {label!r} has no split {workload.train_split!r} (splits: {', '.join(splits)}); set --train-split")
     named = {workload.train_split, workload.eval_split, workload.test_split}
@@ -298,7 +300,3 @@ def _label_names(labels: Any, source: str) -> list[str]:
         raise DataError(f"{source}: the training split has one class only ({names[0]!r}); classification needs at least two labels")
     return names
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

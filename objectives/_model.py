@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lora_search.spaces import PEFT_TASK_TYPES, TrainingConfig, base_weights_gb, quantization_for
+from lora_search.spaces import PEFT_TASK_TYPES, TrainingConfig, base_weights_gb, first_line, quantization_for
 
 from ._errors import ModelError
 from ._hub import hub_reachable, why_offline
@@ -297,11 +297,7 @@ def _from_pretrained(auto_class: Any, location: str, label: str, **kwargs: Any) 
                 f"model {label!r} is not in the local Hugging Face cache and {why_offline()}; download it where the hub is "
                 f"reachable (hf download {label}) or pass a local model folder"
             ) from None
-        raise ModelError(f"model {label!r} cannot be loaded: {_first_line(error)}") from None
+        raise ModelError(f"model {label!r} cannot be loaded: {first_line(error)}") from None
     except (ValueError, KeyError) as error:
-        raise ModelError(f"model {label!r} does not fit this task ({auto_class.__name__}): {_first_line(error)}") from None
+        raise ModelError(f"model {label!r} does not fit this task ({auto_class.__name__}): {first_line(error)}") from None
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

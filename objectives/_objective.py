@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lora_search.spaces import TrainingConfig
+from lora_search.spaces import TrainingConfig, first_line
 
 from ._data import prepare_data, tokenize
 from ._errors import DataError
@@ -239,10 +239,8 @@ class LoraObjective:
                 run.train_started = time.perf_counter()
                 try:
                     trainer.train()
-                except torch.OutOfMemoryError as error:
-                    run.failure = ("infeasible:oom", _first_line(error))
-                except MemoryError as error:
-                    run.failure = ("infeasible:oom", _first_line(error) or "MemoryError")
+                except (torch.OutOfMemoryError, MemoryError) as error:
+                    run.failure = ("infeasible:oom", first_line(error))
                 except NonFiniteLossError as error:
                     run.failure = ("infeasible:nan", str(error))
                 run.train_seconds = time.perf_counter() - run.train_started
@@ -251,7 +249,7 @@ class LoraObjective:
                 trial.set_user_attr("peak_memory_mb", max(peak, trial.user_attrs.get("peak_memory_mb", 0.0)))
         except Exception as error:
             trial.set_user_attr("stop_reason", "failed")
-            trial.set_user_attr("error", f"{type(error).__name__}: {_first_line(error)}")
+            trial.set_user_attr("error", f"{type(error).__name__}: {first_line(error)}")
             raise
         finally:
             watch.detach()
@@ -378,7 +376,3 @@ def _proc_status_bytes(key: str) -> int:
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -270,7 +270,7 @@ def _save_note(study: optuna.Study, summary: RunSummary) -> None:
     without notes) costs a warning, never the run."""
     import sys
 
-    from ._storage import _first_line
+    from .spaces import first_line
     from ._study import ATTR_SPACE
 
     try:
@@ -278,7 +278,7 @@ def _save_note(study: optuna.Study, summary: RunSummary) -> None:
 
         optuna_dashboard.save_note(study, summary.as_note(study.user_attrs[ATTR_SPACE]))
     except Exception as error:
-        print(f"warning: the study's dashboard note was not written: {_first_line(error)}", file=sys.stderr)
+        print(f"warning: the study's dashboard note was not written: {first_line(error)}", file=sys.stderr)
 
 
 __all__ = ["RunRequest", "RunSummary", "run_search", "summarize"]

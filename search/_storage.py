@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import StorageError
+from .spaces import first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -288,10 +289,10 @@ def _rdb_storage(resolved: StorageSpec, engine_kwargs: dict) -> "optuna.storages
     except sqlalchemy.exc.DBAPIError as error:
         raise StorageError(_explain_database_error(error, resolved, host, url.database)) from None
     except sqlalchemy.exc.SQLAlchemyError as error:
-        raise StorageError(f"cannot open storage {label!r}: {_first_line(error)}") from None
+        raise StorageError(f"cannot open storage {label!r}: {first_line(error)}") from None
     except RuntimeError as error:  # optuna: table schema of another optuna version
         raise StorageError(
-            f"storage {label!r} was written by another Optuna version ({_first_line(error)}); "
+            f"storage {label!r} was written by another Optuna version ({first_line(error)}); "
             f"run 'optuna storage upgrade --storage URL' after a backup"
         ) from None
 
@@ -299,10 +300,6 @@ def _rdb_storage(resolved: StorageSpec, engine_kwargs: dict) -> "optuna.storages
 def _default_port(kind: str) -> int:
     return {"postgresql": 5432, "mysql": 3306}.get(kind, 0)
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _explain_database_error(error: Exception, resolved: StorageSpec, host: str, database: str | None) -> str:
@@ -314,7 +311,7 @@ def _explain_database_error(error: Exception, resolved: StorageSpec, host: str, 
             return f"{str(resolved.path)!r} is not an SQLite database: choose another --storage"
         if "locked" in lowered:
             return f"SQLite file {str(resolved.path)!r} stayed locked by another process for {SQLITE_LOCK_TIMEOUT_SECONDS} s"
-        return f"cannot open the SQLite file {str(resolved.path)!r}: {_first_line(error)}"
+        return f"cannot open the SQLite file {str(resolved.path)!r}: {first_line(error)}"
     server = "PostgreSQL" if resolved.kind == "postgresql" else "MySQL"
     if "password authentication failed" in lowered or "access denied" in lowered or "no password supplied" in lowered:
         return f"the {server} server at {host} refused the user name or password in {label!r}: check the credentials"
@@ -328,4 +325,4 @@ def _explain_database_error(error: Exception, resolved: StorageSpec, host: str, 
             f"cannot reach the {server} server at {host}: it is not running or not accepting "
             f"TCP connections ({'connection refused' if 'refused' in lowered else 'timed out'})"
         )
-    return f"cannot open storage {label!r}: {_first_line(error)}"
+    return f"cannot open storage {label!r}: {first_line(error)}"

@@ -78,7 +78,7 @@ def log_summary(tracking: Tracking, summary: RunSummary) -> None:
     document. The trials are stored by now: a tracker that fails costs a warning, never the run."""
     import dataclasses
 
-    from ._storage import _first_line
+    from .spaces import first_line
 
     metrics = {f"trials.{state}": count for state, count in dataclasses.asdict(summary.counts).items()}
     if summary.baseline is not None and summary.baseline["value"] is not None:
@@ -90,7 +90,7 @@ def log_summary(tracking: Tracking, summary: RunSummary) -> None:
         with tracking.run(summary.study_name, "summary") as run:
             run.log(metrics=metrics, texts={"summary": summary.as_text()})
     except Exception as error:
-        print(f"warning: the study summary was not logged to {', '.join(tracking.report_to)}: {_first_line(error)}",
+        print(f"warning: the study summary was not logged to {', '.join(tracking.report_to)}: {first_line(error)}",
               file=sys.stderr)
 
 

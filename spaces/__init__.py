@@ -5,7 +5,7 @@ importing this package stays cheap.
 """
 
 from ._check import Finding, check_config, rederive_for_dataset
-from ._errors import LoraSearchError, SpaceError
+from ._errors import LoraSearchError, SpaceError, first_line
 from ._formats import trainer_values
 from ._presets import get_preset, load_config_file, preset_names, read_preset_file
 from ._profile import RunProfile
@@ -31,6 +31,7 @@ __all__ = [
     "base_weights_gb",
     "bf16_assumed",
     "check_config",
+    "first_line",
     "get_preset",
     "load_config_file",
     "load_space",

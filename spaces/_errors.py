@@ -8,3 +8,10 @@ class LoraSearchError(Exception):
 
 class SpaceError(LoraSearchError):
     """A search space, preset or training configuration that cannot be used."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (a database driver's own message where SQLAlchemy
+    wraps one), or the error's type when it has none: what a one-line report shows."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
