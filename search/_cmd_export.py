@@ -40,6 +40,9 @@ examples:
   lora-search export memory-constrained.minilm.fine-food --name reviews --top 3
       (writes reviews-1, reviews-2, reviews-3: the three best trials)
   lora-search export my-study --name my-preset --format json --force
+  lora-search export my-study --name trial-7 --trial 7
+      (trial 7 whatever its rank: a complete trial, or one pruned after a rung, with
+      its value at that rung)
   lora-search export my-study --name my-preset --format axolotl
 """
 
@@ -49,6 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="preset name: letters, digits, '-', '_', '.'")
     parser.add_argument("--top", type=int, default=1, metavar="K",
                         help="export the K best trials as NAME-1..NAME-K (default 1: the best, as NAME)")
+    parser.add_argument("--trial", type=int, default=None, metavar="N",
+                        help="export trial N instead of the best (complete, or pruned after a rung of a study with --rungs)")
     parser.add_argument("--format", choices=("lora-search", "yaml", "json", "hf", "axolotl", "llama-factory"), default="yaml",
                         help="file format (default yaml: a lora-search preset; see above)")
     parser.add_argument("--force", action="store_true", help="replace an existing preset of that name")
@@ -66,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
         raise PresetError(f"{args.name!r} is a built-in preset: choose another --name")
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
+    if args.trial is not None and args.top != 1:
+        raise UsageError("--trial exports one trial: drop --top")
     fmt = "yaml" if args.format == "lora-search" else args.format
     names = [args.name] if args.top == 1 else [f"{args.name}-{rank}" for rank in range(1, args.top + 1)]
     for name in names:
         existing = existing_export(name, fmt)
         if existing is not None and not args.force:
             raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
-    for path, document in export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force):
+    for path, document in export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force, trial=args.trial):
         changes, provenance = document["rederived"], document["provenance"]
         run = f"the full run ({RunProfile(**provenance['profile']).describe()})"
         source = f", {provenance['value_source']}" if provenance["value_source"] else ""
@@ -86,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_study(study_name: str, names: list[str], *, storage: str | None = None, fmt: str = "yaml",
-                 force: bool = False) -> list[tuple[str, dict]]:
-    """Export the ``len(names)`` best trials of a study; returns (path, document) pairs."""
+                 force: bool = False, trial: int | None = None) -> list[tuple[str, dict]]:
+    """Export the ``len(names)`` best trials of a study, or trial number ``trial`` as ``names[0]``;
+    returns (path, document) pairs."""
     from ._errors import SearchError
     from ._presets import write_preset
     from ._study import load_lora_study, stored_space, study_metric
@@ -95,6 +103,10 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
 
     study = load_lora_study(study_name, storage)
     metric, direction = study_metric(study)
+    if trial is not None:
+        chosen = _exportable_trial(study, trial)
+        document = preset_document(study, chosen, names[0], stored_space(study))
+        return [(str(write_preset(names[0], document, fmt=fmt, force=force)), document)]
     ranked = ranked_trials(study.get_trials(deepcopy=False), direction)
     if not ranked:
         raise SearchError(
@@ -106,6 +118,32 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
     resolved = stored_space(study)
     documents = [(name, preset_document(study, trial, name, resolved)) for name, trial in zip(names, ranked)]
     return [(str(write_preset(name, document, fmt=fmt, force=force)), document) for name, document in documents]
+
+
+def _exportable_trial(study, number: int):
+    """Trial ``number`` if it has a value to stand on: complete and feasible, or pruned after a rung."""
+    from ._errors import SearchError
+    from ._trials import describe_stop, trial_outcome
+
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise SearchError(f"study {study.study_name!r} has no trial {number} (trials 0 to {len(trials) - 1}; see lora-search show)")
+    trial = trials[number]
+    outcome = trial_outcome(trial)
+    if outcome == "complete" and trial.value is not None or outcome == "pruned" and trial.user_attrs.get("rung_values"):
+        return trial
+    raise SearchError(f"trial {number} of study {study.study_name!r} has no finished value to export ({describe_stop(trial)}): "
+                      "choose a complete trial, or one pruned after a rung")
+
+
+def _trial_value(trial) -> tuple[float, str | None]:
+    """The value a trial stands on and where it comes from: a pruned trial's is its last rung's."""
+    from ._trials import trial_outcome
+
+    if trial_outcome(trial) == "complete":
+        return trial.value, trial.user_attrs.get("value_source")
+    last = trial.user_attrs["rung_values"][-1]
+    return last["value"], f"best evaluation at rung {last['rung']} ({last['examples']:,} examples), then pruned"
 
 
 def preset_document(study, trial, name: str, resolved) -> dict:
@@ -128,6 +166,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     }
     base = baseline_trial(study.get_trials(deepcopy=False))
     workload = study.user_attrs[ATTR_WORKLOAD]
+    value, value_source = _trial_value(trial)
     return plain({
         "name": name,
         "config": full.to_dict(),
@@ -139,8 +178,8 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "params": dict(trial.params),
             "metric": metric,
             "direction": direction,
-            "value": trial.value,
-            "value_source": trial.user_attrs.get("value_source"),
+            "value": value,
+            "value_source": value_source,
             "baseline_value": base.value if base is not None else None,
             "baseline_trial": base.number if base is not None else None,
             "space": study.user_attrs.get(ATTR_SPACE),

@@ -180,15 +180,14 @@ def _compute_notes(trials: list[optuna.trial.FrozenTrial], rungs: list[int], dat
     import math
 
     from ._progress import format_duration
+    from ._study import rung_compute
     from .objectives import RUNG_FACTOR, rung_sizes
 
     climbed = [t for t in trials if t.user_attrs.get("rung_values")]
     if len(rungs) < 2 or not climbed:
         return []
-    spent = sum(t.user_attrs["examples_seen"] for t in climbed)
+    spent, at_top = rung_compute(climbed, rungs)
     last_rungs = [t.user_attrs["rung_values"][-1] for t in climbed]
-    # at the top rung, a trial would train as many passes over the larger sample as it did at its last rung
-    at_top = sum(last["examples_seen"] * rungs[-1] / last["examples"] for last in last_rungs)
     saved = 1 - spent / at_top
     notes = [f"compute: {spent:,} training examples in {len(climbed)} trial(s); all of them at the top rung "
              f"({rungs[-1]:,} examples) would train ~{at_top:,.0f}: "

@@ -108,6 +108,16 @@ def study_rungs(study: optuna.Study) -> list[int]:
     return rung_sizes(workload["train_sample"], workload.get("rungs", 1), study.user_attrs[ATTR_PROFILE]["dataset_size"])
 
 
+def rung_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[int]) -> tuple[int, float]:
+    """Training examples the trials that climbed rungs spent, and about what they would have
+    spent each trained at the top rung instead (as many passes over the larger sample as at
+    its last rung)."""
+    climbed = [t.user_attrs for t in trials if t.user_attrs.get("rung_values")]
+    spent = sum(attrs["examples_seen"] for attrs in climbed)
+    at_top = sum(attrs["rung_values"][-1]["examples_seen"] * rungs[-1] / attrs["rung_values"][-1]["examples"] for attrs in climbed)
+    return spent, at_top
+
+
 def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     """Parameter importances over the complete trials, or None and why not."""
     import optuna
@@ -130,5 +140,5 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 
 __all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
            "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "default_study_name",
-           "importances", "load_lora_study", "stored_search_space", "stored_space", "study_metric", "study_names",
-           "study_rungs", "trial_config"]
+           "importances", "load_lora_study", "rung_compute", "stored_search_space", "stored_space", "study_metric",
+           "study_names", "study_rungs", "trial_config"]

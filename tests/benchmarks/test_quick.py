@@ -217,11 +217,16 @@ def check_transfer(record: dict) -> None:
         assert math.isfinite(row["guide"]) and math.isfinite(row["winner"]) and row["metric"] == "test_loss"
         assert row["gain"] == pytest.approx((row["guide"] - row["winner"]) / row["guide"])
         assert row["search_compute"] > 0 and row["winner_epochs"] > 0
+        # the quick searches climb 2 rungs: the saving against every trial at the top rung is measured
+        assert row["rungs"] == [32, 64] and -1 < row["compute_saved"] < 1
     rank = summary["rank"]
-    assert rank["configs"] == len(rank["points"]) == parameters["spearman_configs"]
-    assert [point["rank"] for point in rank["points"]] == sorted({point["rank"] for point in rank["points"]})
-    assert rank["points"][0]["rank"] == 1 and all(math.isfinite(point["test"]) for point in rank["points"])
-    assert summary["spearman"] is None or -1 <= summary["spearman"] <= 1
+    # every quick trial has a first-rung value (complete, or pruned after rung 0): all are trained in full
+    assert rank["configs"] == len(rank["points"]) == rank["candidates"] == parameters["spearman_configs"]
+    assert [point["first_rung_rank"] for point in rank["points"]] == [1, 2, 3]
+    assert all(math.isfinite(point["test"]) and 1 <= len(point["values"]) <= 2 for point in rank["points"])
+    assert [r["configs"] for r in rank["by_rung"]] == [3, sum(len(p["values"]) == 2 for p in rank["points"])]
+    assert summary["spearman"] == rank["by_rung"][0]["spearman"]
+    assert summary["spearman"] is None or -1 <= summary["spearman"] <= 1  # None: the tiny model's values all tie
     # one seed is no verdict
     assert all(verdict["won"] is None for verdict in summary["scenarios"].values()) and summary["won"] == 0
 

@@ -79,6 +79,32 @@ def test_show_and_export_say_which_rung_a_value_comes_from(rung_search, cli, tmp
     assert provenance["workload"]["rungs"] == 2
 
 
+def test_export_trial_writes_a_pruned_trial_with_its_value_at_its_rung(rung_search, cli, tmp_path, monkeypatch):
+    study = load(rung_search)
+    pruned = next(t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED)
+    monkeypatch.chdir(tmp_path)
+    exported = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "pruned", "--trial", pruned.number)
+    assert exported.code == 0, exported.err
+    document = yaml.safe_load((tmp_path / "studies" / "presets" / "pruned.yaml").read_text())
+    provenance = document["provenance"]
+    assert provenance["trial"] == pruned.number and provenance["params"] == pruned.params
+    assert provenance["value"] == pruned.user_attrs["rung_values"][-1]["value"] == pruned.intermediate_values[16]
+    assert provenance["value_source"] == "best evaluation at rung 0 (16 examples), then pruned"
+    assert document["trial_config"]["learning_rate"] == pytest.approx(pruned.params["learning_rate"])
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    (["--trial", "99"], "study 'rungs' has no trial 99 (trials 0 to "),
+    (["--trial", "1", "--top", "2"], "--trial exports one trial: drop --top"),
+])
+def test_export_trial_refuses_what_it_cannot_export(rung_search, cli, tmp_path, monkeypatch, options, fragment):
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "refused", *options)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert fragment in result.err
+    assert not (tmp_path / "studies" / "presets").exists()
+
+
 def test_report_names_the_rungs(rung_search, cli, tmp_path):
     result = cli("report", STUDY, "--storage", rung_search["storage"], "--output", tmp_path / "report.html")
     assert result.code == 0, result.err
