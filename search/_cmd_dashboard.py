@@ -32,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
     import sys
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -55,13 +56,18 @@ def run(args: argparse.Namespace) -> int:
         server = make_server(args.host, args.port, app, server_class=ThreadingServer, handler_class=QuietHandler)
     except OSError as error:
         raise SearchError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error} (try another --port)") from None
+    # Ctrl-C and SIGTERM (a service manager, docker stop) both stop it cleanly, even where the
+    # process was started with SIGINT ignored (as a background job of a script is); set before
+    # the address is printed, since whoever reads it may stop the server at once
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     host, port = server.server_address[:2]
     shown_host = f"[{host}]" if ":" in str(host) else host
-    print(f"optuna-dashboard for {storage_label(args.storage)} at http://{shown_host}:{port}/  (Ctrl-C stops it)", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach this address sees and can edit the studies",
-              file=sys.stderr, flush=True)
     try:
+        print(f"optuna-dashboard for {storage_label(args.storage)} at http://{shown_host}:{port}/  (Ctrl-C stops it)", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {args.host}: anyone who can reach this address sees and can edit the studies",
+                  file=sys.stderr, flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
