@@ -34,6 +34,8 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py --scenarios memory-constrained --seeds 1 --trials 12 --spearman-configs 0
                                                       # one scenario's verdict for one seed (no rank run)
     python benchmarks/transfer.py --rungs 3           # the same with multi-fidelity searches (run --rungs 3)
+    python benchmarks/transfer.py --scenarios my-space.yaml --results benchmarks/results/my-space
+                                                      # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
 
 Each step keeps its output in --work DIR (default benchmarks/work/transfer): the same
@@ -60,12 +62,13 @@ TEST_SCORES = {"eval_loss": "test_loss", "perplexity": "test_perplexity"}  # stu
 
 def main(argv: list[str] | None = None) -> int:
     parser = _common.parser(__doc__)
-    parser.add_argument("--scenarios", default=None, help="comma-separated (default: all five; quick-experiment with --quick)")
+    parser.add_argument("--scenarios", default=None, help="comma-separated scenario names or space YAML files, a file known by its "
+                                                          "space's name (default: all five; quick-experiment with --quick)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
     parser.add_argument("--rungs", type=int, default=None, help="run --rungs K for every search (default: run's own default; 2 with --quick)")
     parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
-    parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run (default: the first)")
+    parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run, a space file by its space's name (default: the first)")
     parser.add_argument("--spearman-configs", type=int, default=None, help="configs trained in full for the rank run (default 12; 3 with --quick; 0: none)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; 1 with --quick)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data, studies and trainings; run again to resume "
@@ -75,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from lora_search.spaces import load_space, scenario_names
 
-    scenarios = args.scenarios.split(",") if args.scenarios else (["quick-experiment"] if args.quick else scenario_names())
+    entries = args.scenarios.split(",") if args.scenarios else (["quick-experiment"] if args.quick else scenario_names())
+    # scenario label -> what run --space gets: the name, or the file's absolute path (each run has its own folder)
+    spaces = {load_space(entry).name: entry if entry in scenario_names() else str(Path(entry).resolve()) for entry in entries}
+    scenarios = list(spaces)
     seeds = list(range(42, 42 + (args.seeds or (1 if args.quick else 3))))
     trials = args.trials or (3 if args.quick else 30)
     rungs = args.rungs or (2 if args.quick else None)  # quick: 32 then 64 examples, so the rung path runs too
@@ -97,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--model", str(model), "--train-sample", "32", "--eval-sample", "16", "--max-length", "32"]
         rows = []
         for scenario in scenarios:
-            guide = load_space(scenario).baseline_preset
+            guide = load_space(spaces[scenario]).baseline_preset
+            search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else [])]
             for seed in seeds:
-                search = ["--rungs", str(rungs)] if rungs else []
                 rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guide, seed, trials, options, search))
         rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options) if configs else None
         parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
@@ -161,11 +167,13 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
 
     folder.mkdir(parents=True, exist_ok=True)
     study = folder.name
-    lora_search(folder, "run", "--space", scenario, "--trials", str(trials), "--study", study, "--seed", str(seed), *options, *search)
+    lora_search(folder, "run", *search, "--trials", str(trials), "--study", study, "--seed", str(seed), *options)
     lora_search(folder, "export", study, "--name", "winner", "--force")
-    winner = full_run(folder, "winner", "winner", _threads(options))  # the preset remembers the study's model and data
-    guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
     provenance = yaml_provenance(folder, "winner")
+    # the run is kept under the trial's number, so the rank run (and a rerun that picks
+    # another trial) finds it; the preset remembers the study's model and data
+    winner = full_run(folder, f"trial-{provenance['trial']}", "winner", _threads(options))
+    guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
     fitted = full_run(folder, "guide-fitted", str(fitted_guide(folder, guide, provenance["profile"])), [*options, "--seed", str(seed)])
     metric, direction = provenance["metric"], provenance["direction"]
     storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
@@ -232,12 +240,11 @@ def rank_run(folder: Path, configs: int, options: list[str]) -> dict[str, Any]:
     candidates.sort(key=lambda c: c[1][0], reverse=direction == "maximize")  # best first at the first rung
     count = min(configs, len(candidates))
     picked = sorted({round(i * (len(candidates) - 1) / max(count - 1, 1)) for i in range(count)})
-    winner = yaml_provenance(folder, "winner")["trial"]
     points = []
     for index in picked:
         number, values = candidates[index]
-        name = "winner" if number == winner else f"trial-{number}"  # the winner's full run is already there
-        if name != "winner" and not (folder / "runs" / name / "training.json").exists():
+        name = f"trial-{number}"  # the winner's full run is already there under this name
+        if not (folder / "runs" / name / "training.json").exists():
             lora_search(folder, "export", folder.name, "--name", name, "--trial", str(number), "--force")
         record = full_run(folder, name, name, _threads(options))
         points.append({"first_rung_rank": index + 1, "trial": number, "values": values, "test": record["metrics"][score]})
@@ -343,7 +350,8 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
     lines.append(
         f"**The winner beats the guide preset in {summary['won']} of {len(summary['scenarios'])} scenarios (target: 4 of 5), "
         f"the guide preset fitted to the data in {summary['won_over_fitted']}; "
-        f"Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6); search compute at most "
+        + (f"Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6)" if rank else "no rank run")
+        + "; search compute at most "
         f"{_common.fmt(compute)} full trainings (target: at most 5)"
         + ("" if summary["compute_saved_min"] is None else
            f"; the rungs saved at least {summary['compute_saved_min']:.0%} against every trial at the top rung (goal: 50%)")

@@ -143,8 +143,6 @@ class LoraObjective:
             assert run.callback.best_value is not None  # the last step always evaluates
             rung_values.append({"rung": rung, "examples": size, "value": run.callback.best_value, "examples_seen": run.examples})
             trial.report(run.callback.best_value, size)
-            if rung == 0 and trial.user_attrs.get("baseline"):
-                self._check_first_rung(trial, run.callback.best_value)
             if rung == len(self.rung_examples) - 1:
                 break
             # should_prune records this rung's value for the others' promotions, the
@@ -156,6 +154,8 @@ class LoraObjective:
 
         if runs[0].callback is not None:
             trial.set_user_attr("setup_seconds", round(runs[0].train_started - started, 3))
+        if trial.user_attrs.get("baseline") and runs[0].failure is None:
+            self._check_first_rung(trial, runs[0].callback.best_value)
         callback = runs[-1].callback
         examples = sum(run.examples for run in runs)
         train_seconds = sum(run.train_seconds for run in runs)
@@ -263,16 +263,17 @@ class LoraObjective:
     def _check_first_rung(self, trial: Any, value: float) -> None:
         """Warn (user attr ``first_rung_warning``, on the baseline) when the first rung's value is
         no more than one standard error better than the untrained model's (worse counts too):
-        that rung would rank configs on noise."""
+        that rung would rank configs on noise. Without rungs the proxy is the only rung."""
         untrained = self.untrained_value()
         noise = metric_noise(self.workload.metric, untrained, len(self.eval_rows))
         if first_rung_without_signal(value, untrained, noise, self.direction):
             first = self.rung_examples[0]
+            what = "the first rung" if len(self.rung_examples) > 1 else "the proxy"
             trial.set_user_attr(
                 "first_rung_warning",
-                f"the first rung ({first:,} examples) learns nothing measurable: the baseline's {self.workload.metric} "
-                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g}; "
-                f"start a new study with a larger first rung, e.g. --train-sample {first * RUNG_FACTOR}",
+                f"{what} ({first:,} training examples) learns nothing measurable: the baseline's {self.workload.metric} "
+                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g}, so trials are "
+                f"ranked on noise; start a new study with more examples per trial, e.g. --train-sample {first * RUNG_FACTOR}",
             )
 
     def untrained_value(self) -> float:

@@ -66,7 +66,7 @@ def test_a_weak_trial_is_pruned_at_the_first_rung_a_strong_one_climbs(rung_objec
     assert bad.value == bad.user_attrs["rung_values"][0]["value"]  # Optuna keeps the last reported value
     assert study.best_trial.number == good.number
     # the baseline learned nothing at the first rung: it says so and how to raise that rung
-    assert "learns nothing measurable" in base.user_attrs["first_rung_warning"]
+    assert base.user_attrs["first_rung_warning"].startswith("the first rung (32 training examples) learns nothing measurable")
     assert "--train-sample 128" in base.user_attrs["first_rung_warning"]
     assert "first_rung_warning" not in good.user_attrs
 
@@ -79,6 +79,19 @@ def test_one_rung_is_the_single_fidelity_trial(tiny_objective, good_config):
     assert "rung" not in attrs and "rung_values" not in attrs
     assert attrs["value_source"] == "best evaluation"
     assert sorted(study.trials[0].intermediate_values) == [64, 128, 192, 256]
+
+
+@pytest.mark.parametrize(("baseline_learning_rate", "warned"), [(1e-9, True), (1e-2, False)])
+def test_without_rungs_the_proxy_is_checked_for_signal_too(tiny_objective, good_config, baseline_learning_rate, warned):
+    """The proxy of a single-fidelity study is its only rung: a baseline that learns nothing there says so."""
+    study = optuna.create_study(direction=tiny_objective.direction)
+    study.enqueue_trial({}, user_attrs={"baseline": True})
+    study.optimize(lambda trial: tiny_objective(trial, good_config.replace(learning_rate=baseline_learning_rate)), n_trials=1)
+    warning = study.trials[0].user_attrs.get("first_rung_warning")
+    assert (warning is not None) is warned
+    if warned:
+        assert warning.startswith("the proxy (64 training examples) learns nothing measurable")
+        assert "--train-sample 256" in warning
 
 
 @pytest.mark.parametrize(
