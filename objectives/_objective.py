@@ -272,8 +272,8 @@ class LoraObjective:
             trial.set_user_attr(
                 "first_rung_warning",
                 f"{what} ({first:,} training examples) learns nothing measurable: the baseline's {self.workload.metric} "
-                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g}, so trials are "
-                f"ranked on noise; start a new study with more examples per trial, e.g. --train-sample {first * RUNG_FACTOR}",
+                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g}, so trials may be "
+                f"ranked on noise; more examples per trial give it signal: a new study with e.g. --train-sample {first * RUNG_FACTOR}",
             )
 
     def untrained_value(self) -> float:
