@@ -37,6 +37,8 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py --scenarios my-space.yaml --results benchmarks/results/my-space
                                                       # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
+    python benchmarks/transfer.py --combine benchmarks/results/transfer-qe,benchmarks/results/transfer-tc
+                                                      # one report from runs made one scenario at a time (trains nothing)
 
 Each step keeps its output in --work DIR (default benchmarks/work/transfer): the same
 command run again resumes the searches and skips finished trainings.
@@ -73,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; 1 with --quick)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data, studies and trainings; run again to resume "
                                                                 "(default benchmarks/work/transfer, or a temporary folder with --quick)")
+    parser.add_argument("--combine", default=None, help="comma-separated results folders of earlier runs with the same seeds, trials, "
+                                                        "rungs and rows (one per scenario, say): write one report of all their rows")
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine([Path(folder) for folder in args.combine.split(",")], args)
     import pandas
 
     from lora_search.spaces import load_space, scenario_names
@@ -276,6 +282,44 @@ def yaml_provenance(folder: Path, preset: str) -> dict[str, Any]:
 def _threads(options: list[str]) -> list[str]:
     """The --threads option of ``options``, if any: exported presets bring their own model and data."""
     return options[options.index("--threads"):][:2] if "--threads" in options else []
+
+
+# what must match for rows of separate runs to stand in one table
+SHARED_PARAMETERS = ("seeds", "trials", "rungs", "train_rows", "rows")
+
+
+def combine(folders: list[Path], args: Any) -> int:
+    """Write one report of the rows of earlier runs' results (their transfer.json); nothing is trained."""
+    records = []
+    for folder in folders:
+        path = folder / "transfer.json"
+        if not path.exists():
+            raise SystemExit(f"transfer: {path} does not exist: give the --results folders of finished transfer runs")
+        records.append(json.loads(path.read_text()))
+    first = records[0]
+    for folder, record in zip(folders, records):
+        differs = [key for key in SHARED_PARAMETERS if record["parameters"][key] != first["parameters"][key]]
+        differs += ["mode"] * (record["mode"] != first["mode"]) + ["versions"] * (record["versions"] != first["versions"])
+        if differs:
+            raise SystemExit(f"transfer: {folder} differs from {folders[0]} in {', '.join(differs)}: only like runs combine")
+    scenarios = [scenario for record in records for scenario in record["parameters"]["scenarios"]]
+    if len(set(scenarios)) < len(scenarios):
+        raise SystemExit(f"transfer: a scenario appears in more than one folder ({', '.join(scenarios)}): combine each once")
+    ranks = [record["summary"]["rank"] for record in records if record["summary"]["rank"]]
+    if len(ranks) > 1:
+        raise SystemExit("transfer: more than one of these runs has a rank run: combine at most one")
+    rows = [row for record in records for row in record["rows"]]
+    parameters = {**{key: first["parameters"][key] for key in SHARED_PARAMETERS}, "scenarios": scenarios,
+                  "sources": [{"results": str(folder), "command": record["command"], "date": record["date"],
+                               "duration_s": record["duration_s"], "threads": record["parameters"]["threads"]}
+                              for folder, record in zip(folders, records)]}
+    args.quick = first["mode"] == "quick"  # the sources' mode decides the default results folder
+    run = _common.Run("transfer", args.quick, parameters)
+    summary = summarize(rows, scenarios, ranks[0] if ranks else None)
+    sources = "\n".join(f"- `{s['command']}`: {s['date']} UTC, {s['duration_s']:.0f} s" for s in parameters["sources"])
+    body = f"Combined from {len(records)} runs (each resumes from its own --work folder):\n\n{sources}\n\n" + report(rows, summary, parameters)
+    _common.write(run.record(rows, summary), body + "\n", _common.results_folder(args))
+    return 0
 
 
 def summarize(rows: list[dict[str, Any]], scenarios: list[str], rank: dict[str, Any] | None) -> dict[str, Any]:

@@ -234,6 +234,41 @@ def check_transfer(record: dict) -> None:
     assert summary["won"] == 0
 
 
+def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs, tmp_path):
+    """--combine reports the rows of separate runs as one, and refuses runs that are not alike."""
+    _, record = run_quick("transfer", results, quick_runs)
+    # a second run of another scenario, as a separate --results folder would hold it
+    other = json.loads(json.dumps(record))
+    other["parameters"]["scenarios"] = ["other"]
+    other["rows"] = [{**row, "scenario": "other", "gain": -0.5} for row in record["rows"]]
+    other["summary"]["rank"] = None
+    first, second, unlike = tmp_path / "first", tmp_path / "second", tmp_path / "unlike"
+    for folder, content in ((first, record), (second, other), (unlike, {**other, "parameters": {**other["parameters"], "trials": 99}})):
+        folder.mkdir()
+        (folder / "transfer.json").write_text(json.dumps(content))
+
+    def combine(*folders: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--combine", ",".join(map(str, folders)), "--results", str(tmp_path / "out")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    finished = combine(first, second)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    combined = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    assert combined["mode"] == "quick" and combined["rows"] == record["rows"] + other["rows"]
+    assert combined["parameters"]["scenarios"] == [*record["parameters"]["scenarios"], "other"]
+    assert [s["command"] for s in combined["parameters"]["sources"]] == [record["command"], other["command"]]
+    assert combined["summary"]["rank"] == record["summary"]["rank"]
+    assert combined["summary"]["scenarios"]["other"]["over_guide"]["mean"] == pytest.approx(-0.5)
+    markdown = (tmp_path / "out" / "transfer.md").read_text()
+    assert "Combined from 2 runs" in markdown and "| other |" in markdown
+    for table in tables(markdown):
+        assert_well_formed(table)
+
+    for folders, says in (((first, first), "more than one folder"), ((first, unlike), "differs from"), ((first, tmp_path), "does not exist")):
+        refused = combine(*folders)
+        assert refused.returncode != 0 and says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
 CHECKS = {
     "overhead": check_overhead,
     "peer": check_peer,
