@@ -37,7 +37,7 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py --scenarios my-space.yaml --results benchmarks/results/my-space
                                                       # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
-    python benchmarks/transfer.py --combine benchmarks/results/transfer-qe,benchmarks/results/transfer-tc
+    python benchmarks/transfer.py --combine benchmarks/results/transfer-qe1,benchmarks/results/transfer-tc
                                                       # one report from runs made one scenario at a time (trains nothing)
 
 Each step keeps its output in --work DIR (default benchmarks/work/transfer): the same
