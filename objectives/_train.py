@@ -18,18 +18,24 @@ from ._workload import Workload, metric_direction
 SCORES = ("loss", "accuracy", "f1", "perplexity")
 
 
-def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, progress: bool = True,
-                      tracked: TrackedRun | None = None) -> dict[str, Any]:
+def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, fit_to_data: bool = False,
+                      progress: bool = True, tracked: TrackedRun | None = None) -> dict[str, Any]:
     """Train ``config`` on the whole training split, keep the best checkpoint, score it, save the adapter.
 
     The validation split picks the best checkpoint and stops early, so its score is
     the one the run was chosen on; the test split scores the kept checkpoint once at the
     end and is seen by nothing else (not the search either): its score is the one to
-    compare. Writes ``output_dir/adapter`` (peft adapter + tokenizer, loadable with
+    compare. With ``fit_to_data``, the settings that follow from the training split's size
+    and the hardware are first re-derived by the guide's rules (``rederive_for_dataset``,
+    as ``export`` does for a winner); without, ``config`` trains as it is and the changes
+    fitting would make are only reported.
+
+    Writes ``output_dir/adapter`` (peft adapter + tokenizer, loadable with
     ``PeftModel.from_pretrained``), ``output_dir/checkpoints`` (Trainer checkpoints) and
     ``output_dir/training.json``, and returns what that file holds: workload, config,
-    each split's size and origin, epochs trained, and the metrics (``validation_*``,
-    ``test_*``: loss, and accuracy and f1 or perplexity). With ``progress``, one line per
+    each split's size and origin, the fit (``fitted``: applied or not, the profile, and
+    each setting it changes with both values and why), epochs trained, and the metrics
+    (``validation_*``, ``test_*``: loss, and accuracy and f1 or perplexity). With ``progress``, one line per
     evaluation goes to stderr (as ``run`` writes one per trial); without, nothing is printed.
     An open ``tracked`` run receives the Trainer's logs, then the LoRA settings, workload
     and final metrics.
@@ -55,6 +61,11 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     model = load_base_model(workload.model, data.task, data.label_names, tokenizer, device, base_precision, workload.quantization)
     rows = {role: tokenize(data, frame, tokenizer, workload.max_length)
             for role, frame in (("train", data.train), ("validation", data.eval), ("test", data.test))}
+    fitted = _fit(config, workload, len(data.train), model.num_parameters())
+    if fit_to_data:
+        config = TrainingConfig.from_dict(fitted["config"])
+    if progress:
+        _print_fit(fitted, fit_to_data)
     set_seed(workload.seed)
     model = attach_adapter(model, config, data.task)
     early_stopping = config.early_stopping_kwargs()
@@ -99,6 +110,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         "workload": workload.to_dict(),
         "config": config.to_dict(),
         "splits": {role: {"examples": len(rows[role]), "source": origins[role]} for role in rows},
+        "fitted": {"applied": fit_to_data, "profile": fitted["profile"], "changes": fitted["changes"]},
         "epochs": {"planned": config.num_train_epochs, "trained": trainer.state.epoch, "best_checkpoint": _best_epoch(trainer.state)},
         "metrics": metrics,
     }
@@ -107,6 +119,40 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         workload_params = {f"workload.{key}": value for key, value in record["workload"].items()}
         tracked.log(params=lora_params(config) | workload_params, metrics={**metrics, "epochs_trained": trainer.state.epoch})
     return record
+
+
+def _fit(config: TrainingConfig, workload: Workload, dataset_size: int, model_parameters: int) -> dict[str, Any]:
+    """``config`` fitted to this training split and machine: the fitted config, the profile
+    it was fitted for, and for each setting that changes both values and the reason."""
+    import dataclasses
+
+    from lora_search.spaces import RunProfile, rederive_for_dataset
+
+    from ._hardware import detect_hardware
+
+    # as run's profile: the training rows, the base's parameters, this machine
+    profile = RunProfile(dataset_size=dataset_size, model_parameters=model_parameters,
+                         quantization=workload.quantization, **detect_hardware())
+    full, reasons = rederive_for_dataset(config, profile)
+    before, after = config.flat(), full.flat()
+    changes = {key: {"preset": before[key], "fitted": after[key], "reason": reasons.get(key, "")}
+               for key in after if before[key] != after[key]}
+    return {"config": full.to_dict(), "profile": dataclasses.asdict(profile), "changes": changes}
+
+
+def _print_fit(fitted: dict[str, Any], applied: bool) -> None:
+    """The fit's changes on stderr before training: made, or (when not asked for) the hint."""
+    changes = fitted["changes"]
+    if not changes:
+        return
+    examples = f"{fitted['profile']['dataset_size']:,} training examples"
+    if applied:
+        print(f"fitted to the data ({examples}, {fitted['profile']['accelerator']}):", file=sys.stderr)
+    else:
+        print(f"note: the guide's rules for {examples} would change {len(changes)} setting(s) of this preset; "
+              f"--fit-to-data applies them:", file=sys.stderr)
+    for key, change in changes.items():
+        print(f"  {key}: {change['preset']} -> {change['fitted']} ({change['reason']})", file=sys.stderr)
 
 
 def _final_evaluation() -> Any:

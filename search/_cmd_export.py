@@ -158,7 +158,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     metric, direction = study_metric(study)
     ran_with = trial_config(resolved, trial)
     full, reasons = rederive_for_dataset(ran_with, resolved.profile)
-    trial_values, full_values = _flat(ran_with.to_dict()), _flat(full.to_dict())
+    trial_values, full_values = ran_with.flat(), full.flat()
     rederived = {
         key: {"trial": trial_values.get(key), "full": full_values.get(key), "reason": reasons.get(key, "")}
         for key in full_values
@@ -192,16 +192,6 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     })
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def library_versions() -> dict[str, str]:

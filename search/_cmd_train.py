@@ -19,10 +19,17 @@ a Hugging Face TrainingArguments/LoraConfig or axolotl config file is read as on
 An exported preset remembers the model and data of its study; the options below
 override them (e.g. train the winner on a larger dataset).
 
+--fit-to-data applies the guide's rules for this training split and machine to the
+preset first, as export does for a winner: a built-in preset is written for no dataset
+in particular (quick-experiment: 1 epoch, evaluated every 100 steps), so a small dataset
+may get one pass and a single evaluation at its end. Without the option, the
+preset trains as written and the changes the fit would make are printed as a note.
+
 examples:
   lora-search train --preset reviews-small-gpu --output out/reviews
   lora-search train --preset standard --model ./my-model --data train.csv \\
       --text-column text --label-column label --output out/standard
+  lora-search train --preset quick-experiment --fit-to-data --output out/quick
 """
 
 # what each split did in the run, printed with its scores
@@ -32,6 +39,11 @@ ROLES = {"validation": "chose the best checkpoint", "test": "the score to compar
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, metavar="NAME|FILE", help="built-in or exported preset name, or a preset file")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for checkpoints and the final adapter")
+    parser.add_argument("--fit-to-data", action="store_true",
+                        help="re-derive what depends on the data size and hardware (epochs within the guide's band, "
+                        "warmup, evaluation and checkpoint steps, early-stopping patience, per-device batch cap, "
+                        "precision, gradient checkpointing) for this training split before training; learning rate, "
+                        "effective batch, scheduler and LoRA settings stay as the preset has them")
     add_report_to_option(parser, runs="The training is one run PRESET/OUTPUT-FOLDER-NAME in a group named after the "
                          "preset: its TrainingArguments, LoRA settings, training loss, evaluations and final scores.")
     add_workload_options(parser)
@@ -42,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ._presets import train_preset
 
-    record = train_preset(args.preset, args.output, workload=workload_options(args), report_to=tuple(args.report_to or ()))
+    record = train_preset(args.preset, args.output, workload=workload_options(args), fit_to_data=args.fit_to_data,
+                          report_to=tuple(args.report_to or ()))
     # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
     output = Path(args.output)
     print(f"adapter saved to {output / 'adapter'} (settings, splits and metrics in {output / 'training.json'})")
+    fitted = record["fitted"]
+    if fitted["applied"]:
+        print(f"fitted to the data: {len(fitted['changes'])} setting(s) changed ('fitted' in training.json)")
     epochs = record["epochs"]
     best = "" if epochs["best_checkpoint"] is None else f", best checkpoint at epoch {epochs['best_checkpoint']:.3g}"
     print(f"trained {epochs['trained']:.3g} of {epochs['planned']:g} epochs{best}")

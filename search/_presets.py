@@ -293,10 +293,12 @@ def preset_workload(preset: Preset, overrides: dict[str, Any] | None = None) -> 
     return Workload.from_dict({**Workload().to_dict(), **stored, **(overrides or {})})
 
 
-def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, Any] | None = None,
+def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, Any] | None = None, fit_to_data: bool = False,
                  progress: bool = True, report_to: tuple[str, ...] = ()) -> dict[str, Any]:
     """Full training with a preset (the adapter is saved in ``output_dir``); what its
-    training.json holds: the splits, epochs and validation and test metrics.
+    training.json holds: the splits, the fit, epochs and validation and test metrics.
+    ``fit_to_data``: re-derive the preset's scale-dependent settings for the training
+    split and machine first (``train_with_preset``).
 
     ``report_to`` trackers get one run ``PRESET/OUTPUT`` (``OUTPUT``: the output folder's
     name) in the group ``PRESET``, written beside the default storage (``studies/tracking``).
@@ -312,4 +314,5 @@ def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, A
     if tracking is not None:
         open_group(tracking, found.name, quiet=not progress)
     with tracking.run(found.name, Path(output_dir).resolve().name) if tracking is not None else nullcontext() as tracked:
-        return train_with_preset(preset_workload(found, workload), found.config, output_dir, progress=progress, tracked=tracked)
+        return train_with_preset(preset_workload(found, workload), found.config, output_dir, fit_to_data=fit_to_data,
+                                 progress=progress, tracked=tracked)

@@ -167,7 +167,9 @@ def rederive_for_dataset(config: TrainingConfig, profile: RunProfile) -> tuple[T
            f"guide: warmup by total steps ({plan.total_steps:,} steps, {config.lr_scheduler_type} schedule)")
     change("eval_strategy", strategy, f"guide: '{strategy}' evaluation for {profile.dataset_size:,} examples")
     per_epoch = _rules.evaluations_per_epoch(plan.steps_per_epoch, plan.eval_steps)
-    change("eval_steps", plan.eval_steps, f"guide: 5-10 evaluations per epoch ({per_epoch} of {plan.steps_per_epoch:,} steps)")
+    change("eval_steps", plan.eval_steps,
+           f"one epoch's {plan.steps_per_epoch:,} steps: evaluated at each epoch's end" if strategy == "epoch"
+           else f"guide: 5-10 evaluations per epoch ({per_epoch} of {plan.steps_per_epoch:,} steps)")
     change("save_steps", plan.save_steps, "checkpoints follow evaluations so the best one is kept")
     change("logging_steps", plan.logging_steps, "four training-loss logs per evaluation, at most 200 steps apart")
     trial_patience = config.early_stopping_patience

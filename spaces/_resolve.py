@@ -217,7 +217,7 @@ class ResolvedSpace:
         params = {p.key: self._drawn(p, config, what) for p in self.params if p.sampled}
         got = self.sample(FixedTrial(params))
         if got != config:
-            wanted, given = _flat(config), _flat(got)
+            wanted, given = config.flat(), got.flat()
             field = next(name for name in wanted if wanted[name] != given[name])
             raise SpaceError(
                 f"{what}: {field} is {_fmt(wanted[field])}, but for {self.profile.describe()} the space gives {_fmt(given[field])}"
@@ -262,12 +262,6 @@ class ResolvedSpace:
             if param.key == "lora.alpha_ratio":
                 rows.append(("lora.lora_alpha", "by rule", "lora.r x alpha_ratio (alpha = r or 2r)"))
         return rows
-
-
-def _flat(config: TrainingConfig) -> dict[str, Any]:
-    data = config.to_dict()
-    lora = data.pop("lora")
-    return {**data, **{f"lora.{k}": v for k, v in lora.items()}}
 
 
 def _fmt(value: Any) -> str:

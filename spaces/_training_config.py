@@ -127,6 +127,12 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def flat(self) -> dict[str, Any]:
+        """The settings under dotted keys, the LoRA ones as ``lora.r``: how changes are listed."""
+        data = self.to_dict()
+        lora = data.pop("lora")
+        return {**data, **{f"lora.{key}": value for key, value in lora.items()}}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainingConfig:
         """Build from plain data (a preset file), defaults filling what is missing.

@@ -95,3 +95,31 @@ def test_causal_lm_training_reports_perplexity_of_both_splits(tiny_gpt2, qa_json
     assert set(metrics) == {"validation_loss", "validation_perplexity", "test_loss", "test_perplexity"}
     for role in ("validation", "test"):
         assert metrics[f"{role}_perplexity"] == pytest.approx(math.exp(metrics[f"{role}_loss"]))
+
+
+def test_fit_to_data_trains_the_preset_refitted_to_the_training_split(tiny_bert, sentiment_csv, good_config, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from lora_search.spaces import RunProfile, TrainingConfig, rederive_for_dataset
+
+    workload = Workload(model=tiny_bert, data=sentiment_csv, max_length=16, torch_threads=1)
+    # written for a large dataset: one epoch, evaluated every 100 steps (the 144 rows make 18)
+    config = good_config.replace(num_train_epochs=1, eval_steps=100, save_steps=100, logging_steps=50)
+    parameters = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).num_parameters()
+    expected, reasons = rederive_for_dataset(config, RunProfile(dataset_size=144, model_parameters=parameters))
+
+    as_written = train_with_preset(workload, config, tmp_path / "as-written", progress=False)
+    fitted = train_with_preset(workload, config, tmp_path / "fitted", fit_to_data=True, progress=False)
+
+    assert as_written["config"] == config.to_dict() and as_written["epochs"]["planned"] == 1
+    assert fitted["config"] == expected.to_dict() and fitted["epochs"]["planned"] == expected.num_train_epochs
+    # the guide's band for 144 examples is 5-10 epochs, evaluated each epoch (18 steps)
+    assert (expected.num_train_epochs, expected.eval_strategy, expected.eval_steps) == (5, "epoch", 18)
+    changes = fitted["fitted"]["changes"]
+    assert changes["num_train_epochs"] == {"preset": 1, "fitted": 5, "reason": reasons["num_train_epochs"]}
+    assert set(changes) == set(reasons) and {"eval_strategy", "eval_steps", "save_steps"} <= set(changes)
+    # both runs record the same fit for the same data; only one applied it
+    assert (as_written["fitted"]["applied"], fitted["fitted"]["applied"]) == (False, True)
+    assert as_written["fitted"]["changes"] == changes
+    assert fitted["fitted"]["profile"]["dataset_size"] == 144
+    assert TrainingConfig.from_dict(json.loads((tmp_path / "fitted" / "training.json").read_text())["config"]) == expected

@@ -261,6 +261,9 @@ def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, mon
     assert (tmp_path / "adapter" / "adapter" / "adapter_config.json").is_file()
     assert f"adapter saved to {tmp_path / 'adapter' / 'adapter'}" in result.out
     record = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    # export fitted it to this data already: fitting again changes nothing, and no note says otherwise
+    assert record["fitted"] == {"applied": False, "profile": preset.provenance["profile"], "changes": {}}
+    assert "--fit-to-data" not in result.err
     # 160 rows: 32 held out for validation (the trials' evaluations too), 32 for test, 96 to train on
     assert {role: split["examples"] for role, split in record["splits"].items()} == {"train": 96, "validation": 32, "test": 32}
     test = record["metrics"]
@@ -313,14 +316,33 @@ def test_train_prints_no_load_report_then_the_adapter_and_both_scores(cli, tiny_
         logging.getLogger("transformers").removeHandler(listener)
     assert result.code == 0, result.err
     assert not [record for record in logged if "LOAD REPORT" in record.getMessage()]
-    # progress on stderr: the plan, then one line per evaluation (no progress bars, no metric dicts)
+    # progress on stderr: what fitting to the data would change, the plan, then one line per
+    # evaluation (no progress bars, no metric dicts)
+    record = json.loads((tmp_path / "out" / "training.json").read_text())
+    changes = record["fitted"]["changes"]
+    assert record["config"]["num_train_epochs"] == 1 and changes["num_train_epochs"]["fitted"] == 5  # 96 rows: 5-10 epochs
     progress = result.err.splitlines()
-    assert progress[0].startswith("training ") and ", evaluated " in progress[0]
-    assert len(progress) > 1 and all(line.startswith("epoch ") and "): validation loss " in line for line in progress[1:])
+    assert progress[0] == (f"note: the guide's rules for 96 training examples would change {len(changes)} setting(s) "
+                           "of this preset; --fit-to-data applies them:")
+    assert progress[1:1 + len(changes)] == [f"  {key}: {change['preset']} -> {change['fitted']} ({change['reason']})"
+                                            for key, change in changes.items()]
+    plan, evaluations = progress[1 + len(changes)], progress[2 + len(changes):]
+    assert plan.startswith("training 1 epochs, ") and ", evaluated " in plan
+    assert evaluations and all(line.startswith("epoch ") and "): validation loss " in line for line in evaluations)
     lines = result.out.splitlines()
     assert lines[-4] == f"adapter saved to {tmp_path / 'out' / 'adapter'} (settings, splits and metrics in {tmp_path / 'out' / 'training.json'})"
     assert lines[-3].startswith("trained ") and ", best checkpoint at epoch " in lines[-3]
     assert lines[-2].startswith("validation (32 rows, ") and lines[-1].startswith("test (32 rows, ")
+
+    fitted = cli("train", "--preset", "quick-experiment", "--fit-to-data", "--model", headless, "--data", tiny_reviews,
+                 "--max-length", 16, "--threads", 1, "--output", tmp_path / "fitted")
+    assert fitted.code == 0, fitted.err
+    record = json.loads((tmp_path / "fitted" / "training.json").read_text())
+    assert record["fitted"]["applied"] is True and record["fitted"]["changes"] == changes
+    assert record["config"]["num_train_epochs"] == record["epochs"]["planned"] == 5
+    assert fitted.err.startswith("fitted to the data (96 training examples, cpu):\n")
+    assert "training 5 epochs, " in fitted.err
+    assert f"fitted to the data: {len(changes)} setting(s) changed ('fitted' in training.json)" in fitted.out.splitlines()
 
 
 def test_report_is_one_self_contained_page(searched, tmp_path, cli):
