@@ -12,8 +12,8 @@ above twice the seeds' standard deviation.
 A third arm separates the search's share of the gain from the guide's own rules: the
 guide preset fitted to the data (its numbers with the guide's rules re-applied for the
 training split and the hardware: epochs for the data size, warmup, evaluation cadence,
-patience, precision; what ``export`` does to a winner), written as a preset file and
-trained the same way. The winner's gain over it is what the search itself adds.
+patience, precision; what ``export`` does to a winner): ``train --preset GUIDE
+--fit-to-data``, on the same data and seed. The winner's gain over it is what the search itself adds.
 
 Rank agreement: in one scenario (--spearman-scenario, first seed), --spearman-configs
 of the study's trials, evenly spread over their ranking at the first rung (where
@@ -180,7 +180,7 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     # another trial) finds it; the preset remembers the study's model and data
     winner = full_run(folder, f"trial-{provenance['trial']}", "winner", _threads(options))
     guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
-    fitted = full_run(folder, "guide-fitted", str(fitted_guide(folder, guide, provenance["profile"])), [*options, "--seed", str(seed)])
+    fitted = full_run(folder, "guide-fitted", guide, [*options, "--seed", str(seed), "--fit-to-data"])
     metric, direction = provenance["metric"], provenance["direction"]
     storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
     loaded = load_lora_study(study, storage)
@@ -205,24 +205,6 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
         "search_s": sum(end - start for _, start, end in _common.trial_windows(loaded)),
         "winner_train_s": winner["wall_s"], "guide_train_s": guided["wall_s"],
     }
-
-
-def fitted_guide(folder: Path, guide: str, profile: dict[str, Any]) -> Path:
-    """The guide preset ``guide`` with the guide's rules re-applied for the winner's data and hardware: a preset file.
-
-    ``profile`` is the one the winner's export was re-derived for (its provenance), so
-    both full runs are fitted to the same training split and machine."""
-    import yaml
-
-    from lora_search.spaces import RunProfile, get_preset, rederive_for_dataset
-
-    path = folder / "studies" / "presets" / "guide-fitted.yaml"
-    if not path.exists():
-        config, reasons = rederive_for_dataset(get_preset(guide), RunProfile(**profile))
-        document = {"description": f"guide preset {guide} fitted to {profile['dataset_size']:,} training examples",
-                    "config": config.to_dict(), "rederived": reasons}
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
 
 
 def rank_run(folder: Path, configs: int, options: list[str]) -> dict[str, Any]:
