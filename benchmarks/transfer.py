@@ -85,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     from lora_search.spaces import load_space, scenario_names
 
     entries = args.scenarios.split(",") if args.scenarios else (["quick-experiment"] if args.quick else scenario_names())
-    # scenario label -> what run --space gets: the name, or the file's absolute path (each run has its own folder)
-    spaces = {load_space(entry).name: entry if entry in scenario_names() else str(Path(entry).resolve()) for entry in entries}
+    # scenario label -> what run --space gets (the name, or the file's absolute path: each run
+    # has its own folder) and the guide preset its baseline trains
+    loaded = {entry: load_space(entry) for entry in entries}
+    spaces = {space.name: entry if entry in scenario_names() else str(Path(entry).resolve()) for entry, space in loaded.items()}
+    guides = {space.name: space.baseline_preset for space in loaded.values()}
     scenarios = list(spaces)
     seeds = list(range(42, 42 + (args.seeds or (1 if args.quick else 3))))
     trials = args.trials or (3 if args.quick else 30)
@@ -109,10 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--model", str(model), "--train-sample", "32", "--eval-sample", "16", "--max-length", "32"]
         rows = []
         for scenario in scenarios:
-            guide = load_space(spaces[scenario]).baseline_preset
             search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else [])]
             for seed in seeds:
-                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guide, seed, trials, options, search))
+                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guides[scenario], seed, trials, options, search))
         rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options) if configs else None
         parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
 
