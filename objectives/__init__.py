@@ -9,7 +9,7 @@ reports trials and trainings to experiment trackers (MLflow, TensorBoard, W&B).
 
 from ._data import prepare_data
 from ._errors import DataError, InfeasibleConfigError, ModelError
-from ._hardware import detect_hardware
+from ._hardware import detect_hardware, training_profile
 from ._model import fit_base_to_gpu, fresh_adapter, model_location, quiet_libraries
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
@@ -46,4 +46,5 @@ __all__ = [
     "rung_sizes",
     "train_with_preset",
     "training_arguments",
+    "training_profile",
 ]

@@ -29,6 +29,15 @@ def detect_hardware() -> dict[str, Any]:
     }
 
 
+def training_profile(dataset_size: int, model_parameters: int, quantization: str | None) -> Any:
+    """The ``RunProfile`` of a training on this machine: what ``run`` resolves a space for
+    and ``train --fit-to-data`` fits a preset to, so an exported winner and a fitted preset
+    trained on the same data see the same one."""
+    from lora_search.spaces import RunProfile
+
+    return RunProfile(dataset_size=dataset_size, model_parameters=model_parameters, quantization=quantization, **detect_hardware())
+
+
 def nominal_gb(total_bytes: int) -> float:
     """The size a card is sold as: torch reports a little less than it (an 8 GB RTX 3070
     shows 7.79 GiB, a 40 GB A100 39.4), which would put it under the guide's 8 GB row."""

@@ -35,8 +35,9 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     ``output_dir/training.json``, and returns what that file holds: workload, config,
     each split's size and origin, the fit (``fitted``: applied or not, the profile, and
     each setting it changes with both values and why), epochs trained, and the metrics
-    (``validation_*``, ``test_*``: loss, and accuracy and f1 or perplexity). With ``progress``, one line per
-    evaluation goes to stderr (as ``run`` writes one per trial); without, nothing is printed.
+    (``validation_*``, ``test_*``: loss, and accuracy and f1 or perplexity). With
+    ``progress``, the fit's changes and then one line per evaluation go to stderr (as
+    ``run`` writes one per trial); without, nothing is printed.
     An open ``tracked`` run receives the Trainer's logs, then the LoRA settings, workload
     and final metrics.
     """
@@ -126,13 +127,11 @@ def _fit(config: TrainingConfig, workload: Workload, dataset_size: int, model_pa
     it was fitted for, and for each setting that changes both values and the reason."""
     import dataclasses
 
-    from lora_search.spaces import RunProfile, rederive_for_dataset
+    from lora_search.spaces import rederive_for_dataset
 
-    from ._hardware import detect_hardware
+    from ._hardware import training_profile
 
-    # as run's profile: the training rows, the base's parameters, this machine
-    profile = RunProfile(dataset_size=dataset_size, model_parameters=model_parameters,
-                         quantization=workload.quantization, **detect_hardware())
+    profile = training_profile(dataset_size, model_parameters, workload.quantization)
     full, reasons = rederive_for_dataset(config, profile)
     before, after = config.flat(), full.flat()
     changes = {key: {"preset": before[key], "fitted": after[key], "reason": reasons.get(key, "")}

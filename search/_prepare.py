@@ -108,7 +108,7 @@ def prepare(request: RunRequest) -> Prepared:
     from ._storage import open_storage
     from ._tracking import tracking_for
     from ._trials import baseline_trial, count_states, trial_outcome
-    from .objectives import LoraObjective, Workload, detect_hardware, fit_base_to_gpu, metric_direction, quiet_libraries
+    from .objectives import LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries, training_profile
     from .spaces import RunProfile, load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
@@ -166,8 +166,7 @@ def prepare(request: RunRequest) -> Prepared:
     if existing:
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
     else:
-        profile = RunProfile(dataset_size=objective.dataset_size, model_parameters=objective.model_parameters,
-                             quantization=workload.quantization, **detect_hardware())
+        profile = training_profile(objective.dataset_size, objective.model_parameters, workload.quantization)
     resolved = space.resolve(profile)
     baseline_params = resolved.params_for(resolved.baseline())
 
