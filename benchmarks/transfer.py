@@ -23,7 +23,8 @@ a trial's value at a rung and its full run's test score, over the configs that r
 that rung, says whether the search ranks configs as the real run does.
 
 Search compute is counted in training examples: all trials' examples over the
-winner's full run (epochs trained x training rows); evaluations are not counted.
+winner's full run as planned (its epochs x training rows), and over the run as trained
+(early stopping may end it sooner); evaluations are not counted.
 
 Data: a folder of split files written from the embedded reviews: validation is a
 seeded 800-row hold-out of training_data (as the embedded default holds it out),
@@ -34,6 +35,7 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py --scenarios memory-constrained --seeds 1 --trials 12 --spearman-configs 0
                                                       # one scenario's verdict for one seed (no rank run)
     python benchmarks/transfer.py --rungs 3           # the same with multi-fidelity searches (run --rungs 3)
+    python benchmarks/transfer.py --finalists 2       # the same with the winner chosen among finalists (run --finalists 2)
     python benchmarks/transfer.py --scenarios my-space.yaml --results benchmarks/results/my-space
                                                       # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
     parser.add_argument("--rungs", type=int, default=None, help="run --rungs K for every search (default: run's own default; 2 with --quick)")
+    parser.add_argument("--finalists", type=int, default=None, help="run --finalists K for every search (default: run's own default)")
     parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
     parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run, a space file by its space's name (default: the first)")
     parser.add_argument("--spearman-configs", type=int, default=None, help="configs trained in full for the rank run (default 12; 3 with --quick; 0: none)")
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = args.spearman_configs if args.spearman_configs is not None else (3 if args.quick else 12)
     rank_scenario = args.spearman_scenario or scenarios[0]
     threads = args.threads or (1 if args.quick else None)
-    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": rungs, "train_rows": args.train_rows,
+    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": rungs, "finalists": args.finalists,
+                  "train_rows": args.train_rows,
                   "spearman_scenario": rank_scenario, "spearman_configs": configs, "threads": threads}
     run = _common.Run("transfer", args.quick, parameters)
 
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--model", str(model), "--train-sample", "32", "--eval-sample", "16", "--max-length", "32"]
         rows = []
         for scenario in scenarios:
-            search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else [])]
+            search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else []),
+                      *(["--finalists", str(args.finalists)] if args.finalists is not None else [])]
             for seed in seeds:
                 rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guides[scenario], seed, trials, options, search))
         rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options) if configs else None
@@ -171,7 +176,8 @@ def full_run(folder: Path, name: str, preset: str, options: list[str]) -> dict[s
 
 def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, options: list[str], search: list[str]) -> dict[str, Any]:
     from lora_search import load_lora_study
-    from lora_search._study import rung_compute, study_rungs
+    from lora_search._finalists import finalist_compute
+    from lora_search._study import ATTR_FINALISTS, rung_compute, study_rungs
 
     folder.mkdir(parents=True, exist_ok=True)
     study = folder.name
@@ -188,7 +194,8 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     loaded = load_lora_study(study, storage)
     found = _common.study_trials(storage, study)["trials"]
     score = TEST_SCORES.get(metric, f"test_{metric}")
-    search_examples = sum(t["examples"] for t in found)
+    finalists = loaded.user_attrs.get(ATTR_FINALISTS)
+    search_examples = sum(t["examples"] for t in found) + finalist_compute(finalists)
     rungs = study_rungs(loaded)
     spent, at_top = rung_compute(loaded.get_trials(deepcopy=False), rungs) if len(rungs) > 1 else (0, 0.0)
     return {
@@ -201,10 +208,15 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
         "fitted_epochs": fitted["epochs"]["trained"],
         "gain_over_fitted": _common.gain(winner["metrics"][score], fitted["metrics"][score], direction),
         "winner_epochs": winner["epochs"]["trained"], "guide_epochs": guided["epochs"]["trained"],
-        "search_compute": search_examples / (winner["epochs"]["trained"] * winner["splits"]["train"]["examples"]),
+        # one full training is the winner's run as planned; early stopping shortens the run as
+        # trained exactly when the winner fails, which would count that failure as search cost
+        "search_compute": search_examples / (winner["epochs"]["planned"] * winner["splits"]["train"]["examples"]),
+        "search_compute_trained": search_examples / (winner["epochs"]["trained"] * winner["splits"]["train"]["examples"]),
         # against training every trial at the top rung (the issue's goal: at least half saved)
         "rungs": rungs, "compute_saved": 1 - spent / at_top if at_top else None,
-        "search_s": sum(end - start for _, start, end in _common.trial_windows(loaded)),
+        "winner_trial": provenance["trial"], "proxy_best_trial": loaded.best_trial.number,
+        "search_s": sum(end - start for _, start, end in _common.trial_windows(loaded))
+        + sum(result["seconds"] for result in (finalists or {}).get("results", {}).values()),
         "winner_train_s": winner["wall_s"], "guide_train_s": guided["wall_s"],
     }
 
@@ -269,7 +281,7 @@ def _threads(options: list[str]) -> list[str]:
 
 
 # what must match for rows of separate runs to stand in one table
-SHARED_PARAMETERS = ("seeds", "trials", "rungs", "train_rows", "rows")
+SHARED_PARAMETERS = ("seeds", "trials", "rungs", "finalists", "train_rows", "rows")
 
 
 def combine(folders: list[Path], args: Any) -> int:
@@ -282,7 +294,8 @@ def combine(folders: list[Path], args: Any) -> int:
         records.append(json.loads(path.read_text()))
     first = records[0]
     for folder, record in zip(folders, records):
-        differs = [key for key in SHARED_PARAMETERS if record["parameters"][key] != first["parameters"][key]]
+        # a parameter older runs predate ran at its default (None)
+        differs = [key for key in SHARED_PARAMETERS if record["parameters"].get(key) != first["parameters"].get(key)]
         differs += ["mode"] * (record["mode"] != first["mode"]) + ["versions"] * (record["versions"] != first["versions"])
         if differs:
             raise SystemExit(f"transfer: {folder} differs from {folders[0]} in {', '.join(differs)}: only like runs combine")
@@ -293,7 +306,7 @@ def combine(folders: list[Path], args: Any) -> int:
     if len(ranks) > 1:
         raise SystemExit("transfer: more than one of these runs has a rank run: combine at most one")
     rows = [row for record in records for row in record["rows"]]
-    parameters = {**{key: first["parameters"][key] for key in SHARED_PARAMETERS}, "scenarios": scenarios,
+    parameters = {**{key: first["parameters"].get(key) for key in SHARED_PARAMETERS}, "scenarios": scenarios,
                   "sources": [{"results": str(folder), "command": record["command"], "date": record["date"],
                                "duration_s": record["duration_s"], "threads": record["parameters"]["threads"]}
                               for folder, record in zip(folders, records)]}
@@ -314,10 +327,12 @@ def summarize(rows: list[dict[str, Any]], scenarios: list[str], rank: dict[str, 
                                   "over_fitted_guide": verdict([r["gain_over_fitted"] for r in mine])}
     won = {arm: sum(s[arm]["won"] is True for s in per_scenario.values()) for arm in ("over_guide", "over_fitted_guide")}
     compute = [r["search_compute"] for r in rows]
+    compute_trained = [r["search_compute_trained"] for r in rows if "search_compute_trained" in r]
     saved = [r["compute_saved"] for r in rows if r["compute_saved"] is not None]
     return {"scenarios": per_scenario, "won": won["over_guide"], "won_over_fitted": won["over_fitted_guide"],
             "spearman": rank["spearman"] if rank else None, "rank": rank,
-            "search_compute_max": max(compute) if compute else None, "compute_saved_min": min(saved) if saved else None}
+            "search_compute_max": max(compute) if compute else None,
+            "search_compute_trained_max": max(compute_trained) if compute_trained else None, "compute_saved_min": min(saved) if saved else None}
 
 
 def verdict(gains: list[float | None]) -> dict[str, Any]:
@@ -336,21 +351,25 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
                ("guide accuracy", "guide_accuracy"), ("winner accuracy", "winner_accuracy"),
                (f"fitted guide {metric}", "fitted"), ("fitted guide accuracy", "fitted_accuracy"),
                ("gain over fitted guide", "over_fitted_text"),
-               ("epochs guide / fitted / winner", "epochs"), ("search compute (full runs)", "search_compute"),
+               ("epochs guide / fitted / winner", "epochs"), ("search compute (full runs planned / trained)", "compute"),
                ("saved vs all at top rung", "saved_text"),
-               ("search / winner train s", "seconds")]
+               ("winner trial (proxy's best)", "picked"), ("search / winner train s", "seconds")]
     shown = [{**row, "gain_text": None if row["gain"] is None else f"{row['gain']:+.1%}",
               "saved_text": None if row["compute_saved"] is None else f"{row['compute_saved']:.0%}",
               "over_fitted_text": None if row["gain_over_fitted"] is None else f"{row['gain_over_fitted']:+.1%}",
               "epochs": f"{row['guide_epochs']:.2g} / {row['fitted_epochs']:.2g} / {row['winner_epochs']:.2g}",
+              "compute": f"{_common.fmt(row['search_compute'])} / {_common.fmt(row.get('search_compute_trained'))}",
+              "picked": f"{row['winner_trial']} ({row['proxy_best_trial']})" if "winner_trial" in row else None,
               "seconds": f"{row['search_s']:.0f} / {row['winner_train_s']:.0f}"} for row in rows]
     lines = [
         f"{len(summary['scenarios'])} scenarios x {len(parameters['seeds'])} seeds ({', '.join(map(str, parameters['seeds']))}), "
         f"{parameters['trials']} trials per search" + (f" with --rungs {parameters['rungs']}" if parameters["rungs"] else "")
+        + (f" with --finalists {parameters['finalists']}" if parameters.get("finalists") else "")
         + f"; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
         "preset's, trained the same way (positive = the winner is better). Fitted guide: the guide preset with the guide's "
         "rules re-applied for this data and hardware, as export does to a winner; the gain over it is the search's own share. "
-        "Search compute: all trials' training examples over the winner's full run.\n",
+        "Search compute: all trials' (and finalists') training examples over the winner's full run, as planned (its epochs "
+        "x training rows) and as trained (early stopping may end it sooner).\n",
         _common.markdown_table(columns, shown),
     ]
 
@@ -380,7 +399,8 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
         f"the guide preset fitted to the data in {summary['won_over_fitted']}; "
         + (f"Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6)" if rank else "no rank run")
         + "; search compute at most "
-        f"{_common.fmt(compute)} full trainings (target: at most 5)"
+        f"{_common.fmt(compute)} full trainings as planned (target: at most 5; at most "
+        f"{_common.fmt(summary['search_compute_trained_max'])} against the winners' runs as trained, which early stopping cut)"
         + ("" if summary["compute_saved_min"] is None else
            f"; the rungs saved at least {summary['compute_saved_min']:.0%} against every trial at the top rung (goal: 50%)")
         + ".**"

@@ -85,12 +85,16 @@ class LoraObjective:
             raise DataError(f"{self.data.source}: no usable examples after tokenization; check the text columns")
         self._output_dir = tempfile.TemporaryDirectory(prefix="lora-search-trial-")
         self._untrained_value: float | None = None
+        self._finalist_rows: tuple[list, list] | None = None  # tokenized when the first finalist trains
 
     # -- the public surface -------------------------------------------------------
     def schedule(self, config: TrainingConfig, rung: int = 0) -> ProxySchedule:
         """The proxy run of ``config`` at ``rung``: its evaluation grid and planned steps."""
+        return self._plan(config, len(self.rung_rows[rung]))
+
+    def _plan(self, config: TrainingConfig, train_examples: int) -> ProxySchedule:
         return ProxySchedule.plan(
-            len(self.rung_rows[rung]),
+            train_examples,
             config.num_train_epochs,
             config.per_device_train_batch_size,
             config.gradient_accumulation_steps,
@@ -103,6 +107,37 @@ class LoraObjective:
         if len(self.rung_examples) > 1:
             return list(self.rung_examples)
         return self.schedule(config).report_steps()
+
+    def finalist_sizes(self) -> tuple[int, int]:
+        """The training examples and validation rows a finalist trains and is scored on:
+        RUNG_FACTOR times the proxy's of each, capped at the splits. Its run is that many
+        times longer, and its score's noise half the proxy's (noise falls with the square
+        root of the rows)."""
+        return (min(self.workload.train_sample * RUNG_FACTOR, self.dataset_size),
+                min(self.workload.eval_sample * RUNG_FACTOR, len(self.data.eval)))
+
+    def train_finalist(self, config: TrainingConfig) -> dict[str, Any]:
+        """Train ``config`` again at the finalists' fidelity (``finalist_sizes``): a fresh adapter
+        on a larger seeded training sample for its epochs, scored on a larger validation sample,
+        never pruned. Returns what the run left: ``value`` (the best evaluation; None when the
+        config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
+        feasible run ``best_step`` and ``evaluations``."""
+        import optuna
+
+        if self._finalist_rows is None:
+            train_examples, eval_examples = self.finalist_sizes()
+            seed, length = self.workload.seed, self.workload.max_length
+            self._finalist_rows = (tokenize(self.data, self.data.sample("train", train_examples, seed), self.tokenizer, length),
+                                   tokenize(self.data, self.data.sample("eval", eval_examples, seed), self.tokenizer, length))
+        record = optuna.trial.FixedTrial({})  # holds the user attrs a run sets; nothing is reported or pruned
+        precision = training_precision(config.precision, self.base_precision)
+        run = self._train_rung(record, config, *self._finalist_rows, precision, None, report=False)
+        result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}
+        if run.failure is not None:
+            return {**result, "value": None, "stop_reason": run.failure[0], "error": run.failure[1]}
+        callback = run.callback
+        return {**result, "value": callback.best_value, "best_step": callback.best_step,
+                "stop_reason": "early-stopped" if callback.early_stopped else "completed", "evaluations": callback.evaluations}
 
     def __call__(self, trial: Any, config: TrainingConfig) -> float:
         if self.tracking is None:
@@ -136,7 +171,7 @@ class LoraObjective:
         rung_values: list[dict[str, Any]] = []
         pruned = False
         for rung, size in enumerate(self.rung_examples):
-            run = self._train_rung(trial, config, rung, precision, tracked, report=not climbs)
+            run = self._train_rung(trial, config, self.rung_rows[rung], self.eval_rows, precision, tracked, report=not climbs)
             runs.append(run)
             if run.failure is not None or not climbs:
                 break
@@ -202,9 +237,9 @@ class LoraObjective:
         assert callback.best_value is not None  # the last step always evaluates
         return callback.best_value
 
-    def _train_rung(self, trial: Any, config: TrainingConfig, rung: int, precision: str, tracked: TrackedRun | None,
-                    report: bool) -> _RungRun:
-        """Train a fresh adapter on rung ``rung``'s sample, evaluating on the schedule's grid."""
+    def _train_rung(self, trial: Any, config: TrainingConfig, train_rows: list, eval_rows: list, precision: str,
+                    tracked: TrackedRun | None, report: bool) -> _RungRun:
+        """Train a fresh adapter on ``train_rows``, evaluating on ``eval_rows`` on the schedule's grid."""
         import torch
 
         from ._callback import NonFiniteLossError, ProxyTrialCallback, TrainingWatch
@@ -224,9 +259,10 @@ class LoraObjective:
                     run.failure = ("infeasible:over-budget", f"estimated {estimate['total']:.2f} GB exceeds the {workload.memory_budget_gb} GB budget")
                     return run
                 watch.attach(model)
+                schedule = self._plan(config, len(train_rows))
                 run.callback = ProxyTrialCallback(
                     trial,
-                    self.schedule(config, rung),
+                    schedule,
                     watch,
                     self._read_value,
                     maximize=self.direction == "maximize",
@@ -234,7 +270,7 @@ class LoraObjective:
                     threshold=config.early_stopping_threshold,
                     report=report,
                 )
-                trainer = self._trainer(model, config, callbacks=[run.callback], tracked=tracked, rung=rung)
+                trainer = self._trainer(model, config, [run.callback], train_rows, eval_rows, tracked, schedule)
                 memory_before = _memory_before(self.device)
                 run.train_started = time.perf_counter()
                 try:
@@ -281,18 +317,17 @@ class LoraObjective:
         if self._untrained_value is None:
             config = TrainingConfig()
             with fresh_adapter(self.base_model, config, self.task, self.workload.seed) as model:
-                self._untrained_value = self._read_value(self._trainer(model, config, callbacks=[]).evaluate())
+                self._untrained_value = self._read_value(self._trainer(model, config, [], self.train_rows, self.eval_rows).evaluate())
             gc.collect()
         return self._untrained_value
 
     # -- pieces -------------------------------------------------------------------
-    def _trainer(self, model: Any, config: TrainingConfig, callbacks: list[Any], tracked: TrackedRun | None = None,
-                 rung: int = 0) -> Any:
+    def _trainer(self, model: Any, config: TrainingConfig, callbacks: list[Any], train_rows: list, eval_rows: list,
+                 tracked: TrackedRun | None = None, schedule: ProxySchedule | None = None) -> Any:
         # The callback decides when to evaluate; nothing is saved, and only a tracked run logs
-        # its training loss (about once per evaluation).
+        # its training loss (about once per evaluation of its schedule).
         logged: dict[str, Any] = {"logging_strategy": "no"}
-        if tracked is not None:
-            schedule = self.schedule(config, rung)
+        if tracked is not None and schedule is not None:
             callbacks = [*callbacks, *tracked.trainer_callbacks()]
             logged = {"logging_strategy": "steps", "run_name": tracked.name,
                        "logging_steps": max(1, schedule.optimizer_steps // len(schedule.report_steps()))}
@@ -301,8 +336,8 @@ class LoraObjective:
             config,
             task=self.task,
             tokenizer=self.tokenizer,
-            train_rows=self.rung_rows[rung],
-            eval_rows=self.eval_rows,
+            train_rows=train_rows,
+            eval_rows=eval_rows,
             device=self.device,
             base_precision=self.base_precision,
             seed=self.workload.seed,

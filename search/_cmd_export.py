@@ -98,7 +98,7 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
     returns (path, document) pairs."""
     from ._errors import SearchError
     from ._presets import write_preset
-    from ._study import load_lora_study, stored_space, study_metric
+    from ._study import ATTR_FINALISTS, load_lora_study, stored_space, study_metric
     from ._trials import ranked_trials
 
     study = load_lora_study(study_name, storage)
@@ -107,7 +107,7 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
         chosen = _exportable_trial(study, trial)
         document = preset_document(study, chosen, names[0], stored_space(study))
         return [(str(write_preset(names[0], document, fmt=fmt, force=force)), document)]
-    ranked = ranked_trials(study.get_trials(deepcopy=False), direction)
+    ranked = ranked_trials(study.get_trials(deepcopy=False), direction, study.user_attrs.get(ATTR_FINALISTS))
     if not ranked:
         raise SearchError(
             f"study {study_name!r} has no complete feasible trial to export yet: "
@@ -136,10 +136,14 @@ def _exportable_trial(study, number: int):
                       "choose a complete trial, or one pruned after a rung")
 
 
-def _trial_value(trial) -> tuple[float, str | None]:
-    """The value a trial stands on and where it comes from: a pruned trial's is its last rung's."""
+def _trial_value(trial, finalists) -> tuple[float, str | None]:
+    """The value a trial stands on and where it comes from: a finalist's is its finalist run's,
+    a pruned trial's its last rung's."""
+    from ._finalists import finalist_text, finalist_value
     from ._trials import trial_outcome
 
+    if finalist_value(trial, finalists) is not None:
+        return finalist_value(trial, finalists), "best evaluation" + finalist_text(finalists)
     if trial_outcome(trial) == "complete":
         return trial.value, trial.user_attrs.get("value_source")
     last = trial.user_attrs["rung_values"][-1]
@@ -151,7 +155,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     import dataclasses
     from datetime import datetime, timezone
 
-    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
+    from ._study import ATTR_FINALISTS, ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
     from ._trials import baseline_trial, plain
     from .spaces import rederive_for_dataset
 
@@ -166,7 +170,9 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     }
     base = baseline_trial(study.get_trials(deepcopy=False))
     workload = study.user_attrs[ATTR_WORKLOAD]
-    value, value_source = _trial_value(trial)
+    finalists = study.user_attrs.get(ATTR_FINALISTS)
+    value, value_source = _trial_value(trial, finalists)
+    baseline_value = _trial_value(base, finalists)[0] if base is not None and base.value is not None else None
     return plain({
         "name": name,
         "config": full.to_dict(),
@@ -180,7 +186,8 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "direction": direction,
             "value": value,
             "value_source": value_source,
-            "baseline_value": base.value if base is not None else None,
+            "proxy_value": trial.value,
+            "baseline_value": baseline_value,
             "baseline_trial": base.number if base is not None else None,
             "space": study.user_attrs.get(ATTR_SPACE),
             "model": workload.get("model") or "embedded all-MiniLM-L6-v2",

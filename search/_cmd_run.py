@@ -26,6 +26,7 @@ examples:
       --text-column review --label-column score --metric accuracy
   lora-search run --study memory-constrained.minilm.fine-food --trials 40   (resume)
   lora-search run --space memory-constrained --trials 30 --rungs 3   (128, 512, 2,048 examples)
+  lora-search run --space standard --trials 30 --finalists 3   (the winner chosen at 512 examples)
 
 samplers: tpe (default; models parameters jointly), random, gp (Gaussian process),
 cmaes, qmc (quasi-random, even coverage). All are seeded by --seed.
@@ -40,6 +41,14 @@ Complete trials, the winner and the baseline (which always climbs) are scored at
 top rung, and the summary says how much compute the rungs saved. Measured so far
 (benchmarks/README.md, section 7), the top rung's pick was no better in a full training
 than a one-rung search's, at three times the compute: one rung is the default.
+
+finalists: with --finalists K, once the study holds its target, the K best complete
+trials and the baseline train again, each on 4x --train-sample examples for its epochs,
+scored on 4x --eval-sample validation rows and never pruned; the winner (summary, show,
+export) is the best of them there. A proxy of a few optimizer steps cannot see a config
+that learns fastest early and turns unstable later; the finalists' longer run can. Each
+costs about 4 trials. On a finished study, the same command with --finalists trains
+only them. With one fidelity only (--rungs already chooses at its top rung).
 """
 
 
@@ -56,6 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes on this study: one GPU each, or the CPU cores split between them (default 1)")
     parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")
+    parser.add_argument("--finalists", type=int, metavar="K",
+                        help="train the K best trials and the baseline again at 4x the proxy's data, and choose "
+                             "the winner there (default: what the study stored; 0 for a new study)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
     add_report_to_option(parser, runs="Each trial is a run STUDY/trial-N (its search parameters, LoRA settings, "
                          "training loss, evaluations, derived values and value) in a group named after the study; "
@@ -83,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         devices=args.devices,
         report_to=tuple(args.report_to or ()),
+        finalists=args.finalists,
     )
     with sigterm_as_interrupt():  # `kill` ends the run like Ctrl-C: the trial is recorded as interrupted
         summary = run_search(request)

@@ -26,9 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ._errors import UsageError
-    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric, study_rungs
+    from ._finalists import finalist_text, finalist_value
+    from ._study import (ATTR_FINALISTS, ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric,
+                         study_rungs)
     from ._progress import format_params, format_value
-    from ._trials import (baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, rung_text,
+    from ._trials import (baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, standing_value,
                           trial_outcome)
 
     if args.top < 1:
@@ -45,11 +47,20 @@ def run(args: argparse.Namespace) -> int:
     rungs = study_rungs(study)
     if len(rungs) > 1:
         print(f"  rungs: {', '.join(f'{size:,}' for size in rungs)} training examples (the best quarter of each climbs on)")
+    finalists = attrs.get(ATTR_FINALISTS)
+    if finalists and finalists.get("count"):
+        print(f"  finalists: the {finalists['count']} best trials and the baseline, trained again{finalist_text(finalists)}; "
+              "the winner is the best of them")
     print(f"  trials: {count_states(trials).as_text()}")
 
     def describe(trial) -> str:
         outcome = trial_outcome(trial)
-        value = f"{metric} {format_value(trial.value)}{rung_text(trial)}" if outcome == "complete" else outcome
+        value = outcome
+        if outcome == "complete":
+            standing = standing_value(trial, finalists)
+            value = f"{metric} {format_value(standing['value'])}{standing['fidelity']}"
+            if finalist_value(trial, finalists) is not None:
+                value += f" (proxy {format_value(trial.value)})"
         seen = examples_seen(trial)
         seen_text = f", {seen:,} examples seen" if seen is not None else ""
         return f"trial {trial.number}: {value} ({describe_stop(trial)}{seen_text})\n      {format_params(trial.params)}"
@@ -57,14 +68,16 @@ def run(args: argparse.Namespace) -> int:
     base = baseline_trial(trials)
     print("baseline (guide preset):")
     print(f"  {describe(base)}" if base is not None else "  none (the study was not started by lora-search run)")
-    ranked = ranked_trials(trials, direction)
+    ranked = ranked_trials(trials, direction, finalists)
     if not ranked:
         print("no complete feasible trial yet")
         return 0
     print(f"top {min(args.top, len(ranked))} of {len(ranked)} complete feasible trials:")
     for rank, trial in enumerate(ranked[: args.top], start=1):
         gain = ""
-        if base is not None and base.value is not None and trial_outcome(base) == "complete" and trial is not base:
-            gain = f"  [{improvement(trial.value, base.value, direction)} vs baseline]"
+        if base is not None and trial_outcome(base) == "complete" and trial is not base:
+            ours, theirs = standing_value(trial, finalists), standing_value(base, finalists)
+            if ours["fidelity"] == theirs["fidelity"]:  # compared only where both were measured the same way
+                gain = f"  [{improvement(ours['value'], theirs['value'], direction)} vs baseline]"
         print(f"  {rank}. {describe(trial)}{gain}")
     return 0

@@ -44,6 +44,9 @@ class RunRequest:
     devices: str | None = None  # GPUs for the workers, e.g. "0,1,3" (default: all)
     # Experiment trackers every trial reports to (not stored: a resumed run takes this run's).
     report_to: tuple[str, ...] = ()
+    # The best complete trials trained again at a higher fidelity once the target is reached,
+    # the winner chosen among them (_finalists); None: what the study stored (0 for a new one).
+    finalists: int | None = None
 
     def __post_init__(self) -> None:
         from ._tracking import check_report_to
@@ -56,6 +59,9 @@ class RunRequest:
             raise SearchError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if self.pruner is not None and self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r}: choose one of {', '.join(PRUNERS)}")
+        if self.finalists is not None and (isinstance(self.finalists, bool) or not isinstance(self.finalists, int)
+                                           or self.finalists < 0):
+            raise SearchError(f"--finalists must be a whole number >= 0, got {self.finalists!r}")
         if self.study is not None and not self.study.strip():
             raise SearchError("--study must not be empty")
         check_report_to(self.report_to)  # before the study is created or changed
@@ -78,9 +84,10 @@ class RunSummary:
     importances: dict[str, float] | None
     importance_note: str
     commands: dict[str, str] = field(default_factory=dict)
-    # studies with rungs: the compute spent against training every trial at the top rung,
-    # what a search up to the whole training split would cost, and a first rung without signal
-    rung_notes: list[str] = field(default_factory=list)
+    # the finalists' choice; with rungs, the compute spent against training every trial at
+    # the top rung and what a search up to the whole training split would cost; a first
+    # rung without signal
+    notes: list[str] = field(default_factory=list)
 
     def as_text(self) -> str:
         from ._progress import format_duration
@@ -90,7 +97,7 @@ class RunSummary:
             f"({self.counts.finished}/{self.target} finished; stopped: {self.stopped_because}; "
             f"{format_duration(self.elapsed_seconds)} this run)",
             *self._outcome_lines(),
-            *self.rung_notes,
+            *self.notes,
         ]
         if self.importances:
             ranked = ", ".join(f"{name} {share:.2f}" for name, share in self.importances.items())
@@ -103,7 +110,7 @@ class RunSummary:
 
     def as_note(self, scenario: str) -> str:
         """The study's note in optuna-dashboard (Markdown): what the last run left."""
-        outcome = "\n".join(f"- {line.strip()}" for line in [*self._outcome_lines(), *self.rung_notes])
+        outcome = "\n".join(f"- {line.strip()}" for line in [*self._outcome_lines(), *self.notes])
         return (f"**lora-search** scenario `{scenario}`, {self.metric} ({self.direction})\n\n{outcome}\n"
                 f"- trials: {self.counts.as_text()}\n\nRewritten at the end of each `lora-search run` of this study.\n")
 
@@ -115,13 +122,14 @@ class RunSummary:
         lines = []
         if self.baseline is not None:
             shown = format_value(self.baseline["value"]) if self.baseline["value"] is not None else self.baseline["outcome"]
-            number, rung = self.baseline["number"], self.baseline["rung"]
-            lines.append(f"baseline (guide preset, trial {number}): {self.metric} {shown}{rung}")
+            number, fidelity = self.baseline["number"], self.baseline["fidelity"]
+            lines.append(f"baseline (guide preset, trial {number}): {self.metric} {shown}{fidelity}")
         if self.best is None:
             lines.append("best: no complete feasible trial yet")
         else:
-            line = f"best: trial {self.best['number']}, {self.metric} {format_value(self.best['value'])}{self.best['rung']}"
-            if self.baseline is not None and self.baseline["value"] is not None:
+            line = f"best: trial {self.best['number']}, {self.metric} {format_value(self.best['value'])}{self.best['fidelity']}"
+            # compared only where both values were measured the same way
+            if self.baseline is not None and self.baseline["value"] is not None and self.baseline["fidelity"] == self.best["fidelity"]:
                 gain = improvement(self.best["value"], self.baseline["value"], self.direction)
                 line += f" ({gain} vs the baseline, {self.direction})"
             lines.append(line)
@@ -131,12 +139,14 @@ class RunSummary:
 
 def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_because: str,
               elapsed_seconds: float) -> RunSummary:
-    from ._study import ATTR_PROFILE, importances, study_metric, study_rungs
-    from ._trials import baseline_trial, count_states, ranked_trials, rung_text, trial_outcome
+    from ._finalists import finalist_notes
+    from ._study import ATTR_FINALISTS, ATTR_PROFILE, importances, study_metric, study_rungs
+    from ._trials import baseline_trial, count_states, ranked_trials, standing_value, trial_outcome
 
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
-    ranked = ranked_trials(trials, direction)
+    finalists = study.user_attrs.get(ATTR_FINALISTS)
+    ranked = ranked_trials(trials, direction, finalists)
     best = ranked[0] if ranked else None
     base = baseline_trial(trials)
     shares, note = importances(study)
@@ -156,18 +166,18 @@ def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_
         stopped_because=stopped_because,
         elapsed_seconds=elapsed_seconds,
         best=None if best is None else {
-            "number": best.number, "value": best.value, "params": dict(best.params), "rung": rung_text(best),
+            "number": best.number, **standing_value(best, finalists), "params": dict(best.params),
         },
         baseline=None if base is None else {
             "number": base.number,
-            "value": base.value if trial_outcome(base) == "complete" else None,
+            **(standing_value(base, finalists) if trial_outcome(base) == "complete" else {"value": None, "fidelity": ""}),
             "outcome": trial_outcome(base),
-            "rung": rung_text(base) if trial_outcome(base) == "complete" else "",
         },
         importances=shares,
         importance_note=note,
         commands=commands,
-        rung_notes=[
+        notes=[
+            *finalist_notes(trials, direction, finalists),
             *_compute_notes(trials, study_rungs(study), study.user_attrs[ATTR_PROFILE]["dataset_size"]),
             *([f"warning: {first_rung}"] if first_rung else []),
         ],
@@ -212,9 +222,10 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     is the same as ``run_search(RunRequest(space="memory-constrained", trials=30))``."""
     import sys
 
+    from ._finalists import run_finalists
     from ._loop import run_plan
     from ._progress import Progress
-    from ._study import study_metric
+    from ._study import ATTR_FINALISTS, study_metric
     from ._tracking import log_summary, open_group
 
     if request is None:
@@ -255,6 +266,11 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
                 stopped = run_worker_processes(plan, slots, on_trial=progress)
         finally:
             progress.close()
+    if stopped in ("target", "already done") and (prepared.finalists or ATTR_FINALISTS in study.user_attrs):
+        try:
+            run_finalists(study, prepared.objective, prepared.resolved, prepared.finalists, quiet=request.quiet)
+        except KeyboardInterrupt:
+            stopped = "interrupted"
     summary = summarize(study, storage=request.storage, target=plan.target, stopped_because=stopped,
                         elapsed_seconds=time.monotonic() - started)
     _save_note(study, summary)

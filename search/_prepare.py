@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SearchError, UsageError
 from ._loop import SearchPlan
 from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
-from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE,
+from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_FINALISTS, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE,
                      ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, default_study_name,
                      stored_search_space, study_names)
 
@@ -49,6 +49,7 @@ class Prepared:
     objective: LoraObjective
     resolved: ResolvedSpace
     already_finished: int
+    finalists: int  # the best trials to train again at a higher fidelity once the target is reached
 
 
 def _version() -> str:
@@ -155,6 +156,11 @@ def prepare(request: RunRequest) -> Prepared:
     if pruner not in PRUNERS:
         raise SearchError(f"space {space.name!r} names unknown pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
     timeout = request.timeout if request.timeout is not None else space.study_defaults.timeout_seconds
+    stored_finalists = (study.user_attrs.get(ATTR_FINALISTS) or {}).get("count", 0) if existing else 0
+    finalists = request.finalists if request.finalists is not None else stored_finalists
+    if finalists and workload.rungs > 1:
+        raise UsageError("--finalists chooses among one-fidelity trials, and --rungs already chooses at its top rung: "
+                         "drop one of them")
 
     quiet_libraries()
     if not existing:  # a resumed study keeps the base it was searched on
@@ -215,7 +221,7 @@ def prepare(request: RunRequest) -> Prepared:
         deadline=time.time() + timeout if timeout is not None else None,
         tracking=dataclasses.asdict(tracking) if tracking is not None else None,
     )
-    return Prepared(plan, study, objective, resolved, count_states(trials).finished)
+    return Prepared(plan, study, objective, resolved, count_states(trials).finished, finalists)
 
 
 __all__ = ["Prepared", "prepare"]

@@ -18,7 +18,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     """(title, explanation, figure or None-with-reason) for each section."""
     import optuna.visualization as vis
 
-    from ._study import importances, study_metric, study_rungs
+    from ._study import ATTR_FINALISTS, importances, study_metric, study_rungs
     from ._trials import baseline_trial, trial_outcome
 
     metric, _ = study_metric(study)
@@ -45,6 +45,10 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     else:
         sections.append(("Intermediate values", "no trial reported intermediate values yet.", None))
 
+    finalists = study.user_attrs.get(ATTR_FINALISTS)
+    if finalists and finalists.get("count"):
+        sections.append(_finalists_section(study, finalists, metric))
+
     shares, note = importances(study)
     if shares:
         sections.append(("Parameter importances", "how much of the variation in the metric each parameter explains.",
@@ -58,6 +62,29 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     else:
         sections.append(("Parallel coordinates", f"need at least 2 complete trials, have {len(complete)}.", None))
     return sections
+
+
+def _finalists_section(study: optuna.Study, finalists: dict[str, Any], metric: str) -> tuple[str, str, Any]:
+    """The finalists as a table, the winner first: their values at the proxy and as finalists."""
+    import plotly.graph_objects as go
+
+    from ._finalists import finalist_text, finalist_value
+    from ._study import study_metric
+    from ._trials import ranked_trials
+
+    _, direction = study_metric(study)
+    ranked = [t for t in ranked_trials(study.get_trials(deepcopy=False), direction, finalists)
+              if finalist_value(t, finalists) is not None]
+    columns = {
+        "trial": [f"{t.number} (baseline)" if t.user_attrs.get("baseline") else str(t.number) for t in ranked],
+        f"{metric} as a finalist": [f"{finalist_value(t, finalists):.4g}" for t in ranked],
+        f"{metric} at the proxy": [f"{t.value:.4g}" for t in ranked],
+        "stopped": [finalists["results"][str(t.number)]["stop_reason"] for t in ranked],
+    }
+    table = go.Figure(go.Table(header={"values": list(columns)}, cells={"values": list(columns.values())}))
+    table.update_layout(height=120 + 30 * len(ranked), margin={"t": 10, "b": 10})
+    return ("Finalists", f"the best trials and the baseline trained again{finalist_text(finalists)}, best first: "
+            "the first row is the winner.", table)
 
 
 def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[str]:

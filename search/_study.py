@@ -32,6 +32,7 @@ ATTR_DIRECTION = ATTR_PREFIX + "direction"
 ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
+ATTR_FINALISTS = ATTR_PREFIX + "finalists"  # the finalists' fidelity and results (_finalists)
 
 
 def _short_name(value: str | None, default: str) -> str:
@@ -138,7 +139,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     return {name: float(value) for name, value in result.items()}, ""
 
 
-__all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
+__all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_FINALISTS", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
            "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "default_study_name",
            "importances", "load_lora_study", "rung_compute", "stored_search_space", "stored_space", "study_metric",
            "study_names", "study_rungs", "trial_config"]

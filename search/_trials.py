@@ -84,6 +84,17 @@ def rung_text(trial: FrozenTrial) -> str:
     return f" @ rung {trial.user_attrs['rung']} ({trial.user_attrs['rung_examples']:,} examples)"
 
 
+def standing_value(trial: FrozenTrial, finalists: dict[str, Any] | None) -> dict[str, Any]:
+    """The value a complete trial stands on and how it was measured ('fidelity', text to append
+    to the value): its finalist value when it trained as one, else its proxy value (at its rung)."""
+    from ._finalists import finalist_text, finalist_value
+
+    final = finalist_value(trial, finalists)
+    if final is not None:
+        return {"value": final, "fidelity": finalist_text(finalists)}
+    return {"value": trial.value, "fidelity": rung_text(trial)}
+
+
 def examples_seen(trial: FrozenTrial) -> int | None:
     """Training examples the trial consumed, when the objective recorded it."""
     value = trial.user_attrs.get("examples_seen")
@@ -104,10 +115,17 @@ def baseline_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
     return None
 
 
-def ranked_trials(trials: Iterable[FrozenTrial], direction: str) -> list[FrozenTrial]:
-    """Complete feasible trials, best first."""
+def ranked_trials(trials: Iterable[FrozenTrial], direction: str, finalists: dict[str, Any] | None = None) -> list[FrozenTrial]:
+    """Complete feasible trials, best first. With the study's finalist results (user attr
+    ``lora_search.finalists``), the trials with a finalist value come first, ordered by it:
+    that is the search's final choice; the others follow by their proxy value."""
+    from ._finalists import finalist_value
+
     scored = [t for t in trials if trial_outcome(t) == "complete" and t.value is not None]
-    return sorted(scored, key=lambda t: t.value, reverse=direction == "maximize")
+    by_proxy = sorted(scored, key=lambda t: t.value, reverse=direction == "maximize")
+    final = [t for t in by_proxy if finalist_value(t, finalists) is not None]
+    final.sort(key=lambda t: finalist_value(t, finalists), reverse=direction == "maximize")
+    return final + [t for t in by_proxy if finalist_value(t, finalists) is None]
 
 
 def improvement(best: float, baseline: float, direction: str) -> str:

@@ -219,6 +219,8 @@ def check_transfer(record: dict) -> None:
         # the third arm, the guide preset fitted to the data, was trained and scored the same way
         assert math.isfinite(row["fitted"]) and row["gain_over_fitted"] == pytest.approx((row["fitted"] - row["winner"]) / row["fitted"])
         assert row["search_compute"] > 0 and row["winner_epochs"] > 0
+        # the run as trained is at most the run as planned: the same examples over a shorter run
+        assert row["search_compute_trained"] >= row["search_compute"]
         # the quick searches climb 2 rungs: the saving against every trial at the top rung is measured
         assert row["rungs"] == [32, 64] and -1 < row["compute_saved"] < 1
     rank = summary["rank"]
