@@ -48,6 +48,7 @@ def run_finalists(study: optuna.Study, objective: LoraObjective, resolved: Resol
     or inside finalists; what finished is kept."""
     from ._progress import format_duration, format_value
     from ._study import study_metric, trial_config
+    from .spaces import first_line
     from ._trials import plain
 
     metric, direction = study_metric(study)
@@ -62,7 +63,12 @@ def run_finalists(study: optuna.Study, objective: LoraObjective, resolved: Resol
               f"{eval_examples:,} validation rows", file=sys.stderr)
     for index, number in enumerate(todo, start=1):
         trial = trials[number]
-        result = objective.train_finalist(trial_config(resolved, trial))
+        try:
+            result = objective.train_finalist(trial_config(resolved, trial))
+        except Exception as error:  # nothing is stored: the next run trains it again
+            print(f"  finalist {index}/{len(todo)}: trial {number} failed ({type(error).__name__}: {first_line(error)}); "
+                  "run the same command again to retry it", file=sys.stderr)
+            continue
         results[str(number)] = plain(result)
         study.set_user_attr(ATTR_FINALISTS, record)
         if not quiet:

@@ -139,3 +139,37 @@ def test_bad_finalist_options_are_refused_before_anything_is_stored(tmp_path, cl
                  *tiny_options(train_sample=16), *options)
     assert result.code != 0 and fragment in result.err and "Traceback" not in result.err
     assert "refused" not in optuna.get_all_study_names(storage)
+
+
+def test_a_finalist_that_fails_is_reported_kept_out_and_trained_by_the_next_run(final_search, capsys):
+    from lora_search._finalists import run_finalists
+    from lora_search._study import stored_space
+    from lora_search.objectives import LoraObjective, Workload
+
+    study = optuna.create_study(study_name="failing", storage=final_search["storage"])
+    for key, value in load(final_search).user_attrs.items():
+        if key != ATTR:
+            study.set_user_attr(key, value)
+    for trial in load(final_search).trials[:3]:
+        study.add_trial(trial)
+    objective = LoraObjective(Workload.from_dict(study.user_attrs["lora_search.workload"]))
+    embeddings = objective.base_model.bert.embeddings
+
+    def broken_batch(module, args):
+        if module.training:
+            raise ValueError("broken batch")
+
+    handle = embeddings.register_forward_pre_hook(broken_batch)
+    try:
+        run_finalists(study, objective, stored_space(study), 1)
+    finally:
+        handle.remove()
+    err = capsys.readouterr().err
+    assert "failed (ValueError: broken batch); run the same command again to retry it" in err
+    record = optuna.load_study(study_name="failing", storage=final_search["storage"]).user_attrs[ATTR]
+    assert record["count"] == 1 and record["results"] == {}
+
+    run_finalists(study, objective, stored_space(study), 1)
+    wanted = finalist_numbers(study.trials, "minimize", 1)
+    results = optuna.load_study(study_name="failing", storage=final_search["storage"]).user_attrs[ATTR]["results"]
+    assert set(results) == {str(n) for n in wanted} and all(math.isfinite(r["value"]) for r in results.values())
