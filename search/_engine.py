@@ -227,6 +227,7 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     from ._progress import Progress
     from ._study import ATTR_FINALISTS, study_metric
     from ._tracking import log_summary, open_group
+    from ._trials import count_states
 
     if request is None:
         request = RunRequest(**options)
@@ -271,6 +272,10 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
             run_finalists(study, prepared.objective, prepared.resolved, prepared.finalists, quiet=request.quiet)
         except KeyboardInterrupt:
             stopped = "interrupted"
+    elif stopped == "timeout" and prepared.finalists:  # a deadline bounds the run: no finalist starts after it
+        print(f"finalists: not trained, the search stopped at its timeout with {count_states(study.get_trials()).finished} "
+              f"of {plan.target} trials; they train when a run reaches the target (e.g. the same command with a longer "
+              "--timeout)", file=sys.stderr)
     summary = summarize(study, storage=request.storage, target=plan.target, stopped_because=stopped,
                         elapsed_seconds=time.monotonic() - started)
     _save_note(study, summary)

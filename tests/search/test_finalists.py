@@ -129,6 +129,16 @@ def test_finalists_zero_lets_the_proxy_choose_again(final_search, cli):
     assert restored.code == 0 and "as a finalist" in restored.out
 
 
+def test_a_search_stopped_by_its_timeout_trains_no_finalist_and_says_so(tmp_path, cli, tiny_options):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 500, "--timeout", "3s", "--study", "short", "--storage",
+                 storage, "--finalists", 1, *tiny_options(train_sample=16))
+    assert result.code == 0, result.err
+    assert "stopped: timeout" in result.out
+    assert "finalists: not trained, the search stopped at its timeout with" in result.err
+    assert "lora_search.finalists" not in optuna.load_study(study_name="short", storage=storage).user_attrs
+
+
 @pytest.mark.parametrize("options, fragment", [
     (["--finalists", "-1"], "--finalists must be a whole number >= 0"),
     (["--finalists", "2", "--rungs", "2"], "--rungs already chooses at its top rung"),
