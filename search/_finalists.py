@@ -1,8 +1,8 @@
 """Finalists: the search's final choice, made at a higher fidelity than the proxy's.
 
 A proxy trial is a few optimizer steps on a small sample. It tells good configs from
-bad ones, but within its top band the order is noise, and it cannot see a config that
-learns fastest early and then turns unstable (benchmarks/README.md, section 7). With
+bad ones, but within its top band the order is noise (benchmarks/README.md, section 7).
+With
 ``run --finalists K``, once the search holds its target, the K best complete trials
 and the baseline train again, each on RUNG_FACTOR times the proxy's training examples
 for its epochs, scored on RUNG_FACTOR times its validation rows, unpruned. The winner
