@@ -142,8 +142,9 @@ def _trial_value(trial, finalists) -> tuple[float, str | None]:
     from ._finalists import finalist_text, finalist_value
     from ._trials import trial_outcome
 
-    if finalist_value(trial, finalists) is not None:
-        return finalist_value(trial, finalists), "best evaluation" + finalist_text(finalists)
+    final = finalist_value(trial, finalists)
+    if final is not None:
+        return final, "best evaluation" + finalist_text(finalists)
     if trial_outcome(trial) == "complete":
         return trial.value, trial.user_attrs.get("value_source")
     last = trial.user_attrs["rung_values"][-1]

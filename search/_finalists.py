@@ -2,11 +2,10 @@
 
 A proxy trial is a few optimizer steps on a small sample. It tells good configs from
 bad ones, but within its top band the order is noise (benchmarks/README.md, section 7).
-With
-``run --finalists K``, once the search holds its target, the K best complete trials
-and the baseline train again, each on RUNG_FACTOR times the proxy's training examples
-for its epochs, scored on RUNG_FACTOR times its validation rows, unpruned. The winner
-is the best of them there: ``ranked_trials`` puts the finalists first, by that value.
+With ``run --finalists K``, once the search holds its target, the K best complete
+trials and the baseline train again, each on RUNG_FACTOR times the proxy's training
+examples for its epochs, scored on RUNG_FACTOR times its validation rows, unpruned. The
+winner is the best of them there: ``ranked_trials`` puts the finalists first, by that value.
 
 The results are a study user attr (``lora_search.finalists``), not trials: a finalist's
 value is at another fidelity than the proxy values the sampler and pruner compare, and

@@ -21,7 +21,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     from ._study import ATTR_FINALISTS, importances, study_metric, study_rungs
     from ._trials import baseline_trial, trial_outcome
 
-    metric, _ = study_metric(study)
+    metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if trial_outcome(t) == "complete"]
     sections: list[tuple[str, str, Any]] = []
@@ -47,7 +47,7 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
 
     finalists = study.user_attrs.get(ATTR_FINALISTS)
     if finalists and finalists.get("count"):
-        sections.append(_finalists_section(study, finalists, metric))
+        sections.append(_finalists_section(study, finalists, metric, direction))
 
     shares, note = importances(study)
     if shares:
@@ -64,15 +64,13 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     return sections
 
 
-def _finalists_section(study: optuna.Study, finalists: dict[str, Any], metric: str) -> tuple[str, str, Any]:
+def _finalists_section(study: optuna.Study, finalists: dict[str, Any], metric: str, direction: str) -> tuple[str, str, Any]:
     """The finalists as a table, the winner first: their values at the proxy and as finalists."""
     import plotly.graph_objects as go
 
     from ._finalists import finalist_text, finalist_value
-    from ._study import study_metric
     from ._trials import ranked_trials
 
-    _, direction = study_metric(study)
     ranked = [t for t in ranked_trials(study.get_trials(deepcopy=False), direction, finalists)
               if finalist_value(t, finalists) is not None]
     columns = {
