@@ -266,27 +266,36 @@ def test_worker_killed_mid_trial_is_retried(postgres_url, tiny_workload, tmp_pat
 def test_sigterm_on_two_journal_workers_then_resume(tiny_workload, tmp_path):
     """SIGTERM to `run --workers 2` on a journal file: the parent passes it on, the running
     trials end as interrupted and queued again, and the next run completes the target."""
-    args = [*tiny_workload, "--trials", "4", "--workers", "2", "--storage", "s.journal"]
+    # 128 training examples keep a trial training for a few seconds, so the signal finds one
+    # mid-training; the trial seen running may still finish first, so the checks below cover
+    # whichever trials the signal interrupted.
+    args = [*tiny_workload, "--train-sample", "128", "--trials", "4", "--workers", "2", "--storage", "s.journal"]
     run = subprocess.Popen(_run_command(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
-    victim = _wait_for_training_trial("s.journal", tmp_path, exclude_pid=run.pid)
+    seen_running = _wait_for_training_trial("s.journal", tmp_path, exclude_pid=run.pid)
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=120)
     assert run.returncode != 0
     assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err, err[-3000:]
 
     study = _load("s.journal", tmp_path)
-    interrupted = study.trials[victim.number]
-    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True
+    assert study.trials[seen_running.number].state != TrialState.RUNNING
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    queued = [t for t in study.get_trials(states=(TrialState.WAITING,)) if t.system_attrs["failed_trial"] == victim.number]
-    assert len(queued) == 1 and queued[0].params == interrupted.params
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert interrupted, [(t.number, t.state) for t in study.trials]
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    for trial in interrupted:
+        # a retry another worker had already started names the first failure, as Optuna's own retries do
+        first_failure = trial.system_attrs.get("failed_trial", trial.number)
+        assert trial.state == TrialState.FAIL
+        (retry,) = [t for t in queued if t.system_attrs["failed_trial"] == first_failure]
+        assert retry.params == trial.params
 
     resumed = _lora_search_run(args, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = _load("s.journal", tmp_path)
     _assert_consistent(study, target=4, workers=2)
-    assert study.trials[queued[0].number].state.is_finished()
+    assert all(study.trials[t.number].state.is_finished() for t in queued)
 
 
 @pytest.mark.parametrize(
