@@ -20,7 +20,10 @@ of the study's trials, evenly spread over their ranking at the first rung (where
 successive halving makes most of its decisions; without rungs, the only one), are
 exported with ``export --trial`` and trained in full. The Spearman correlation between
 a trial's value at a rung and its full run's test score, over the configs that reached
-that rung, says whether the search ranks configs as the real run does.
+that rung, says whether the search ranks configs as the real run does. A search's
+configs crowd where its sampler has converged; with --spearman-sampler random the rank
+run has a study of its own instead: the baseline and --spearman-configs - 1 configs drawn
+at random (seed 42, one fidelity, never pruned), which spread over the whole space.
 
 Search compute is counted in training examples: all trials' examples over the
 winner's full run as planned (its epochs x training rows), and over the run as trained
@@ -38,6 +41,8 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py --finalists 2       # the same with the winner chosen among finalists (run --finalists 2)
     python benchmarks/transfer.py --scenarios my-space.yaml --results benchmarks/results/my-space
                                                       # judge a space file of your own (run --space FILE)
+    python benchmarks/transfer.py --scenarios quick-experiment --seeds 0 --spearman-sampler random
+                                                      # the rank run alone, over random configs (no searches)
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
     python benchmarks/transfer.py --combine benchmarks/results/transfer-qe1,benchmarks/results/transfer-tc
                                                       # one report from runs made one scenario at a time (trains nothing)
@@ -59,6 +64,7 @@ from typing import Any
 
 import _common
 
+FIRST_SEED = 42  # seeds are 42, 43, ...; the rank run's random study draws with the first
 VALIDATION_ROWS = 800  # as the embedded default holds out of training_data (20% of 4,000)
 QUICK_ROWS = {"train": 64, "validation": 32, "test": 48}
 TEST_SCORES = {"eval_loss": "test_loss", "perplexity": "test_perplexity"}  # study metric -> training.json key
@@ -68,13 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = _common.parser(__doc__)
     parser.add_argument("--scenarios", default=None, help="comma-separated scenario names or space YAML files, a file known by its "
                                                           "space's name (default: all five; quick-experiment with --quick)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick; 0: no searches, "
+                                                               "the rank run alone, with --spearman-sampler random)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
     parser.add_argument("--rungs", type=int, default=None, help="run --rungs K for every search (default: run's own default; 2 with --quick)")
     parser.add_argument("--finalists", type=int, default=None, help="run --finalists K for every search (default: run's own default)")
     parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
     parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run, a space file by its space's name (default: the first)")
     parser.add_argument("--spearman-configs", type=int, default=None, help="configs trained in full for the rank run (default 12; 3 with --quick; 0: none)")
+    parser.add_argument("--spearman-sampler", choices=("study", "random"), default="study",
+                        help="the rank run's configs: study (spread over the first seed's search, default) or random "
+                             "(a study of their own: the baseline and configs drawn at random, never pruned)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; 1 with --quick)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data, studies and trainings; run again to resume "
                                                                 "(default benchmarks/work/transfer, or a temporary folder with --quick)")
@@ -94,15 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     spaces = {space.name: entry if entry in scenario_names() else str(Path(entry).resolve()) for entry, space in loaded.items()}
     guides = {space.name: space.baseline_preset for space in loaded.values()}
     scenarios = list(spaces)
-    seeds = list(range(42, 42 + (args.seeds or (1 if args.quick else 3))))
+    seeds = list(range(FIRST_SEED, FIRST_SEED + (args.seeds if args.seeds is not None else (1 if args.quick else 3))))
     trials = args.trials or (3 if args.quick else 30)
     rungs = args.rungs or (2 if args.quick else None)  # quick: 32 then 64 examples, so the rung path runs too
     configs = args.spearman_configs if args.spearman_configs is not None else (3 if args.quick else 12)
     rank_scenario = args.spearman_scenario or scenarios[0]
+    if not seeds and not (configs and args.spearman_sampler == "random"):
+        raise SystemExit("transfer: --seeds 0 leaves only the rank run, and that needs a study of its own: "
+                         "add --spearman-sampler random (and --spearman-configs above 0)")
     threads = args.threads or (1 if args.quick else None)
     parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": rungs, "finalists": args.finalists,
                   "train_rows": args.train_rows,
-                  "spearman_scenario": rank_scenario, "spearman_configs": configs, "threads": threads}
+                  "spearman_scenario": rank_scenario, "spearman_configs": configs, "spearman_sampler": args.spearman_sampler,
+                  "threads": threads}
     run = _common.Run("transfer", args.quick, parameters)
 
     with _common.studies_folder(args.work or (None if args.quick else _common.HERE / "work" / "transfer")) as work:
@@ -120,7 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                       *(["--finalists", str(args.finalists)] if args.finalists is not None else [])]
             for seed in seeds:
                 rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guides[scenario], seed, trials, options, search))
-        rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options) if configs else None
+        rank = None
+        if configs and args.spearman_sampler == "random":
+            folder = work / f"{rank_scenario}.random"
+            folder.mkdir(parents=True, exist_ok=True)
+            # one fidelity: the rungs' successive halving is a pruner, and these configs are never pruned
+            lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none",
+                        "--trials", str(configs), "--study", folder.name, "--seed", str(FIRST_SEED), *options)
+            rank = rank_run(folder, configs, options)
+        elif configs:
+            rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options)
         parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
 
     summary = summarize(rows, scenarios, rank)
@@ -256,7 +279,7 @@ def rank_run(folder: Path, configs: int, options: list[str]) -> dict[str, Any]:
         correlation = spearmanr([p["values"][rung] for p in reached], [p["test"] for p in reached]).statistic if len(reached) > 2 else None
         by_rung.append({"rung": rung, "configs": len(reached),
                         "spearman": None if correlation is None or math.isnan(correlation) else float(correlation)})
-    return {"study": folder.name, "configs": len(points), "candidates": len(candidates), "spearman": by_rung[0]["spearman"],
+    return {"study": folder.name, "metric": score, "configs": len(points), "candidates": len(candidates), "spearman": by_rung[0]["spearman"],
             "by_rung": by_rung, "points": points}
 
 
@@ -345,7 +368,10 @@ def verdict(gains: list[float | None]) -> dict[str, Any]:
 
 
 def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict[str, Any]) -> str:
-    metric = rows[0]["metric"] if rows else "test score"
+    rank = summary.get("rank")
+    if not rows:  # --seeds 0: the rank run alone
+        return "\n".join([*rank_lines(rank), f"**Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6).**"])
+    metric = rows[0]["metric"]
     columns = [("scenario", "scenario"), ("seed", "seed"), ("guide preset", "guide_preset"), ("trials", "trials"),
                (f"guide {metric}", "guide"), (f"winner {metric}", "winner"), ("gain", "gain_text"),
                ("guide accuracy", "guide_accuracy"), ("winner accuracy", "winner_accuracy"),
@@ -384,15 +410,8 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
     lines.append(_common.markdown_table([("scenario", "scenario"), ("mean gain over guide", "mean"), ("seed sd", "sd"),
                                          ("won (mean > 0 and > 2 sd)", "won"), ("mean gain over fitted guide", "mean_fitted"),
                                          ("its seed sd", "sd_fitted"), ("won over fitted guide", "won_fitted")], per))
-    rank = summary.get("rank")
     if rank:
-        per_rung = "; ".join(f"rung {r['rung']}: {_common.fmt(r['spearman'])} over {r['configs']}" for r in rank["by_rung"])
-        lines.append(f"Rank run, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung "
-                     f"value, spread over the first-rung ranking, trained in full. Spearman between the trial's value at a rung "
-                     f"and the full run's test score, over the configs that reached that rung: {per_rung}.\n")
-        shown_points = [{**p, "values": ", ".join(f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
-        lines.append(_common.markdown_table([("first-rung rank", "first_rung_rank"), ("trial", "trial"), ("value at each rung", "values"),
-                                             (f"full-run {metric}", "test")], shown_points))
+        lines += rank_lines(rank)
     compute = summary["search_compute_max"]
     lines.append(
         f"**The winner beats the guide preset in {summary['won']} of {len(summary['scenarios'])} scenarios (target: 4 of 5), "
@@ -406,6 +425,19 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
         + ".**"
     )
     return "\n".join(lines)
+
+
+def rank_lines(rank: dict[str, Any]) -> list[str]:
+    """The rank run's sentence and its table of configs."""
+    per_rung = "; ".join(f"rung {r['rung']}: {_common.fmt(r['spearman'])} over {r['configs']}" for r in rank["by_rung"])
+    origin = ("the baseline and configs drawn at random, never pruned" if rank["study"].endswith(".random")
+              else "spread over the first-rung ranking")
+    shown_points = [{**p, "values": ", ".join(f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
+    return [f"Rank run, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung value "
+            f"({origin}), trained in full. Spearman between the trial's value at a rung and the full run's test score, "
+            f"over the configs that reached that rung: {per_rung}.\n",
+            _common.markdown_table([("first-rung rank", "first_rung_rank"), ("trial", "trial"), ("value at each rung", "values"),
+                                    (f"full-run {rank.get('metric', 'test score')}", "test")], shown_points)]
 
 
 def rows_text(rows: dict[str, int]) -> str:

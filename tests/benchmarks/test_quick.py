@@ -271,6 +271,32 @@ def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs,
         assert refused.returncode != 0 and says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
+def test_transfer_rank_run_alone_over_random_configs(tmp_path):
+    """--seeds 0 --spearman-sampler random: no searches, a study of random never-pruned configs, each trained in full."""
+    command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--seeds", "0", "--spearman-sampler", "random",
+               "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    rank = record["summary"]["rank"]
+    assert record["rows"] == [] and rank["study"] == "quick-experiment.random"
+    # the baseline and two random configs, all complete at the one fidelity, all trained in full
+    assert rank["configs"] == rank["candidates"] == len(rank["points"]) == 3
+    assert sorted(point["trial"] for point in rank["points"]) == [0, 1, 2]
+    assert all(len(point["values"]) == 1 and math.isfinite(point["test"]) for point in rank["points"])
+    assert sorted((tmp_path / "work" / "quick-experiment.random" / "runs").iterdir()) == [
+        tmp_path / "work" / "quick-experiment.random" / "runs" / f"trial-{n}" for n in range(3)]
+    markdown = (tmp_path / "out" / "transfer.md").read_text()
+    assert "drawn at random" in markdown and "Spearman at the first rung" in markdown
+    for table in tables(markdown):
+        assert_well_formed(table)
+
+    refused = subprocess.run([sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--seeds", "0", "--results", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "--spearman-sampler random" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
 CHECKS = {
     "overhead": check_overhead,
     "peer": check_peer,
