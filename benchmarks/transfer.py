@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             # one fidelity: the rungs' successive halving is a pruner, and these configs are never pruned
             lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none",
                         "--trials", str(configs), "--study", folder.name, "--seed", str(FIRST_SEED), *options)
-            rank = rank_run(folder, configs, options)
+            rank = rank_run(folder, configs, options, "random")
         elif configs:
-            rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options)
+            rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options, "study")
         parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
 
     summary = summarize(rows, scenarios, rank)
@@ -244,7 +244,7 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     }
 
 
-def rank_run(folder: Path, configs: int, options: list[str]) -> dict[str, Any]:
+def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> dict[str, Any]:
     """Spearman between the search's values and the full run's test score over ``configs`` configs of one study.
 
     Every trial with a value at the first rung (complete, or pruned after a rung) is a
@@ -279,7 +279,7 @@ def rank_run(folder: Path, configs: int, options: list[str]) -> dict[str, Any]:
         correlation = spearmanr([p["values"][rung] for p in reached], [p["test"] for p in reached]).statistic if len(reached) > 2 else None
         by_rung.append({"rung": rung, "configs": len(reached),
                         "spearman": None if correlation is None or math.isnan(correlation) else float(correlation)})
-    return {"study": folder.name, "metric": score, "configs": len(points), "candidates": len(candidates), "spearman": by_rung[0]["spearman"],
+    return {"study": folder.name, "sampler": sampler, "metric": score, "configs": len(points), "candidates": len(candidates), "spearman": by_rung[0]["spearman"],
             "by_rung": by_rung, "points": points}
 
 
@@ -430,7 +430,8 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
 def rank_lines(rank: dict[str, Any]) -> list[str]:
     """The rank run's sentence and its table of configs."""
     per_rung = "; ".join(f"rung {r['rung']}: {_common.fmt(r['spearman'])} over {r['configs']}" for r in rank["by_rung"])
-    origin = ("the baseline and configs drawn at random, never pruned" if rank["study"].endswith(".random")
+    # runs made before --spearman-sampler recorded neither the sampler nor the metric
+    origin = ("the baseline and configs drawn at random, never pruned" if rank.get("sampler") == "random"
               else "spread over the first-rung ranking")
     shown_points = [{**p, "values": ", ".join(f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
     return [f"Rank run, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung value "
