@@ -370,7 +370,7 @@ def verdict(gains: list[float | None]) -> dict[str, Any]:
 def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict[str, Any]) -> str:
     rank = summary.get("rank")
     if not rows:  # --seeds 0: the rank run alone
-        return "\n".join([*rank_lines(rank), f"**Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6).**"])
+        return "\n".join([*rank_lines(rank, rank["metric"]), f"**Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6).**"])
     metric = rows[0]["metric"]
     columns = [("scenario", "scenario"), ("seed", "seed"), ("guide preset", "guide_preset"), ("trials", "trials"),
                (f"guide {metric}", "guide"), (f"winner {metric}", "winner"), ("gain", "gain_text"),
@@ -411,7 +411,7 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
                                          ("won (mean > 0 and > 2 sd)", "won"), ("mean gain over fitted guide", "mean_fitted"),
                                          ("its seed sd", "sd_fitted"), ("won over fitted guide", "won_fitted")], per))
     if rank:
-        lines += rank_lines(rank)
+        lines += rank_lines(rank, metric)
     compute = summary["search_compute_max"]
     lines.append(
         f"**The winner beats the guide preset in {summary['won']} of {len(summary['scenarios'])} scenarios (target: 4 of 5), "
@@ -427,10 +427,10 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
     return "\n".join(lines)
 
 
-def rank_lines(rank: dict[str, Any]) -> list[str]:
-    """The rank run's sentence and its table of configs."""
+def rank_lines(rank: dict[str, Any], metric: str) -> list[str]:
+    """The rank run's sentence and its table of configs (full-run ``metric``)."""
     per_rung = "; ".join(f"rung {r['rung']}: {_common.fmt(r['spearman'])} over {r['configs']}" for r in rank["by_rung"])
-    # runs made before --spearman-sampler recorded neither the sampler nor the metric
+    # runs made before --spearman-sampler did not record the sampler
     origin = ("the baseline and configs drawn at random, never pruned" if rank.get("sampler") == "random"
               else "spread over the first-rung ranking")
     shown_points = [{**p, "values": ", ".join(f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
@@ -438,7 +438,7 @@ def rank_lines(rank: dict[str, Any]) -> list[str]:
             f"({origin}), trained in full. Spearman between the trial's value at a rung and the full run's test score, "
             f"over the configs that reached that rung: {per_rung}.\n",
             _common.markdown_table([("first-rung rank", "first_rung_rank"), ("trial", "trial"), ("value at each rung", "values"),
-                                    (f"full-run {rank.get('metric', 'test score')}", "test")], shown_points)]
+                                    (f"full-run {metric}", "test")], shown_points)]
 
 
 def rows_text(rows: dict[str, int]) -> str:
