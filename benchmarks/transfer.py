@@ -25,6 +25,12 @@ configs crowd where its sampler has converged; with --spearman-sampler random th
 run has a study of its own instead: the baseline and --spearman-configs - 1 configs drawn
 at random (seed 42, one fidelity, never pruned), which spread over the whole space.
 
+The two guide arms do not depend on the search: with --guides-from RESULTS they are not
+trained again but read from an earlier run's results (the same scenarios, seeds, training
+rows, threads and library versions; a full run on the CPU is deterministic, so a retrain
+gives the same figures), which saves two full trainings per seed when only the search
+changes.
+
 Search compute is counted in training examples: all trials' examples over the
 winner's full run as planned (its epochs x training rows), and over the run as trained
 (early stopping may end it sooner); evaluations are not counted.
@@ -43,6 +49,8 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
                                                       # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --scenarios quick-experiment --seeds 0 --spearman-sampler random
                                                       # the rank run alone, over random configs (no searches)
+    python benchmarks/transfer.py --scenarios quick-experiment --rungs 3 --guides-from benchmarks/results/transfer-qe1
+                                                      # a search variant, its guide arms read from an earlier run
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
     python benchmarks/transfer.py --combine benchmarks/results/transfer-qe1,benchmarks/results/transfer-tc
                                                       # one report from runs made one scenario at a time (trains nothing)
@@ -85,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spearman-sampler", choices=("study", "random"), default="study",
                         help="the rank run's configs: study (spread over the first seed's search, default) or random "
                              "(a study of their own: the baseline and configs drawn at random, never pruned)")
+    parser.add_argument("--guides-from", type=Path, default=None, metavar="RESULTS",
+                        help="read the guide preset's and the fitted guide's test scores from an earlier run's results folder "
+                             "(same scenarios, seeds, training rows, threads and versions) instead of training them again")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; 1 with --quick)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data, studies and trainings; run again to resume "
                                                                 "(default benchmarks/work/transfer, or a temporary folder with --quick)")
@@ -117,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                   "train_rows": args.train_rows,
                   "spearman_scenario": rank_scenario, "spearman_configs": configs, "spearman_sampler": args.spearman_sampler,
                   "threads": threads}
+    earlier = earlier_guides(args.guides_from, parameters, args.quick) if args.guides_from else {}
+    if args.guides_from:
+        parameters["guides_from"] = str(args.guides_from)
     run = _common.Run("transfer", args.quick, parameters)
 
     with _common.studies_folder(args.work or (None if args.quick else _common.HERE / "work" / "transfer")) as work:
@@ -133,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else []),
                       *(["--finalists", str(args.finalists)] if args.finalists is not None else [])]
             for seed in seeds:
-                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guides[scenario], seed, trials, options, search))
+                rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guides[scenario], seed, trials, options, search,
+                                     earlier.get((scenario, seed))))
         rank = None
         if configs and args.spearman_sampler == "random":
             folder = work / f"{rank_scenario}.random"
@@ -197,7 +212,42 @@ def full_run(folder: Path, name: str, preset: str, options: list[str]) -> dict[s
     return record
 
 
-def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, options: list[str], search: list[str]) -> dict[str, Any]:
+# a row's fields that come from the guide arms' full runs (what --guides-from reads)
+GUIDE_FIELDS = ("guide", "guide_accuracy", "guide_epochs", "guide_train_s", "fitted", "fitted_accuracy", "fitted_epochs")
+
+
+def earlier_guides(folder: Path, parameters: dict[str, Any], quick: bool) -> dict[tuple[str, int], dict[str, Any]]:
+    """The guide arms of an earlier run's rows, by (scenario, seed); refuses a run they would not be the same in."""
+    path = folder / "transfer.json"
+    if not path.exists():
+        raise SystemExit(f"transfer: {path} does not exist: --guides-from takes the --results folder of a finished transfer run")
+    record = json.loads(path.read_text())
+    differs = [key for key in ("train_rows", "threads") if record["parameters"].get(key) != parameters[key]]
+    differs += ["mode"] * (record["mode"] != ("quick" if quick else "full"))
+    differs += ["versions"] * (record["versions"] != _common.library_versions())
+    if differs:
+        raise SystemExit(f"transfer: {folder} differs from this run in {', '.join(differs)}: its guide arms would not be this run's")
+    rows = {(row["scenario"], row["seed"]): {key: row[key] for key in GUIDE_FIELDS} for row in record["rows"]}
+    missing = [f"{scenario} seed {seed}" for scenario in parameters["scenarios"] for seed in parameters["seeds"]
+               if (scenario, seed) not in rows]
+    if missing:
+        raise SystemExit(f"transfer: {folder} has no guide arms for {', '.join(missing)}")
+    return rows
+
+
+def guide_arms(folder: Path, guide: str, seed: int, options: list[str], score: str) -> dict[str, Any]:
+    """Train the guide preset as written and fitted to the data (once; a rerun reads them back)."""
+    guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
+    fitted = full_run(folder, "guide-fitted", guide, [*options, "--seed", str(seed), "--fit-to-data"])
+    return {"guide": guided["metrics"][score], "guide_accuracy": guided["metrics"].get("test_accuracy"),
+            "guide_epochs": guided["epochs"]["trained"], "guide_train_s": guided["wall_s"],
+            "fitted": fitted["metrics"][score], "fitted_accuracy": fitted["metrics"].get("test_accuracy"),
+            "fitted_epochs": fitted["epochs"]["trained"]}
+
+
+def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, options: list[str], search: list[str],
+             earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search, export and train the winner; the guide arms trained too, or ``earlier``'s (--guides-from)."""
     from lora_search import load_lora_study
     from lora_search._finalists import finalist_compute
     from lora_search._study import ATTR_FINALISTS, rung_compute, study_rungs
@@ -210,13 +260,12 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     # the run is kept under the trial's number, so the rank run (and a rerun that picks
     # another trial) finds it; the preset remembers the study's model and data
     winner = full_run(folder, f"trial-{provenance['trial']}", "winner", _threads(options))
-    guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
-    fitted = full_run(folder, "guide-fitted", guide, [*options, "--seed", str(seed), "--fit-to-data"])
     metric, direction = provenance["metric"], provenance["direction"]
+    score = TEST_SCORES.get(metric, f"test_{metric}")
+    arms = earlier or guide_arms(folder, guide, seed, options, score)
     storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
     loaded = load_lora_study(study, storage)
     found = _common.study_trials(storage, study)["trials"]
-    score = TEST_SCORES.get(metric, f"test_{metric}")
     finalists = loaded.user_attrs.get(ATTR_FINALISTS)
     search_examples = sum(t["examples"] for t in found) + finalist_compute(finalists)
     rungs = study_rungs(loaded)
@@ -224,13 +273,10 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     return {
         "scenario": scenario, "seed": seed, "guide_preset": guide, "metric": score, "direction": direction,
         "trials": len(found), "best_proxy": _common.best_value(found, direction), "baseline_proxy": _common.baseline_value(found),
-        "guide": guided["metrics"][score], "winner": winner["metrics"][score],
-        "guide_accuracy": guided["metrics"].get("test_accuracy"), "winner_accuracy": winner["metrics"].get("test_accuracy"),
-        "gain": _common.gain(winner["metrics"][score], guided["metrics"][score], direction),
-        "fitted": fitted["metrics"][score], "fitted_accuracy": fitted["metrics"].get("test_accuracy"),
-        "fitted_epochs": fitted["epochs"]["trained"],
-        "gain_over_fitted": _common.gain(winner["metrics"][score], fitted["metrics"][score], direction),
-        "winner_epochs": winner["epochs"]["trained"], "guide_epochs": guided["epochs"]["trained"],
+        **arms, "winner": winner["metrics"][score], "winner_accuracy": winner["metrics"].get("test_accuracy"),
+        "gain": _common.gain(winner["metrics"][score], arms["guide"], direction),
+        "gain_over_fitted": _common.gain(winner["metrics"][score], arms["fitted"], direction),
+        "winner_epochs": winner["epochs"]["trained"],
         # one full training is the winner's run as planned; early stopping shortens the run as
         # trained exactly when the winner fails, which would count that failure as search cost
         "search_compute": search_examples / (winner["epochs"]["planned"] * winner["splits"]["train"]["examples"]),
@@ -240,7 +286,7 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
         "winner_trial": provenance["trial"], "proxy_best_trial": loaded.best_trial.number,
         "search_s": sum(end - start for _, start, end in _common.trial_windows(loaded))
         + sum(result["seconds"] for result in (finalists or {}).get("results", {}).values()),
-        "winner_train_s": winner["wall_s"], "guide_train_s": guided["wall_s"],
+        "winner_train_s": winner["wall_s"],
     }
 
 
@@ -395,7 +441,9 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
         "preset's, trained the same way (positive = the winner is better). Fitted guide: the guide preset with the guide's "
         "rules re-applied for this data and hardware, as export does to a winner; the gain over it is the search's own share. "
         "Search compute: all trials' (and finalists') training examples over the winner's full run, as planned (its epochs "
-        "x training rows) and as trained (early stopping may end it sooner).\n",
+        "x training rows) and as trained (early stopping may end it sooner)."
+        + (f" The guide arms were not trained again: their figures are those of `{parameters['guides_from']}` (same seeds, "
+           "training rows, threads and versions)." if parameters.get("guides_from") else "") + "\n",
         _common.markdown_table(columns, shown),
     ]
 

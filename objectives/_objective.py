@@ -45,7 +45,8 @@ class LoraObjective:
     next trial: run the study with ``catch=(Exception,)``.
 
     With ``workload.rungs`` > 1 a trial climbs rungs of training data: each rung trains
-    a fresh adapter on a larger sample, its value there (the best evaluation) is
+    a fresh adapter on a larger sample and is scored on a larger validation sample (both
+    RUNG_FACTOR times the rung before), its value there (the best evaluation) is
     reported at the rung's size, and the pruner decides whether it climbs on. The value
     is the one at the highest rung reached. A trial with user attr ``baseline=True``
     (the guide preset) always climbs to the top, to be compared with the winner there.
@@ -80,7 +81,15 @@ class LoraObjective:
         self.rung_rows = [tokenize(self.data, self.data.sample("train", size, workload.seed), self.tokenizer, workload.max_length)
                           for size in self.rung_examples]
         self.train_rows = self.rung_rows[0]
-        self.eval_rows = tokenize(self.data, self.data.sample("eval", workload.eval_sample, workload.seed), self.tokenizer, workload.max_length)
+        # rung k is scored on eval_sample x RUNG_FACTOR^k validation rows (capped at the split): a
+        # rung decides between configs closer together than the rung below, and a score's noise
+        # falls only with the square root of its rows (on one 128-row sample, a top rung of three
+        # configs ranked them against their full runs: benchmarks/README.md, section 7)
+        self.rung_eval_rows = [
+            tokenize(self.data, self.data.sample("eval", workload.eval_sample * RUNG_FACTOR**rung, workload.seed), self.tokenizer, workload.max_length)
+            for rung in range(len(self.rung_examples))
+        ]
+        self.eval_rows = self.rung_eval_rows[0]
         if not self.train_rows or not self.eval_rows:
             raise DataError(f"{self.data.source}: no usable examples after tokenization; check the text columns")
         self._output_dir = tempfile.TemporaryDirectory(prefix="lora-search-trial-")
@@ -171,12 +180,14 @@ class LoraObjective:
         rung_values: list[dict[str, Any]] = []
         pruned = False
         for rung, size in enumerate(self.rung_examples):
-            run = self._train_rung(trial, config, self.rung_rows[rung], self.eval_rows, precision, tracked, report=not climbs)
+            eval_rows = self.rung_eval_rows[rung]
+            run = self._train_rung(trial, config, self.rung_rows[rung], eval_rows, precision, tracked, report=not climbs)
             runs.append(run)
             if run.failure is not None or not climbs:
                 break
             assert run.callback.best_value is not None  # the last step always evaluates
-            rung_values.append({"rung": rung, "examples": size, "value": run.callback.best_value, "examples_seen": run.examples})
+            rung_values.append({"rung": rung, "examples": size, "eval_examples": len(eval_rows),
+                                "value": run.callback.best_value, "examples_seen": run.examples})
             trial.report(run.callback.best_value, size)
             if rung == len(self.rung_examples) - 1:
                 break

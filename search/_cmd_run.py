@@ -35,10 +35,12 @@ percentile (best quarter only), hyperband, patient (median, with two bad evaluat
 of grace), wilcoxon, threshold (only diverged trials), none.
 
 rungs: with --rungs K a trial's data grows with evidence. Rung k trains a fresh adapter
-on --train-sample x 4^k examples (capped at the training split); successive halving
-(the only pruner --rungs takes) sends the best quarter of each rung on to the next.
-Complete trials, the winner and the baseline (which always climbs) are scored at the
-top rung, and the summary says how much compute the rungs saved. Measured so far
+on --train-sample x 4^k examples (capped at the training split) and scores it on
+--eval-sample x 4^k validation rows (capped at the split); successive halving (the only
+pruner --rungs takes) sends the best quarter of each rung on to the next. A trial leaves
+the first rung only once that rung holds 4 values, so the first trials, compared with
+almost nothing, stop there. Complete trials, the winner and the baseline (which always
+climbs) are scored at the top rung, and the summary says how much compute the rungs saved. Measured so far
 (benchmarks/README.md, section 7), the top rung's pick was no better in a full training
 than a one-rung search's, at three times the compute: one rung is the default.
 

@@ -93,12 +93,12 @@ class SearchPlan:
         from .objectives import RUNG_FACTOR
 
         # with data rungs, successive halving's rungs are theirs (objectives._schedule)
-        rungs = {"reduction_factor": RUNG_FACTOR} if self.workload.get("rungs", 1) > 1 else {}
+        rung_factor = RUNG_FACTOR if self.workload.get("rungs", 1) > 1 else None
         return optuna.load_study(
             study_name=self.study_name,
             storage=open_storage(self.storage),
             sampler=make_sampler(self.sampler, self.sampler_seed),
-            pruner=make_pruner(self.pruner, self.direction, min_resource, **rungs),
+            pruner=make_pruner(self.pruner, self.direction, min_resource, rung_factor),
         )
 
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SearchError, UsageError
 from ._loop import SearchPlan
 from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
-from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_FINALISTS, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE,
-                     ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, default_study_name,
-                     stored_search_space, study_names)
+from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_FINALISTS, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
+                     ATTR_SAMPLER, ATTR_SPACE, ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, RUNG_RULES,
+                     default_study_name, stored_search_space, study_names)
 
 if TYPE_CHECKING:
     import optuna
@@ -109,7 +109,8 @@ def prepare(request: RunRequest) -> Prepared:
     from ._storage import open_storage
     from ._tracking import tracking_for
     from ._trials import baseline_trial, count_states, trial_outcome
-    from .objectives import LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries, training_profile
+    from .objectives import (RUNG_FACTOR, LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries,
+                             training_profile)
     from .spaces import RunProfile, load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
@@ -134,6 +135,10 @@ def prepare(request: RunRequest) -> Prepared:
         if ATTR_WORKLOAD not in stored:
             raise SearchError(f"study {study_name!r} was not made by lora-search: choose another --study name")
         _resume_conflicts(study_name, stored, request.space, given_space, given)
+        if stored[ATTR_WORKLOAD].get("rungs", 1) > 1 and stored.get(ATTR_RUNG_RULES) != RUNG_RULES:
+            raise SearchError(f"study {study_name!r} climbed its rungs by an earlier lora-search's rules (every rung scored on "
+                              "the first rung's validation rows), so new trials would not compare with its own: "
+                              "start another with --study NEW-NAME")
         space = given_space or stored_search_space(stored)
         workload = Workload.from_dict({**stored[ATTR_WORKLOAD], **given})
         sampler = request.sampler or stored.get(ATTR_SAMPLER, DEFAULT_SAMPLER)
@@ -189,6 +194,7 @@ def prepare(request: RunRequest) -> Prepared:
             ATTR_TASK: objective.task,
             ATTR_DIRECTION: direction,
             ATTR_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            ATTR_RUNG_RULES: RUNG_RULES if workload.rungs > 1 else None,
         }
         for key, value in attrs.items():
             if value is not None:
@@ -204,6 +210,11 @@ def prepare(request: RunRequest) -> Prepared:
     if base is None or trial_outcome(base) == "failed":  # once per study; again only if it failed
         study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset})
         trials = study.get_trials(deepcopy=False)
+
+    if workload.rungs > 1 and request.trials < RUNG_FACTOR:
+        # the first rung promotes only against a full pool (_rung_pruner)
+        print(f"lora-search run: warning: a trial climbs past the first rung only against {RUNG_FACTOR} values there, "
+              f"so of {request.trials} trials only the baseline climbs: ask for more (e.g. --trials 16)", file=sys.stderr)
 
     plan = SearchPlan(
         study_name=study_name,

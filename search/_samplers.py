@@ -47,15 +47,17 @@ def _require(package: str, what: str) -> None:
         raise SearchError(f"{what} needs the {package} package: pip install {package}")
 
 
-def make_pruner(name: str, direction: str, min_resource: int = 1, reduction_factor: int = 3) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, direction: str, min_resource: int = 1, rung_factor: int | None = None) -> optuna.pruners.BasePruner:
     """A pruner comparing trials at equal evaluation steps.
 
     The objective reports after every evaluation; two trials (the baseline and one more)
     are enough to start comparing, since a study here holds tens of trials, not hundreds.
     ``min_resource`` is the first step a trial reports at (steps count training examples,
-    so 128 rather than 1): Hyperband and successive halving place their first rung there,
-    and successive halving keeps the best 1/``reduction_factor`` of each rung (with
-    ``--rungs``, the data rungs' RUNG_FACTOR: its rungs are then exactly the data rungs).
+    so 128 rather than 1): Hyperband and successive halving place their first rung there.
+    Successive halving keeps the best third of each rung; with data rungs (``--rungs``),
+    ``rung_factor`` is their growth factor, its rungs are exactly the data rungs, it keeps
+    the best 1/``rung_factor`` of each, and the first rung promotes only against a full
+    pool (``_rung_pruner``).
     """
     import optuna
 
@@ -68,8 +70,12 @@ def make_pruner(name: str, direction: str, min_resource: int = 1, reduction_fact
             return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=0, n_min_trials=2)
         if name == "hyperband":
             return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource="auto", reduction_factor=3)
+        if name == "successive-halving" and rung_factor is not None:
+            from ._rung_pruner import DataRungPruner
+
+            return DataRungPruner(first_rung=min_resource, reduction_factor=rung_factor)
         if name == "successive-halving":
-            return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3)
         if name == "patient":
             # the median rule, but a trial gets two bad evaluations in a row before it goes
             return optuna.pruners.PatientPruner(

@@ -33,6 +33,11 @@ ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
 ATTR_FINALISTS = ATTR_PREFIX + "finalists"  # the finalists' fidelity and results (_finalists)
+# With --rungs: the rules the study's trials climbed by. 2: validation rows grow with the rung
+# and the first rung promotes only against a full pool (_rung_pruner); studies made before
+# lack it and scored every rung on one validation sample.
+ATTR_RUNG_RULES = ATTR_PREFIX + "rung_rules"
+RUNG_RULES = 2
 
 
 def _short_name(value: str | None, default: str) -> str:
@@ -140,6 +145,6 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 
 
 __all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_FINALISTS", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
-           "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "default_study_name",
+           "ATTR_RUNG_RULES", "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "RUNG_RULES", "default_study_name",
            "importances", "load_lora_study", "rung_compute", "stored_search_space", "stored_space", "study_metric",
            "study_names", "study_rungs", "trial_config"]

@@ -271,6 +271,37 @@ def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs,
         assert refused.returncode != 0 and says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
+def test_transfer_reads_the_guide_arms_of_an_earlier_run(results, quick_runs, tmp_path):
+    """--guides-from: the search and the winner are new, the guide arms are the earlier run's, untrained."""
+    _, record = run_quick("transfer", results, quick_runs)
+
+    def transfer(earlier: Path, out: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--spearman-configs", "0", "--guides-from", str(earlier),
+                   "--work", str(tmp_path / "work"), "--results", str(tmp_path / out)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    finished = transfer(results, "out")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    again = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    arms = ("guide", "guide_accuracy", "guide_epochs", "guide_train_s", "fitted", "fitted_accuracy", "fitted_epochs")
+    for row, earlier in zip(again["rows"], record["rows"], strict=True):
+        assert {key: row[key] for key in arms} == {key: earlier[key] for key in arms}
+        assert row["gain"] == pytest.approx((row["guide"] - row["winner"]) / row["guide"])
+        assert row["gain_over_fitted"] == pytest.approx((row["fitted"] - row["winner"]) / row["fitted"])
+        runs = tmp_path / "work" / f"{row['scenario']}.{row['seed']}" / "runs"
+        assert [path.name for path in runs.iterdir()] == [f"trial-{row['winner_trial']}"]  # the winner alone was trained
+    assert again["parameters"]["guides_from"] == str(results)
+    assert "The guide arms were not trained again" in (tmp_path / "out" / "transfer.md").read_text()
+
+    unlike = tmp_path / "unlike"
+    unlike.mkdir()
+    (unlike / "transfer.json").write_text(json.dumps({**record, "parameters": {**record["parameters"], "train_rows": 7}}))
+    for earlier, says in ((unlike, "differs from this run in train_rows"), (tmp_path / "nowhere", "does not exist")):
+        refused = transfer(earlier, "refused")
+        assert refused.returncode != 0 and says in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
+
+
 def test_transfer_rank_run_alone_over_random_configs(tmp_path):
     """--seeds 0 --spearman-sampler random: no searches, a study of random never-pruned configs, each trained in full."""
     command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--seeds", "0", "--spearman-sampler", "random",

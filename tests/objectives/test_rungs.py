@@ -38,6 +38,10 @@ def test_a_weak_trial_is_pruned_at_the_first_rung_a_strong_one_climbs(rung_objec
     objective = rung_objective
     assert objective.rung_examples == [32, 128]
     assert [len(rows) for rows in objective.rung_rows] == [32, 128]
+    # each rung is scored on RUNG_FACTOR times the validation rows of the one before, capped at the split
+    validation = len(objective.data.eval)
+    assert validation > 32 and [len(rows) for rows in objective.rung_eval_rows] == [32, min(32 * RUNG_FACTOR, validation)]
+    assert objective.eval_rows is objective.rung_eval_rows[0]
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=32, reduction_factor=RUNG_FACTOR)
     study = optuna.create_study(direction=objective.direction, pruner=pruner)
     # the baseline is a config that learns nothing: it climbs all the same
@@ -52,6 +56,7 @@ def test_a_weak_trial_is_pruned_at_the_first_rung_a_strong_one_climbs(rung_objec
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert trial.user_attrs["rung"] == 1 and trial.user_attrs["rung_examples"] == 128
         assert [r["examples"] for r in trial.user_attrs["rung_values"]] == [32, 128]
+        assert [r["eval_examples"] for r in trial.user_attrs["rung_values"]] == [len(rows) for rows in objective.rung_eval_rows]
         assert trial.value == trial.user_attrs["rung_values"][-1]["value"]
         assert sorted(trial.intermediate_values) == [32, 128]
         assert trial.user_attrs["examples_seen"] == (32 + 128) * epochs  # a fresh adapter on each rung's sample

@@ -33,6 +33,7 @@ def test_weak_trials_stop_at_the_first_rung_and_the_winner_is_at_the_top(rung_se
     study = load(rung_search)
     assert study.user_attrs["lora_search.workload"]["rungs"] == 2
     assert study.user_attrs["lora_search.pruner"] == "successive-halving"
+    assert study.user_attrs["lora_search.rung_rules"] == 2
     trials = study.get_trials()
     base = trials[0]
     assert base.user_attrs["baseline"] is True
@@ -122,6 +123,33 @@ def test_resume_keeps_the_rungs_and_refuses_others(rung_search, cli):
     assert resumed.code == 0, resumed.err
     trials = load(rung_search).get_trials()
     assert len(trials) == before + 1 and "rung" in trials[-1].user_attrs
+
+
+def test_too_few_trials_for_a_first_rung_pool_are_warned_of(cli, tiny_options, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'few.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", "few", "--storage", storage,
+                 *tiny_options(train_sample=16), "--rungs", "2")
+    assert result.code == 0, result.err
+    assert "of 3 trials only the baseline climbs: ask for more (e.g. --trials 16)" in result.err
+    trials = optuna.load_study(study_name="few", storage=storage).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] + [optuna.trial.TrialState.PRUNED] * 2
+
+
+def test_a_rung_study_from_before_the_current_rules_is_not_resumed(rung_search, cli, tmp_path):
+    """Studies made before 2026-11-28 scored every rung on the first rung's validation rows: new
+    trials would not compare with theirs, so the resume is refused and the study left as it was."""
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(rung_search["storage"].removeprefix("sqlite:///")) as source, sqlite3.connect(old) as copy:
+        source.backup(copy)
+        copy.execute("DELETE FROM study_user_attributes WHERE key = 'lora_search.rung_rules'")  # what an earlier lora-search stored
+    storage = f"sqlite:///{old}"
+    before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()]
+    refused = cli("run", "--study", STUDY, "--storage", storage, "--trials", 9)
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert "earlier lora-search's rules" in refused.err and "--study NEW-NAME" in refused.err
+    assert [(t.number, t.state, t.value) for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()] == before
 
 
 @pytest.mark.parametrize(("options", "fragment"), [
