@@ -37,12 +37,12 @@ of grace), wilcoxon, threshold (only diverged trials), none.
 rungs: with --rungs K a trial's data grows with evidence. Rung k trains a fresh adapter
 on --train-sample x 4^k examples (capped at the training split) and scores it on
 --eval-sample x 4^k validation rows (capped at the split); successive halving (the only
-pruner --rungs takes) sends the best quarter of each rung on to the next, and a rung
-promotes nobody until it holds 4 values, so the first arrivals, compared with almost
-nothing, stop there: ask for at least 4^(K-1) trials. Complete trials, the winner and
-the baseline (which always climbs) are scored at the top rung, and the summary says how
-much compute the rungs saved. benchmarks/README.md, section 7, has what they cost and
-gain; one rung is the default.
+pruner --rungs takes) sends the best quarter of each rung on to the next. A trial leaves
+the first rung only once that rung holds 4 values, so the first trials, compared with
+almost nothing, stop there. Complete trials, the winner and the baseline (which always
+climbs) are scored at the top rung, and the summary says how much compute the rungs saved. Measured so far
+(benchmarks/README.md, section 7), the top rung's pick was no better in a full training
+than a one-rung search's, at three times the compute: one rung is the default.
 
 finalists: with --finalists K, once the study holds its target, the K best complete
 trials and the baseline train again, each on 4x --train-sample examples for its epochs,

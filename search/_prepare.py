@@ -211,12 +211,10 @@ def prepare(request: RunRequest) -> Prepared:
         study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset})
         trials = study.get_trials(deepcopy=False)
 
-    rungs = len(objective.rung_examples)
-    if rungs > 1 and request.trials < RUNG_FACTOR ** (rungs - 1):
-        # each rung promotes its best quarter, and only once it holds RUNG_FACTOR values (make_pruner)
-        print(f"lora-search run: warning: each rung promotes only its best quarter, once it holds {RUNG_FACTOR} values: "
-              f"{request.trials} trials leave little or nothing but the baseline to reach rung {rungs - 1}; "
-              f"ask for at least {RUNG_FACTOR ** (rungs - 1)}", file=sys.stderr)
+    if workload.rungs > 1 and request.trials < RUNG_FACTOR:
+        # the first rung promotes only against a full pool (_rung_pruner)
+        print(f"lora-search run: warning: a trial climbs past the first rung only against {RUNG_FACTOR} values there, "
+              f"so of {request.trials} trials only the baseline climbs: ask for more (e.g. --trials 16)", file=sys.stderr)
 
     plan = SearchPlan(
         study_name=study_name,

@@ -55,9 +55,9 @@ def make_pruner(name: str, direction: str, min_resource: int = 1, rung_factor: i
     ``min_resource`` is the first step a trial reports at (steps count training examples,
     so 128 rather than 1): Hyperband and successive halving place their first rung there.
     Successive halving keeps the best third of each rung; with data rungs (``--rungs``),
-    ``rung_factor`` is their growth factor, its rungs are exactly the data rungs, and it
-    keeps the best 1/``rung_factor`` of each, promoting only from a rung that holds at
-    least ``rung_factor`` values.
+    ``rung_factor`` is their growth factor, its rungs are exactly the data rungs, it keeps
+    the best 1/``rung_factor`` of each, and the first rung promotes only against a full
+    pool (``_rung_pruner``).
     """
     import optuna
 
@@ -71,14 +71,9 @@ def make_pruner(name: str, direction: str, min_resource: int = 1, rung_factor: i
         if name == "hyperband":
             return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource="auto", reduction_factor=3)
         if name == "successive-halving" and rung_factor is not None:
-            # A rung promotes nobody until it holds rung_factor values, as in ASHA, where a rung
-            # of n configs promotes its best floor(n / rung_factor). Optuna's default instead
-            # promotes a trial that is merely the best of the first few, and with a sampler that
-            # converges, near-twins arriving one after another each climb as "best so far"
-            # (benchmarks/README.md, section 7, variant 10).
-            return optuna.pruners.SuccessiveHalvingPruner(
-                min_resource=min_resource, reduction_factor=rung_factor, bootstrap_count=rung_factor - 1
-            )
+            from ._rung_pruner import DataRungPruner
+
+            return DataRungPruner(first_rung=min_resource, reduction_factor=rung_factor)
         if name == "successive-halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3)
         if name == "patient":

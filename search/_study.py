@@ -34,8 +34,8 @@ ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
 ATTR_FINALISTS = ATTR_PREFIX + "finalists"  # the finalists' fidelity and results (_finalists)
 # With --rungs: the rules the study's trials climbed by. 2: validation rows grow with the rung
-# and a rung promotes only once it holds RUNG_FACTOR values (_samplers.make_pruner); studies
-# made before lack it, scored every rung on one validation sample and promoted early arrivals.
+# and the first rung promotes only against a full pool (_rung_pruner); studies made before
+# lack it and scored every rung on one validation sample.
 ATTR_RUNG_RULES = ATTR_PREFIX + "rung_rules"
 RUNG_RULES = 2
 
