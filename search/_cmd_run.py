@@ -40,9 +40,11 @@ on --train-sample x 4^k examples (capped at the training split) and scores it on
 pruner --rungs takes) sends the best quarter of each rung on to the next. A trial leaves
 the first rung only once that rung holds 4 values, so the first trials, compared with
 almost nothing, stop there. Complete trials, the winner and the baseline (which always
-climbs) are scored at the top rung, and the summary says how much compute the rungs saved. Measured so far
-(benchmarks/README.md, section 7), the top rung's pick was no better in a full training
-than a one-rung search's, at three times the compute: one rung is the default.
+climbs) are scored at the top rung, and the summary says how much compute the rungs
+saved. Measured so far (benchmarks/README.md, section 7, variants 2 and 10), the top
+rung's pick trained in full no better than a one-rung search's on average, at three to
+four times the compute, and saved 40% to 52% against every trial at the top rung: one
+rung is the default.
 
 finalists: with --finalists K, once the study holds its target, the K best complete
 trials and the baseline train again, each on 4x --train-sample examples for its epochs,
