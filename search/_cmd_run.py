@@ -43,7 +43,7 @@ almost nothing, stop there. Complete trials, the winner and the baseline (which 
 climbs) are scored at the top rung, and the summary says how much compute the rungs
 saved. Measured so far (benchmarks/README.md, section 7, variants 2 and 10), the top
 rung's pick trained in full no better than a one-rung search's on average, at three to
-four times the compute, and saved 40% to 52% against every trial at the top rung: one
+four times the compute, and saved 40% to 56% against every trial at the top rung: one
 rung is the default.
 
 finalists: with --finalists K, once the study holds its target, the K best complete
