@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine; each builds the virtual environment it needs.
 #   make run          - the main job: a memory-constrained search on the embedded default (20 trials,
 #                       no new trial after 25 minutes: run it again to finish them),
-#                       trials climbing 2 rungs of data (128, then 512 examples for the best quarter)
+#                       then rung 1: the best quarter and the baseline again on 512 examples
 #   make test         - the test suite (what .ci/run runs)
 #   make test-floors  - the objectives and engine tests with every dependency at its declared floor
 #                       (not the slow ones: they train the embedded model, which tiny models cover API-wise)

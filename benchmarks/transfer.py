@@ -44,7 +44,6 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
     python benchmarks/transfer.py --scenarios memory-constrained --seeds 1 --trials 12 --spearman-configs 0
                                                       # one scenario's verdict for one seed (no rank run)
     python benchmarks/transfer.py --rungs 3           # the same with multi-fidelity searches (run --rungs 3)
-    python benchmarks/transfer.py --finalists 2       # the same with the winner chosen among finalists (run --finalists 2)
     python benchmarks/transfer.py --scenarios my-space.yaml --results benchmarks/results/my-space
                                                       # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --scenarios quick-experiment --seeds 0 --spearman-sampler random
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                "the rank run alone, with --spearman-sampler random)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
     parser.add_argument("--rungs", type=int, default=None, help="run --rungs K for every search (default: run's own default; 2 with --quick)")
-    parser.add_argument("--finalists", type=int, default=None, help="run --finalists K for every search (default: run's own default)")
     parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
     parser.add_argument("--spearman-scenario", default=None, help="scenario of the rank run, a space file by its space's name (default: the first)")
     parser.add_argument("--spearman-configs", type=int, default=None, help="configs trained in full for the rank run (default 12; 3 with --quick; 0: none)")
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("transfer: --seeds 0 leaves only the rank run, and that needs a study of its own: "
                          "add --spearman-sampler random (and --spearman-configs above 0)")
     threads = args.threads or (1 if args.quick else None)
-    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": rungs, "finalists": args.finalists,
+    parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": rungs,
                   "train_rows": args.train_rows,
                   "spearman_scenario": rank_scenario, "spearman_configs": configs, "spearman_sampler": args.spearman_sampler,
                   "threads": threads}
@@ -144,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--model", str(model), "--train-sample", "32", "--eval-sample", "16", "--max-length", "32"]
         rows = []
         for scenario in scenarios:
-            search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else []),
-                      *(["--finalists", str(args.finalists)] if args.finalists is not None else [])]
+            search = ["--space", spaces[scenario], *(["--rungs", str(rungs)] if rungs else [])]
             for seed in seeds:
                 rows.append(one_seed(work / f"{scenario}.{seed}", scenario, guides[scenario], seed, trials, options, search,
                                      earlier.get((scenario, seed))))
@@ -153,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if configs and args.spearman_sampler == "random":
             folder = work / f"{rank_scenario}.random"
             folder.mkdir(parents=True, exist_ok=True)
-            # one fidelity: the rungs' successive halving is a pruner, and these configs are never pruned
+            # one fidelity, never pruned: every config has its own value
             lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none",
                         "--trials", str(configs), "--study", folder.name, "--seed", str(FIRST_SEED), *options)
             rank = rank_run(folder, configs, options, "random")
@@ -249,8 +246,8 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
              earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Search, export and train the winner; the guide arms trained too, or ``earlier``'s (--guides-from)."""
     from lora_search import load_lora_study
-    from lora_search._finalists import finalist_compute
-    from lora_search._study import ATTR_FINALISTS, rung_compute, study_rungs
+    from lora_search._rungs import rung_compute, rung_record
+    from lora_search._study import study_rungs
 
     folder.mkdir(parents=True, exist_ok=True)
     study = folder.name
@@ -266,10 +263,11 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
     loaded = load_lora_study(study, storage)
     found = _common.study_trials(storage, study)["trials"]
-    finalists = loaded.user_attrs.get(ATTR_FINALISTS)
-    search_examples = sum(t["examples"] for t in found) + finalist_compute(finalists)
-    rungs = study_rungs(loaded)
-    spent, at_top = rung_compute(loaded.get_trials(deepcopy=False), rungs) if len(rungs) > 1 else (0, 0.0)
+    climbed = rung_record(loaded.user_attrs)
+    rung_results = [result for rung in climbed for result in rung["results"].values()]
+    search_examples = sum(t["examples"] for t in found) + sum(result["examples_seen"] for result in rung_results)
+    searched = [t for t in loaded.get_trials(deepcopy=False) if t.user_attrs.get("examples_seen")]
+    spent, at_top = rung_compute(searched, climbed) if climbed else (0, 0.0)
     return {
         "scenario": scenario, "seed": seed, "guide_preset": guide, "metric": score, "direction": direction,
         "trials": len(found), "best_proxy": _common.best_value(found, direction), "baseline_proxy": _common.baseline_value(found),
@@ -282,10 +280,11 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
         "search_compute": search_examples / (winner["epochs"]["planned"] * winner["splits"]["train"]["examples"]),
         "search_compute_trained": search_examples / (winner["epochs"]["trained"] * winner["splits"]["train"]["examples"]),
         # against training every trial at the top rung (the issue's goal: at least half saved)
-        "rungs": rungs, "compute_saved": 1 - spent / at_top if at_top else None,
+        "rungs": study_rungs(loaded), "compute_saved": 1 - spent / at_top if at_top else None,
+        "top_rung_configs": len(climbed[-1]["results"]) if climbed else None,
         "winner_trial": provenance["trial"], "proxy_best_trial": loaded.best_trial.number,
         "search_s": sum(end - start for _, start, end in _common.trial_windows(loaded))
-        + sum(result["seconds"] for result in (finalists or {}).get("results", {}).values()),
+        + sum(result["seconds"] for result in rung_results),
         "winner_train_s": winner["wall_s"],
     }
 
@@ -293,21 +292,23 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
 def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> dict[str, Any]:
     """Spearman between the search's values and the full run's test score over ``configs`` configs of one study.
 
-    Every trial with a value at the first rung (complete, or pruned after a rung) is a
-    candidate: the first rung is where successive halving makes most of its decisions.
-    ``configs`` of them, evenly spread over the first-rung ranking (best and worst
-    included), are exported with ``export --trial`` and trained in full. Spearman is
-    computed at every rung over the trained configs that reached it (3 at least)."""
+    Every complete trial (a value at the first rung) is a candidate: the first rung is
+    where successive halving makes most of its decisions. ``configs`` of them, evenly
+    spread over the first-rung ranking (best and worst included), are exported with
+    ``export --trial`` and trained in full. Spearman is computed at every rung over the
+    trained configs that have a value there (3 at least)."""
     from scipy.stats import spearmanr
 
     from lora_search import load_lora_study
+    from lora_search._rungs import rung_record
     from lora_search._study import study_metric
 
     storage = f"sqlite:///{folder / 'studies' / 'lora-search.db'}"
     study = load_lora_study(folder.name, storage)
     metric, direction = study_metric(study)
     score = TEST_SCORES.get(metric, f"test_{metric}")
-    candidates = [(t.number, rung_values(t)) for t in study.get_trials(deepcopy=False) if rung_values(t)]
+    climbed = rung_record(study.user_attrs)
+    candidates = [(t.number, rung_values(t, climbed)) for t in study.get_trials(deepcopy=False) if rung_values(t, climbed)]
     candidates.sort(key=lambda c: c[1][0], reverse=direction == "maximize")  # best first at the first rung
     count = min(configs, len(candidates))
     picked = sorted({round(i * (len(candidates) - 1) / max(count - 1, 1)) for i in range(count)})
@@ -329,13 +330,16 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> di
             "by_rung": by_rung, "points": points}
 
 
-def rung_values(trial: Any) -> list[float]:
-    """A trial's value at each rung it finished (a single-fidelity trial: its value when complete)."""
-    from lora_search import trial_outcome
+def rung_values(trial: Any, climbed: list[dict[str, Any]]) -> list[float]:
+    """A complete trial's value at each rung up to the highest where it is feasible ([] without a value)."""
+    from lora_search._rungs import rung_values as entries
 
-    if trial.user_attrs.get("rung_values"):
-        return [entry["value"] for entry in trial.user_attrs["rung_values"]]
-    return [trial.value] if trial_outcome(trial) == "complete" and trial.value is not None else []
+    values = []
+    for entry in entries(trial, climbed):
+        if entry["value"] is None:
+            break
+        values.append(entry["value"])
+    return values
 
 
 def yaml_provenance(folder: Path, preset: str) -> dict[str, Any]:
@@ -350,7 +354,7 @@ def _threads(options: list[str]) -> list[str]:
 
 
 # what must match for rows of separate runs to stand in one table
-SHARED_PARAMETERS = ("seeds", "trials", "rungs", "finalists", "train_rows", "rows")
+SHARED_PARAMETERS = ("seeds", "trials", "rungs", "train_rows", "rows")
 
 
 def combine(folders: list[Path], args: Any) -> int:
@@ -436,11 +440,10 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
     lines = [
         f"{len(summary['scenarios'])} scenarios x {len(parameters['seeds'])} seeds ({', '.join(map(str, parameters['seeds']))}), "
         f"{parameters['trials']} trials per search" + (f" with --rungs {parameters['rungs']}" if parameters["rungs"] else "")
-        + (f" with --finalists {parameters['finalists']}" if parameters.get("finalists") else "")
         + f"; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
         "preset's, trained the same way (positive = the winner is better). Fitted guide: the guide preset with the guide's "
         "rules re-applied for this data and hardware, as export does to a winner; the gain over it is the search's own share. "
-        "Search compute: all trials' (and finalists') training examples over the winner's full run, as planned (its epochs "
+        "Search compute: all trials' (and the rungs') training examples over the winner's full run, as planned (its epochs "
         "x training rows) and as trained (early stopping may end it sooner)."
         + (f" The guide arms were not trained again: their figures are those of `{parameters['guides_from']}` (same seeds, "
            "training rows, threads and versions)." if parameters.get("guides_from") else "") + "\n",

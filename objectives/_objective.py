@@ -44,12 +44,10 @@ class LoraObjective:
     propagates after the trial's error is recorded and the process is clean for the
     next trial: run the study with ``catch=(Exception,)``.
 
-    With ``workload.rungs`` > 1 a trial climbs rungs of training data: each rung trains
-    a fresh adapter on a larger sample and is scored on a larger validation sample (both
-    RUNG_FACTOR times the rung before), its value there (the best evaluation) is
-    reported at the rung's size, and the pruner decides whether it climbs on. The value
-    is the one at the highest rung reached. A trial with user attr ``baseline=True``
-    (the guide preset) always climbs to the top, to be compared with the winner there.
+    ``train_at_rung(config, rung)`` trains a config again at a higher fidelity, unpruned:
+    rung k trains a fresh adapter on RUNG_FACTOR^k times the proxy's training examples and
+    is scored on RUNG_FACTOR^k times its validation rows (both capped at their splits).
+    The search's rounds of successive halving (``run --rungs``) call it after the trials.
 
     With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
     the Trainer logs its training loss and evaluations, the trial its parameters, user
@@ -76,30 +74,24 @@ class LoraObjective:
         )
         # all of the base's weights, by elements whatever their precision: what the guide's size rules mean
         self.model_parameters = self.base_model.num_parameters()
-        # rung k: a seeded sample of train_sample x RUNG_FACTOR^k training rows (one rung: the proxy's sample)
+        # rung 0 is the proxy; rung k (train_at_rung) a seeded sample of train_sample x RUNG_FACTOR^k rows
         self.rung_examples = rung_sizes(workload.train_sample, workload.rungs, self.dataset_size)
-        self.rung_rows = [tokenize(self.data, self.data.sample("train", size, workload.seed), self.tokenizer, workload.max_length)
-                          for size in self.rung_examples]
-        self.train_rows = self.rung_rows[0]
-        # rung k is scored on eval_sample x RUNG_FACTOR^k validation rows (capped at the split): a
-        # rung decides between configs closer together than the rung below, and a score's noise
-        # falls only with the square root of its rows (on one 128-row sample, a top rung of three
-        # configs ranked them against their full runs: benchmarks/README.md, section 7)
-        self.rung_eval_rows = [
-            tokenize(self.data, self.data.sample("eval", workload.eval_sample * RUNG_FACTOR**rung, workload.seed), self.tokenizer, workload.max_length)
-            for rung in range(len(self.rung_examples))
-        ]
-        self.eval_rows = self.rung_eval_rows[0]
+        self.train_rows = self._tokenized("train", workload.train_sample)
+        self.eval_rows = self._tokenized("eval", workload.eval_sample)
         if not self.train_rows or not self.eval_rows:
             raise DataError(f"{self.data.source}: no usable examples after tokenization; check the text columns")
         self._output_dir = tempfile.TemporaryDirectory(prefix="lora-search-trial-")
         self._untrained_value: float | None = None
-        self._finalist_rows: tuple[list, list] | None = None  # tokenized when the first finalist trains
+        self._rung_rows: dict[int, tuple[list, list]] = {}  # tokenized when a rung's first config trains
+
+    def _tokenized(self, split: str, size: int) -> list:
+        """A seeded sample of ``size`` rows of ``split`` (all of it when smaller), tokenized."""
+        return tokenize(self.data, self.data.sample(split, size, self.workload.seed), self.tokenizer, self.workload.max_length)
 
     # -- the public surface -------------------------------------------------------
-    def schedule(self, config: TrainingConfig, rung: int = 0) -> ProxySchedule:
-        """The proxy run of ``config`` at ``rung``: its evaluation grid and planned steps."""
-        return self._plan(config, len(self.rung_rows[rung]))
+    def schedule(self, config: TrainingConfig) -> ProxySchedule:
+        """The proxy run of ``config``: its evaluation grid and planned steps."""
+        return self._plan(config, len(self.train_rows))
 
     def _plan(self, config: TrainingConfig, train_examples: int) -> ProxySchedule:
         return ProxySchedule.plan(
@@ -111,36 +103,32 @@ class LoraObjective:
         )
 
     def report_steps(self, config: TrainingConfig) -> list[int]:
-        """The steps (training examples) at which ``config``'s trial reports to Optuna: after
-        each evaluation with one rung, after each rung (at the rung's size) with several."""
-        if len(self.rung_examples) > 1:
-            return list(self.rung_examples)
+        """The steps (training examples) at which ``config``'s trial reports to Optuna."""
         return self.schedule(config).report_steps()
 
-    def finalist_sizes(self) -> tuple[int, int]:
-        """The training examples and validation rows a finalist trains and is scored on:
-        RUNG_FACTOR times the proxy's of each, capped at the splits. Its run is that many
-        times longer, and its score's noise half the proxy's (noise falls with the square
-        root of the rows)."""
-        return (min(self.workload.train_sample * RUNG_FACTOR, self.dataset_size),
-                min(self.workload.eval_sample * RUNG_FACTOR, len(self.data.eval)))
+    def rung_fidelity(self, rung: int) -> tuple[int, int]:
+        """The training examples and validation rows of ``rung``: RUNG_FACTOR^rung times the
+        proxy's of each, capped at the splits. A rung decides between configs closer together
+        than the rung below, and a score's noise falls only with the square root of its rows
+        (one 128-row sample ranked a top rung of three configs against their full runs:
+        benchmarks/README.md, section 7, variant 2)."""
+        return (min(self.workload.train_sample * RUNG_FACTOR**rung, self.dataset_size),
+                min(self.workload.eval_sample * RUNG_FACTOR**rung, len(self.data.eval)))
 
-    def train_finalist(self, config: TrainingConfig) -> dict[str, Any]:
-        """Train ``config`` again at the finalists' fidelity (``finalist_sizes``): a fresh adapter
-        on a larger seeded training sample for its epochs, scored on a larger validation sample,
+    def train_at_rung(self, config: TrainingConfig, rung: int) -> dict[str, Any]:
+        """Train ``config`` at ``rung``'s fidelity (``rung_fidelity``): a fresh adapter on a
+        larger seeded training sample for its epochs, scored on a larger validation sample,
         never pruned. Returns what the run left: ``value`` (the best evaluation; None when the
         config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
         feasible run ``best_step`` and ``evaluations``."""
         import optuna
 
-        if self._finalist_rows is None:
-            train_examples, eval_examples = self.finalist_sizes()
-            seed, length = self.workload.seed, self.workload.max_length
-            self._finalist_rows = (tokenize(self.data, self.data.sample("train", train_examples, seed), self.tokenizer, length),
-                                   tokenize(self.data, self.data.sample("eval", eval_examples, seed), self.tokenizer, length))
+        if rung not in self._rung_rows:
+            train_examples, eval_examples = self.rung_fidelity(rung)
+            self._rung_rows[rung] = (self._tokenized("train", train_examples), self._tokenized("eval", eval_examples))
         record = optuna.trial.FixedTrial({})  # holds the user attrs a run sets; nothing is reported or pruned
         precision = training_precision(config.precision, self.base_precision)
-        run = self._train_rung(record, config, *self._finalist_rows, precision, None, report=False)
+        run = self._train_run(record, config, *self._rung_rows[rung], precision, None, report=False)
         result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}
         if run.failure is not None:
             return {**result, "value": None, "stop_reason": run.failure[0], "error": run.failure[1]}
@@ -164,7 +152,6 @@ class LoraObjective:
 
         started = time.perf_counter()
         workload = self.workload
-        climbs = len(self.rung_examples) > 1
         schedule = self.schedule(config)
         precision = training_precision(config.precision, self.base_precision)
         trial.set_user_attr("seed", workload.seed)
@@ -176,54 +163,24 @@ class LoraObjective:
         trial.set_user_attr("proxy.report_steps", self.report_steps(config))
         trial.set_user_attr("proxy.precision", precision)
 
-        runs: list[_RungRun] = []
-        rung_values: list[dict[str, Any]] = []
-        pruned = False
-        for rung, size in enumerate(self.rung_examples):
-            eval_rows = self.rung_eval_rows[rung]
-            run = self._train_rung(trial, config, self.rung_rows[rung], eval_rows, precision, tracked, report=not climbs)
-            runs.append(run)
-            if run.failure is not None or not climbs:
-                break
-            assert run.callback.best_value is not None  # the last step always evaluates
-            rung_values.append({"rung": rung, "examples": size, "eval_examples": len(eval_rows),
-                                "value": run.callback.best_value, "examples_seen": run.examples})
-            trial.report(run.callback.best_value, size)
-            if rung == len(self.rung_examples) - 1:
-                break
-            # should_prune records this rung's value for the others' promotions, the
-            # baseline's too; the baseline climbs on regardless, so the comparison of the
-            # best trial with the guide is at the same rung.
-            if trial.should_prune() and not trial.user_attrs.get("baseline"):
-                pruned = True
-                break
-
-        if runs[0].callback is not None:
-            trial.set_user_attr("setup_seconds", round(runs[0].train_started - started, 3))
-        if trial.user_attrs.get("baseline") and runs[0].failure is None:
-            self._check_first_rung(trial, runs[0].callback.best_value)
-        callback = runs[-1].callback
-        examples = sum(run.examples for run in runs)
-        train_seconds = sum(run.train_seconds for run in runs)
-        eval_seconds = sum(run.callback.eval_seconds for run in runs if run.callback)
-        training_only = max(train_seconds - eval_seconds, 1e-9)
-        trial.set_user_attr("examples_seen", examples)
-        trial.set_user_attr("optimizer_steps", sum(run.optimizer_steps for run in runs))
-        trial.set_user_attr("train_seconds", round(training_only, 3) if train_seconds else 0.0)
+        run = self._train_run(trial, config, self.train_rows, self.eval_rows, precision, tracked, report=True)
+        if run.callback is not None:
+            trial.set_user_attr("setup_seconds", round(run.train_started - started, 3))
+        if trial.user_attrs.get("baseline") and run.failure is None:
+            self._check_first_rung(trial, run.callback.best_value)
+        callback = run.callback
+        eval_seconds = callback.eval_seconds if callback else 0.0
+        training_only = max(run.train_seconds - eval_seconds, 1e-9)
+        trial.set_user_attr("examples_seen", run.examples)
+        trial.set_user_attr("optimizer_steps", run.optimizer_steps)
+        trial.set_user_attr("train_seconds", round(training_only, 3) if run.train_seconds else 0.0)
         trial.set_user_attr("eval_seconds", round(eval_seconds, 3))
-        trial.set_user_attr("examples_per_second", round(examples / training_only, 2) if train_seconds else 0.0)
-        trial.set_user_attr("evaluations", [
-            {**evaluation, "rung": index} if climbs else evaluation
-            for index, run in enumerate(runs) if run.callback for evaluation in run.callback.evaluations
-        ])
-        if rung_values:
-            trial.set_user_attr("rung", rung_values[-1]["rung"])
-            trial.set_user_attr("rung_examples", rung_values[-1]["examples"])
-            trial.set_user_attr("rung_values", rung_values)
+        trial.set_user_attr("examples_per_second", round(run.examples / training_only, 2) if run.train_seconds else 0.0)
+        trial.set_user_attr("evaluations", callback.evaluations if callback else [])
 
-        memory_constraint = runs[-1].budget_use if workload.memory_budget_gb else 0.0
-        if runs[-1].failure is not None:
-            reason, message = runs[-1].failure
+        memory_constraint = run.budget_use if workload.memory_budget_gb else 0.0
+        if run.failure is not None:
+            reason, message = run.failure
             trial.set_user_attr("stop_reason", reason)
             trial.set_user_attr("infeasible_reason", message)
             if reason == "infeasible:oom":
@@ -238,25 +195,23 @@ class LoraObjective:
         trial.set_constraint(MEMORY_CONSTRAINT, memory_constraint)
         trial.set_constraint(FINITE_LOSS_CONSTRAINT, 0.0)
         trial.set_user_attr("best_step", callback.best_step)
-        at_rung = f"rung {rung} ({self.rung_examples[rung]:,} examples)"
-        trial.set_user_attr("value_source", f"best evaluation at {at_rung}" if climbs else "best evaluation")
-        if pruned or callback.pruned:
+        trial.set_user_attr("value_source", "best evaluation")
+        if callback.pruned:
             trial.set_user_attr("stop_reason", "pruned")
-            raise optuna.TrialPruned(f"pruned after {at_rung}" if climbs
-                                     else f"pruned at {callback.evaluations[-1]['step']} examples")
+            raise optuna.TrialPruned(f"pruned at {callback.evaluations[-1]['step']} examples")
         trial.set_user_attr("stop_reason", "early-stopped" if callback.early_stopped else "completed")
         assert callback.best_value is not None  # the last step always evaluates
         return callback.best_value
 
-    def _train_rung(self, trial: Any, config: TrainingConfig, train_rows: list, eval_rows: list, precision: str,
-                    tracked: TrackedRun | None, report: bool) -> _RungRun:
+    def _train_run(self, trial: Any, config: TrainingConfig, train_rows: list, eval_rows: list, precision: str,
+                   tracked: TrackedRun | None, report: bool) -> _Run:
         """Train a fresh adapter on ``train_rows``, evaluating on ``eval_rows`` on the schedule's grid."""
         import torch
 
         from ._callback import NonFiniteLossError, ProxyTrialCallback, TrainingWatch
 
         workload = self.workload
-        run = _RungRun()
+        run = _Run()
         trainer = None
         watch = TrainingWatch()
         try:
@@ -369,16 +324,16 @@ class LoraObjective:
 
 
 @dataclass
-class _RungRun:
-    """What training one rung of a trial left."""
+class _Run:
+    """What training one config once (a trial, or a config at a rung) left."""
 
-    callback: Any = None  # the rung's ProxyTrialCallback; None: not trained (over the memory budget)
+    callback: Any = None  # the run's ProxyTrialCallback; None: not trained (over the memory budget)
     examples: int = 0
     train_started: float = 0.0  # time.perf_counter() when its training began
     train_seconds: float = 0.0  # training and its evaluations
     optimizer_steps: int = 0
     budget_use: float = 0.0  # estimated memory / budget - 1: > 0 is over the budget
-    failure: tuple[str, str] | None = None  # (stop_reason, message) of an infeasible rung
+    failure: tuple[str, str] | None = None  # (stop_reason, message) of an infeasible run
 
 
 def first_rung_without_signal(value: float, untrained: float, noise: float, direction: str) -> bool:

@@ -21,10 +21,8 @@ seen, on a grid shared by every trial of a workload:
 For successive halving and Hyperband, min_resource is best the first report step of
 a typical trial (``report_steps(...)[0]``) and max_resource its last.
 
-With rungs (multi-fidelity), a trial instead reports once per rung, at the rung's
-training examples: train_sample x RUNG_FACTOR^k, which is exactly where successive
-halving with min_resource = train_sample and reduction_factor = RUNG_FACTOR places its
-rungs, so the pruner's promotion decisions are the rungs' (``rung_sizes``).
+The data rungs of ``run --rungs`` (``rung_sizes``) are another fidelity axis: rung k
+trains a config again on train_sample x RUNG_FACTOR^k examples, after the search.
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ import math
 from dataclasses import dataclass
 
 
-# Each rung trains on this many times the examples of the one before; successive halving
-# promotes the best 1/RUNG_FACTOR of a rung (optuna's reduction_factor).
+# Each rung trains on this many times the examples (and validation rows) of the one before,
+# and successive halving promotes the best 1/RUNG_FACTOR of a rung to it.
 RUNG_FACTOR = 4
 
 

@@ -85,12 +85,12 @@ class Workload:
     response_column: str | None = field(default=None, metadata={"help": "Response column (causal-lm with prompt_column)."})
     train_sample: int = field(
         default=128,
-        metadata={"help": "Training examples one trial trains on (a seeded sample, the same for every trial); with rungs, the first rung's."},
+        metadata={"help": "Training examples one trial trains on (a seeded sample, the same for every trial): rung 0."},
     )
     rungs: int = field(
         default=1,
-        metadata={"help": "Training-data fidelities a trial may climb: rung k trains a fresh adapter on train_sample x 4^k examples "
-                "(capped at the training split); the best quarter of each rung goes on to the next. 1 = one fidelity."},
+        metadata={"help": "Training-data fidelities: after the trials (rung 0), the best quarter of each rung (at least 2) and the "
+                "baseline train again at the next, on 4x the examples and validation rows (capped at the splits). 1 = one fidelity."},
     )
     eval_sample: int = field(default=128, metadata={"help": "Evaluation examples scored at each of a trial's evaluations (a fixed seeded sample)."})
     max_length: int = field(default=64, metadata={"help": "Tokens per example; longer texts are truncated."})

@@ -41,8 +41,7 @@ examples:
       (writes reviews-1, reviews-2, reviews-3: the three best trials)
   lora-search export my-study --name my-preset --format json --force
   lora-search export my-study --name trial-7 --trial 7
-      (trial 7 whatever its rank: a complete trial, or one pruned after a rung, with
-      its value at that rung)
+      (trial 7 whatever its rank: any complete trial)
   lora-search export my-study --name my-preset --format axolotl
 """
 
@@ -53,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=1, metavar="K",
                         help="export the K best trials as NAME-1..NAME-K (default 1: the best, as NAME)")
     parser.add_argument("--trial", type=int, default=None, metavar="N",
-                        help="export trial N instead of the best (complete, or pruned after a rung of a study with --rungs)")
+                        help="export trial N instead of the best (any complete feasible trial)")
     parser.add_argument("--format", choices=("lora-search", "yaml", "json", "hf", "axolotl", "llama-factory"), default="yaml",
                         help="file format (default yaml: a lora-search preset; see above)")
     parser.add_argument("--force", action="store_true", help="replace an existing preset of that name")
@@ -98,7 +97,8 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
     returns (path, document) pairs."""
     from ._errors import SearchError
     from ._presets import write_preset
-    from ._study import ATTR_FINALISTS, load_lora_study, stored_space, study_metric
+    from ._rungs import rung_record
+    from ._study import load_lora_study, stored_space, study_metric
     from ._trials import ranked_trials
 
     study = load_lora_study(study_name, storage)
@@ -107,7 +107,7 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
         chosen = _exportable_trial(study, trial)
         document = preset_document(study, chosen, names[0], stored_space(study))
         return [(str(write_preset(names[0], document, fmt=fmt, force=force)), document)]
-    ranked = ranked_trials(study.get_trials(deepcopy=False), direction, study.user_attrs.get(ATTR_FINALISTS))
+    ranked = ranked_trials(study.get_trials(deepcopy=False), direction, rung_record(study.user_attrs))
     if not ranked:
         raise SearchError(
             f"study {study_name!r} has no complete feasible trial to export yet: "
@@ -121,7 +121,7 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
 
 
 def _exportable_trial(study, number: int):
-    """Trial ``number`` if it has a value to stand on: complete and feasible, or pruned after a rung."""
+    """Trial ``number`` if it has a value to stand on: complete and feasible."""
     from ._errors import SearchError
     from ._trials import describe_stop, trial_outcome
 
@@ -130,25 +130,20 @@ def _exportable_trial(study, number: int):
         raise SearchError(f"study {study.study_name!r} has no trial {number} (trials 0 to {len(trials) - 1}; see lora-search show)")
     trial = trials[number]
     outcome = trial_outcome(trial)
-    if outcome == "complete" and trial.value is not None or outcome == "pruned" and trial.user_attrs.get("rung_values"):
+    if outcome == "complete" and trial.value is not None:
         return trial
     raise SearchError(f"trial {number} of study {study.study_name!r} has no finished value to export ({describe_stop(trial)}): "
-                      "choose a complete trial, or one pruned after a rung")
+                      "choose a complete trial (see lora-search show)")
 
 
-def _trial_value(trial, finalists) -> tuple[float, str | None]:
-    """The value a trial stands on and where it comes from: a finalist's is its finalist run's,
-    a pruned trial's its last rung's."""
-    from ._finalists import finalist_text, finalist_value
-    from ._trials import trial_outcome
+def _trial_value(trial, rungs) -> tuple[float, str | None]:
+    """The value a trial stands on and where it comes from: in a study with rungs, its value
+    at the highest rung it trained at."""
+    from ._trials import standing_value
 
-    final = finalist_value(trial, finalists)
-    if final is not None:
-        return final, "best evaluation" + finalist_text(finalists)
-    if trial_outcome(trial) == "complete":
-        return trial.value, trial.user_attrs.get("value_source")
-    last = trial.user_attrs["rung_values"][-1]
-    return last["value"], f"best evaluation at rung {last['rung']} ({last['examples']:,} examples), then pruned"
+    standing = standing_value(trial, rungs)
+    source = "best evaluation" + standing["fidelity"] if standing["fidelity"] else trial.user_attrs.get("value_source")
+    return standing["value"], source
 
 
 def preset_document(study, trial, name: str, resolved) -> dict:
@@ -156,7 +151,8 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     import dataclasses
     from datetime import datetime, timezone
 
-    from ._study import ATTR_FINALISTS, ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
+    from ._rungs import rung_record
+    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
     from ._trials import baseline_trial, plain
     from .spaces import rederive_for_dataset
 
@@ -171,9 +167,9 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     }
     base = baseline_trial(study.get_trials(deepcopy=False))
     workload = study.user_attrs[ATTR_WORKLOAD]
-    finalists = study.user_attrs.get(ATTR_FINALISTS)
-    value, value_source = _trial_value(trial, finalists)
-    baseline_value = _trial_value(base, finalists)[0] if base is not None and base.value is not None else None
+    rungs = rung_record(study.user_attrs)
+    value, value_source = _trial_value(trial, rungs)
+    baseline_value = _trial_value(base, rungs)[0] if base is not None and base.value is not None else None
     return plain({
         "name": name,
         "config": full.to_dict(),

@@ -26,7 +26,6 @@ examples:
       --text-column review --label-column score --metric accuracy
   lora-search run --study memory-constrained.minilm.fine-food --trials 40   (resume)
   lora-search run --space memory-constrained --trials 30 --rungs 3   (128, 512, 2,048 examples)
-  lora-search run --space standard --trials 30 --finalists 3   (the winner chosen at 512 examples)
 
 samplers: tpe (default; models parameters jointly), random, gp (Gaussian process),
 cmaes, qmc (quasi-random, even coverage). All are seeded by --seed.
@@ -34,26 +33,16 @@ pruners: successive-halving (default unless the scenario names one), median,
 percentile (best quarter only), hyperband, patient (median, with two bad evaluations
 of grace), wilcoxon, threshold (only diverged trials), none.
 
-rungs: with --rungs K a trial's data grows with evidence. Rung k trains a fresh adapter
-on --train-sample x 4^k examples (capped at the training split) and scores it on
---eval-sample x 4^k validation rows (capped at the split); successive halving (the only
-pruner --rungs takes) sends the best quarter of each rung on to the next. A trial leaves
-the first rung only once that rung holds 4 values, so the first trials, compared with
-almost nothing, stop there. Complete trials, the winner and the baseline (which always
-climbs) are scored at the top rung, and the summary says how much compute the rungs
-saved. Measured so far (benchmarks/README.md, section 7, variants 2 and 10), the top
-rung's pick trained in full no better than a one-rung search's on average, at three to
-four times the compute, and saved 40% to 56% against every trial at the top rung: one
-rung is the default.
-
-finalists: with --finalists K, once the study holds its target, the K best complete
-trials and the baseline train again, each on 4x --train-sample examples for its epochs,
-scored on 4x --eval-sample validation rows and never pruned; the winner (summary, show,
-export) is the best of them there. Each costs about 4 trials. On a finished study, the
-same command with --finalists trains only them. With one fidelity only (--rungs already
-chooses at its top rung). Measured so far (benchmarks/README.md, section 7, variant 8:
-two scenarios, three seeds each), the finalists kept the proxy's pick in 5 of 6 seeds
-and the full runs gained nothing, at 1.1 to 1.5 more full trainings: off by default.
+rungs: with --rungs K the winner is chosen on more data than the proxy's, by successive
+halving over whole rungs. The trials are rung 0 (--train-sample examples, scored on
+--eval-sample validation rows, pruned as without rungs). Once the study holds its target,
+rung 1 trains the best quarter of rung 0 (at least 2) and the baseline again, each a fresh
+adapter on 4x the examples for its epochs, scored on 4x the validation rows, unpruned;
+rung 2 the best quarter of rung 1, and so on (sizes capped at the splits). The winner
+(summary, show, export) is the best config at the top rung; the summary says how much
+compute the rungs saved against every trial at the top rung. Each result is stored as it
+comes: an interrupted run resumes with the configs still to train, a longer search trains
+only newcomers.
 """
 
 
@@ -70,9 +59,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes on this study: one GPU each, or the CPU cores split between them (default 1)")
     parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")
-    parser.add_argument("--finalists", type=int, metavar="K",
-                        help="train the K best trials and the baseline again at 4x the proxy's data, and choose "
-                             "the winner there (default: what the study stored; 0 for a new study)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
     add_report_to_option(parser, runs="Each trial is a run STUDY/trial-N (its search parameters, LoRA settings, "
                          "training loss, evaluations, derived values and value) in a group named after the study; "
@@ -100,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         devices=args.devices,
         report_to=tuple(args.report_to or ()),
-        finalists=args.finalists,
     )
     with sigterm_as_interrupt():  # `kill` ends the run like Ctrl-C: the trial is recorded as interrupted
         summary = run_search(request)

@@ -26,9 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ._errors import UsageError
-    from ._finalists import finalist_text, finalist_value
-    from ._study import (ATTR_FINALISTS, ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric,
-                         study_rungs)
+    from ._rungs import highest_entry, rung_record, rung_values
+    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric, study_rungs
     from ._progress import format_params, format_value
     from ._trials import (baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, standing_value,
                           trial_outcome)
@@ -44,23 +43,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"  space {attrs.get(ATTR_SPACE)}, model {workload.get('model') or 'embedded MiniLM'}, "
           f"data {workload.get('data') or 'embedded fine-food reviews'}")
     print(f"  {metric} ({direction}), sampler {attrs.get(ATTR_SAMPLER)}, pruner {attrs.get(ATTR_PRUNER)}")
-    rungs = study_rungs(study)
-    if len(rungs) > 1:
-        print(f"  rungs: {', '.join(f'{size:,}' for size in rungs)} training examples (the best quarter of each climbs on)")
-    finalists = attrs.get(ATTR_FINALISTS)
-    if finalists and finalists.get("count"):
-        print(f"  finalists: the {finalists['count']} best trials and the baseline, trained again{finalist_text(finalists)}; "
-              "the winner is the best of them")
+    sizes = study_rungs(study)
+    if len(sizes) > 1:
+        print(f"  rungs: {', '.join(f'{size:,}' for size in sizes)} training examples (the trials are rung 0; after them the "
+              "best quarter of each rung and the baseline train again at the next)")
+    rungs = rung_record(attrs)
     print(f"  trials: {count_states(trials).as_text()}")
 
     def describe(trial) -> str:
         outcome = trial_outcome(trial)
         value = outcome
         if outcome == "complete":
-            standing = standing_value(trial, finalists)
+            standing = standing_value(trial, rungs)
             value = f"{metric} {format_value(standing['value'])}{standing['fidelity']}"
-            if finalist_value(trial, finalists) is not None:
-                value += f" (proxy {format_value(trial.value)})"
+            top = highest_entry(trial, rungs) if rungs else None
+            others = [entry for entry in rung_values(trial, rungs) if top is not None and entry["rung"] != top["rung"]]
+            if others:  # the rungs it climbed by, and one where it was infeasible
+                value += " (" + ", ".join(f"rung {entry['rung']} " + (format_value(entry["value"]) if entry["value"] is not None
+                                                                        else "infeasible") for entry in others) + ")"
         seen = examples_seen(trial)
         seen_text = f", {seen:,} examples seen" if seen is not None else ""
         return f"trial {trial.number}: {value} ({describe_stop(trial)}{seen_text})\n      {format_params(trial.params)}"
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     base = baseline_trial(trials)
     print("baseline (guide preset):")
     print(f"  {describe(base)}" if base is not None else "  none (the study was not started by lora-search run)")
-    ranked = ranked_trials(trials, direction, finalists)
+    ranked = ranked_trials(trials, direction, rungs)
     if not ranked:
         print("no complete feasible trial yet")
         return 0
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for rank, trial in enumerate(ranked[: args.top], start=1):
         gain = ""
         if base is not None and trial_outcome(base) == "complete" and trial is not base:
-            ours, theirs = standing_value(trial, finalists), standing_value(base, finalists)
+            ours, theirs = standing_value(trial, rungs), standing_value(base, rungs)
             if ours["fidelity"] == theirs["fidelity"]:  # compared only where both were measured the same way
                 gain = f"  [{improvement(ours['value'], theirs['value'], direction)} vs baseline]"
         print(f"  {rank}. {describe(trial)}{gain}")

@@ -25,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ._progress import format_value
     from ._storage import open_storage, storage_label
-    from ._study import ATTR_DIRECTION, ATTR_FINALISTS, ATTR_METRIC, ATTR_SPACE
+    from ._rungs import rung_record
+    from ._study import ATTR_DIRECTION, ATTR_METRIC, ATTR_SPACE
     from ._trials import baseline_trial, count_states, ranked_trials, standing_value
 
     storage = open_storage(args.storage, create=False)
@@ -39,16 +40,16 @@ def run(args: argparse.Namespace) -> int:
         counts = count_states(trials)
         attrs = frozen.user_attrs
         direction = attrs.get(ATTR_DIRECTION) or frozen.directions[0].name.lower()
-        finalists = attrs.get(ATTR_FINALISTS)
-        ranked = ranked_trials(trials, direction, finalists)
+        rungs = rung_record(attrs)
+        ranked = ranked_trials(trials, direction, rungs)
         base = baseline_trial(trials)
         rows.append((
             frozen.study_name,
             attrs.get(ATTR_SPACE, "-"),
             f"{attrs.get(ATTR_METRIC, 'value')} ({direction[:3]})",
             str(counts.complete), str(counts.pruned), str(counts.infeasible), str(counts.failed), str(counts.running),
-            format_value(standing_value(ranked[0], finalists)["value"]) if ranked else "-",
-            format_value(standing_value(base, finalists)["value"]) if base is not None and base.value is not None else "-",
+            format_value(standing_value(ranked[0], rungs)["value"]) if ranked else "-",
+            format_value(standing_value(base, rungs)["value"]) if base is not None and base.value is not None else "-",
         ))
     print(f"studies in {storage_label(args.storage)}:")
     print(format_table(rows))

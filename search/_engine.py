@@ -44,9 +44,6 @@ class RunRequest:
     devices: str | None = None  # GPUs for the workers, e.g. "0,1,3" (default: all)
     # Experiment trackers every trial reports to (not stored: a resumed run takes this run's).
     report_to: tuple[str, ...] = ()
-    # The best complete trials trained again at a higher fidelity once the target is reached,
-    # the winner chosen among them (_finalists); None: what the study stored (0 for a new one).
-    finalists: int | None = None
 
     def __post_init__(self) -> None:
         from ._tracking import check_report_to
@@ -59,9 +56,6 @@ class RunRequest:
             raise SearchError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if self.pruner is not None and self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r}: choose one of {', '.join(PRUNERS)}")
-        if self.finalists is not None and (isinstance(self.finalists, bool) or not isinstance(self.finalists, int)
-                                           or self.finalists < 0):
-            raise SearchError(f"--finalists must be a whole number >= 0, got {self.finalists!r}")
         if self.study is not None and not self.study.strip():
             raise SearchError("--study must not be empty")
         check_report_to(self.report_to)  # before the study is created or changed
@@ -84,7 +78,7 @@ class RunSummary:
     importances: dict[str, float] | None
     importance_note: str
     commands: dict[str, str] = field(default_factory=dict)
-    # the finalists' choice; with rungs, the compute spent against training every trial at
+    # with rungs, what each rung trained, the compute spent against training every trial at
     # the top rung and what a search up to the whole training split would cost; a first
     # rung without signal
     notes: list[str] = field(default_factory=list)
@@ -139,14 +133,15 @@ class RunSummary:
 
 def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_because: str,
               elapsed_seconds: float) -> RunSummary:
-    from ._finalists import finalist_notes
-    from ._study import ATTR_FINALISTS, ATTR_PROFILE, importances, study_metric, study_rungs
+    from ._rungs import rung_notes, rung_record
+    from ._study import ATTR_PROFILE, ATTR_RUNG_RULES, RUNG_RULES, importances, study_metric, study_rungs
     from ._trials import baseline_trial, count_states, ranked_trials, standing_value, trial_outcome
 
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
-    finalists = study.user_attrs.get(ATTR_FINALISTS)
-    ranked = ranked_trials(trials, direction, finalists)
+    rungs = rung_record(study.user_attrs)
+    sizes = study_rungs(study)
+    ranked = ranked_trials(trials, direction, rungs)
     best = ranked[0] if ranked else None
     base = baseline_trial(trials)
     shares, note = importances(study)
@@ -166,55 +161,23 @@ def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_
         stopped_because=stopped_because,
         elapsed_seconds=elapsed_seconds,
         best=None if best is None else {
-            "number": best.number, **standing_value(best, finalists), "params": dict(best.params),
+            "number": best.number, **standing_value(best, rungs), "params": dict(best.params),
         },
         baseline=None if base is None else {
             "number": base.number,
-            **(standing_value(base, finalists) if trial_outcome(base) == "complete" else {"value": None, "fidelity": ""}),
+            **(standing_value(base, rungs) if trial_outcome(base) == "complete" else {"value": None, "fidelity": ""}),
             "outcome": trial_outcome(base),
         },
         importances=shares,
         importance_note=note,
         commands=commands,
         notes=[
-            *finalist_notes(trials, direction, finalists),
-            *_compute_notes(trials, study_rungs(study), study.user_attrs[ATTR_PROFILE]["dataset_size"]),
+            # a study whose trials climbed rungs themselves (older rules) has its values in its trials
+            *(rung_notes(trials, direction, rungs, sizes, study.user_attrs[ATTR_PROFILE]["dataset_size"])
+              if len(sizes) == 1 or study.user_attrs.get(ATTR_RUNG_RULES) == RUNG_RULES else []),
             *([f"warning: {first_rung}"] if first_rung else []),
         ],
     )
-
-
-def _compute_notes(trials: list[optuna.trial.FrozenTrial], rungs: list[int], dataset_size: int) -> list[str]:
-    """With rungs: the training examples the search spent against training every trial at the top
-    rung, and about what a search with rungs up to the whole training split would spend."""
-    import math
-
-    from ._progress import format_duration
-    from ._study import rung_compute
-    from .objectives import RUNG_FACTOR, rung_sizes
-
-    climbed = [t for t in trials if t.user_attrs.get("rung_values")]
-    if len(rungs) < 2 or not climbed:
-        return []
-    spent, at_top = rung_compute(climbed, rungs)
-    last_rungs = [t.user_attrs["rung_values"][-1] for t in climbed]
-    saved = 1 - spent / at_top
-    notes = [f"compute: {spent:,} training examples in {len(climbed)} trial(s); all of them at the top rung "
-             f"({rungs[-1]:,} examples) would train ~{at_top:,.0f}: "
-             + (f"{saved:.0%} saved" if saved >= 0 else f"the rungs cost {-saved:.0%} more")]
-    full = rung_sizes(rungs[0], math.ceil(math.log(dataset_size / rungs[0], RUNG_FACTOR)) + 1, dataset_size)
-    if full[-1] > rungs[-1]:
-        passes = sum(last["examples_seen"] for last in last_rungs) / sum(last["examples"] for last in last_rungs)
-        # as many trials at each rung as here; above the top, successive halving's
-        # 1/RUNG_FACTOR of the rung below, and at least one (the baseline)
-        reached = [sum(len(t.user_attrs["rung_values"]) > rung for t in climbed) for rung in range(len(rungs))]
-        while len(reached) < len(full):
-            reached.append(max(reached[-1] / RUNG_FACTOR, 1))
-        examples = sum(count * passes * size for count, size in zip(reached, full))
-        seconds_per_example = sum(t.duration.total_seconds() for t in climbed if t.duration is not None) / max(spent, 1)
-        notes.append(f"a search up to the whole training split ({full[-1]:,} examples, --rungs {len(full)}) would train "
-                     f"~{examples:,.0f} examples: ~{format_duration(examples * seconds_per_example)} at this run's speed")
-    return notes
 
 
 def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSummary:
@@ -222,10 +185,10 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     is the same as ``run_search(RunRequest(space="memory-constrained", trials=30))``."""
     import sys
 
-    from ._finalists import run_finalists
     from ._loop import run_plan
     from ._progress import Progress
-    from ._study import ATTR_FINALISTS, study_metric
+    from ._rungs import run_rungs
+    from ._study import study_metric
     from ._tracking import log_summary, open_group
     from ._trials import count_states
 
@@ -267,13 +230,14 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
                 stopped = run_worker_processes(plan, slots, on_trial=progress)
         finally:
             progress.close()
-    if stopped in ("target", "already done") and (prepared.finalists or ATTR_FINALISTS in study.user_attrs):
+    rungs = len(prepared.objective.rung_examples) > 1
+    if stopped in ("target", "already done") and rungs:
         try:
-            run_finalists(study, prepared.objective, prepared.resolved, prepared.finalists, quiet=request.quiet)
+            run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet)
         except KeyboardInterrupt:
             stopped = "interrupted"
-    elif stopped == "timeout" and prepared.finalists:  # a deadline bounds the run: no finalist starts after it
-        print(f"finalists: not trained, the search stopped at its timeout with {count_states(study.get_trials()).finished} "
+    elif stopped == "timeout" and rungs:  # a deadline bounds the run: no rung starts after it
+        print(f"rungs: not trained, the search stopped at its timeout with {count_states(study.get_trials()).finished} "
               f"of {plan.target} trials; they train when a run reaches the target (e.g. the same command with a longer "
               "--timeout)", file=sys.stderr)
     summary = summarize(study, storage=request.storage, target=plan.target, stopped_because=stopped,

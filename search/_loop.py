@@ -90,15 +90,12 @@ class SearchPlan:
 
         from ._samplers import make_pruner, make_sampler
         from ._storage import open_storage
-        from .objectives import RUNG_FACTOR
 
-        # with data rungs, successive halving's rungs are theirs (objectives._schedule)
-        rung_factor = RUNG_FACTOR if self.workload.get("rungs", 1) > 1 else None
         return optuna.load_study(
             study_name=self.study_name,
             storage=open_storage(self.storage),
             sampler=make_sampler(self.sampler, self.sampler_seed),
-            pruner=make_pruner(self.pruner, self.direction, min_resource, rung_factor),
+            pruner=make_pruner(self.pruner, self.direction, min_resource),
         )
 
 

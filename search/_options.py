@@ -27,11 +27,10 @@ WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--prompt-column", "prompt_column", str, "prompt column (causal-lm)"),
     ("--response-column", "response_column", str, "response column (causal-lm)"),
     ("--train-sample", "train_sample", int, "training examples each trial samples from the split"),
-    ("--rungs", "rungs", int, "training-data rungs a trial may climb: rung k trains a fresh adapter on train-sample x 4^k "
-                              "examples (capped at the training split), scored on eval-sample x 4^k validation rows, and "
-                              "only the best quarter of a rung climbs on, by successive halving (default 1: every trial "
-                              "trains on train-sample)"),
-    ("--eval-sample", "eval_sample", int, "validation examples each trial scores (with --rungs: at the first rung)"),
+    ("--rungs", "rungs", int, "data rungs the winner is chosen by: after the trials (rung 0), the best quarter of each rung "
+                              "(at least 2) and the baseline train again on 4x the examples, scored on 4x the validation "
+                              "rows (default 1: the proxy chooses)"),
+    ("--eval-sample", "eval_sample", int, "validation examples each trial scores (rung 0)"),
     ("--max-length", "max_length", int, "tokens per example (longer ones are cut)"),
     ("--evaluations", "evaluations_per_trial", int, "evaluations per trial: the points where pruning can stop it"),
     ("--metric", "metric", str, "what a trial scores: eval_loss (default), accuracy, f1, perplexity"),

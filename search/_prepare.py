@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SearchError, UsageError
 from ._loop import SearchPlan
 from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
-from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_FINALISTS, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
+from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
                      ATTR_SAMPLER, ATTR_SPACE, ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, RUNG_RULES,
                      default_study_name, stored_search_space, study_names)
 
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from ._engine import RunRequest
     from .objectives import LoraObjective
     from .spaces import ResolvedSpace, SearchSpace
-
-# How trials climb the data rungs of --rungs.
-RUNG_PRUNER = "successive-halving"
 
 # Workload fields that may differ between the runs of one study: they change speed,
 # not the value a trial measures.
@@ -49,7 +46,6 @@ class Prepared:
     objective: LoraObjective
     resolved: ResolvedSpace
     already_finished: int
-    finalists: int  # the best trials to train again at a higher fidelity once the target is reached
 
 
 def _version() -> str:
@@ -109,7 +105,7 @@ def prepare(request: RunRequest) -> Prepared:
     from ._storage import open_storage
     from ._tracking import tracking_for
     from ._trials import baseline_trial, count_states, trial_outcome
-    from .objectives import (RUNG_FACTOR, LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries,
+    from .objectives import (LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries,
                              training_profile)
     from .spaces import RunProfile, load_space
 
@@ -136,9 +132,8 @@ def prepare(request: RunRequest) -> Prepared:
             raise SearchError(f"study {study_name!r} was not made by lora-search: choose another --study name")
         _resume_conflicts(study_name, stored, request.space, given_space, given)
         if stored[ATTR_WORKLOAD].get("rungs", 1) > 1 and stored.get(ATTR_RUNG_RULES) != RUNG_RULES:
-            raise SearchError(f"study {study_name!r} climbed its rungs by an earlier lora-search's rules (every rung scored on "
-                              "the first rung's validation rows), so new trials would not compare with its own: "
-                              "start another with --study NEW-NAME")
+            raise SearchError(f"study {study_name!r} has trials that climbed rungs themselves (an earlier lora-search's rules), "
+                              "so new trials would not compare with its own: start another with --study NEW-NAME")
         space = given_space or stored_search_space(stored)
         workload = Workload.from_dict({**stored[ATTR_WORKLOAD], **given})
         sampler = request.sampler or stored.get(ATTR_SAMPLER, DEFAULT_SAMPLER)
@@ -153,19 +148,10 @@ def prepare(request: RunRequest) -> Prepared:
         pruner = request.pruner
 
     direction = metric_direction(workload.metric)
-    if workload.rungs > 1:  # the data rungs are successive halving's rungs (objectives._schedule)
-        if request.pruner not in (None, RUNG_PRUNER):
-            raise UsageError(f"--rungs promotes trials by {RUNG_PRUNER}: drop --pruner {request.pruner}")
-        pruner = RUNG_PRUNER
     pruner = pruner or space.study_defaults.pruner or DEFAULT_PRUNER
     if pruner not in PRUNERS:
         raise SearchError(f"space {space.name!r} names unknown pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
     timeout = request.timeout if request.timeout is not None else space.study_defaults.timeout_seconds
-    stored_finalists = (study.user_attrs.get(ATTR_FINALISTS) or {}).get("count", 0) if existing else 0
-    finalists = request.finalists if request.finalists is not None else stored_finalists
-    if finalists and workload.rungs > 1:
-        raise UsageError("--finalists chooses among one-fidelity trials, and --rungs already chooses at its top rung: "
-                         "drop one of them")
 
     quiet_libraries()
     if not existing:  # a resumed study keeps the base it was searched on
@@ -211,11 +197,6 @@ def prepare(request: RunRequest) -> Prepared:
         study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset})
         trials = study.get_trials(deepcopy=False)
 
-    if workload.rungs > 1 and request.trials < RUNG_FACTOR:
-        # the first rung promotes only against a full pool (_rung_pruner)
-        print(f"lora-search run: warning: a trial climbs past the first rung only against {RUNG_FACTOR} values there, "
-              f"so of {request.trials} trials only the baseline climbs: ask for more (e.g. --trials 16)", file=sys.stderr)
-
     plan = SearchPlan(
         study_name=study_name,
         storage=request.storage,
@@ -232,7 +213,7 @@ def prepare(request: RunRequest) -> Prepared:
         deadline=time.time() + timeout if timeout is not None else None,
         tracking=dataclasses.asdict(tracking) if tracking is not None else None,
     )
-    return Prepared(plan, study, objective, resolved, count_states(trials).finished, finalists)
+    return Prepared(plan, study, objective, resolved, count_states(trials).finished)
 
 
 __all__ = ["Prepared", "prepare"]

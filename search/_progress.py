@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ._trials import TrialCounts, count_states, describe_stop, rung_text, trial_outcome
+from ._trials import TrialCounts, count_states, describe_stop, trial_outcome
 
 BAR_WIDTH = 24
 
@@ -113,9 +113,9 @@ class Progress:
         outcome = trial_outcome(trial)
         tag = " (baseline)" if trial.user_attrs.get("baseline") else ""
         if outcome == "complete":
-            result = f"{self.metric} {format_value(trial.value)}{rung_text(trial)}"
+            result = f"{self.metric} {format_value(trial.value)}"
         elif outcome == "pruned":
-            result = describe_stop(trial)  # "pruned at N examples" or "pruned after rung K (N examples)"
+            result = describe_stop(trial)  # "pruned at N examples"
         else:
             result = f"{outcome}: {describe_stop(trial)}"
         seconds = trial.duration.total_seconds() if trial.duration is not None else None

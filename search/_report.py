@@ -18,16 +18,17 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     """(title, explanation, figure or None-with-reason) for each section."""
     import optuna.visualization as vis
 
-    from ._study import ATTR_FINALISTS, importances, study_metric, study_rungs
+    from ._rungs import rung_record
+    from ._study import importances, study_metric
     from ._trials import baseline_trial, trial_outcome
 
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if trial_outcome(t) == "complete"]
     sections: list[tuple[str, str, Any]] = []
-    rungs = study_rungs(study)
-    # with rungs a trial is complete only at the top rung, so every plotted value is there
-    at_rung = f" at the top rung ({rungs[-1]:,} training examples)" if len(rungs) > 1 else ""
+    rungs = rung_record(study.user_attrs)
+    # the trials' values are the proxy's (rung 0); the rungs above have their own table
+    at_rung = " at rung 0" if rungs else ""
 
     history = vis.plot_optimization_history(study, target_name=metric)
     base = baseline_trial(trials)
@@ -38,16 +39,13 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
                      f"{metric} of every complete trial{at_rung} and the best so far; the dashed line is the baseline.", history))
 
     if any(t.intermediate_values for t in trials):
-        sizes = ", ".join(f"{size:,}" for size in rungs)
-        after = f"each rung ({sizes} training examples)" if len(rungs) > 1 else "each evaluation"
-        sections.append(("Intermediate values", f"{metric} after {after}; lines that stop early were pruned.",
+        sections.append(("Intermediate values", f"{metric} after each evaluation{at_rung}; lines that stop early were pruned.",
                          vis.plot_intermediate_values(study)))
     else:
         sections.append(("Intermediate values", "no trial reported intermediate values yet.", None))
 
-    finalists = study.user_attrs.get(ATTR_FINALISTS)
-    if finalists and finalists.get("count"):
-        sections.append(_finalists_section(study, finalists, metric, direction))
+    if rungs:
+        sections.append(_rungs_section(study, rungs, metric, direction))
 
     shares, note = importances(study)
     if shares:
@@ -64,24 +62,25 @@ def _figures(study: optuna.Study) -> list[tuple[str, str, Any]]:
     return sections
 
 
-def _finalists_section(study: optuna.Study, finalists: dict[str, Any], metric: str, direction: str) -> tuple[str, str, Any]:
-    """The finalists as a table, the winner first: their values at the proxy and as finalists."""
+def _rungs_section(study: optuna.Study, rungs: list[dict[str, Any]], metric: str, direction: str) -> tuple[str, str, Any]:
+    """The configs that trained above the proxy as a table, the winner first: their value at
+    each rung (blank where they did not train there)."""
     import plotly.graph_objects as go
 
-    from ._finalists import finalist_text, finalist_value
+    from ._rungs import rung_values
     from ._trials import ranked_trials
 
-    ranked = [t for t in ranked_trials(study.get_trials(deepcopy=False), direction, finalists)
-              if finalist_value(t, finalists) is not None]
-    columns = {
-        "trial": [f"{t.number} (baseline)" if t.user_attrs.get("baseline") else str(t.number) for t in ranked],
-        f"{metric} as a finalist": [f"{finalist_value(t, finalists):.4g}" for t in ranked],
-        f"{metric} at the proxy": [f"{t.value:.4g}" for t in ranked],
-        "stopped": [finalists["results"][str(t.number)]["stop_reason"] for t in ranked],
-    }
+    climbed = [(t, rung_values(t, rungs)) for t in ranked_trials(study.get_trials(deepcopy=False), direction, rungs)]
+    climbed = [(t, values) for t, values in climbed if len(values) > 1]
+    columns = {"trial": [f"{t.number} (baseline)" if t.user_attrs.get("baseline") else str(t.number) for t, _ in climbed]}
+    for rung in range(len(rungs) + 1):
+        examples = climbed[0][1][0]["examples"] if rung == 0 and climbed else rungs[rung - 1]["train_examples"] if rung else 0
+        columns[f"{metric} at rung {rung} ({examples:,} examples)"] = [
+            ("infeasible" if values[rung]["value"] is None else f"{values[rung]['value']:.4g}") if len(values) > rung else ""
+            for _, values in climbed]
     table = go.Figure(go.Table(header={"values": list(columns)}, cells={"values": list(columns.values())}))
-    table.update_layout(height=120 + 30 * len(ranked), margin={"t": 10, "b": 10})
-    return ("Finalists", f"the best trials and the baseline trained again{finalist_text(finalists)}, best first: "
+    table.update_layout(height=120 + 30 * len(climbed), margin={"t": 10, "b": 10})
+    return ("Rungs", "the configs trained again above the proxy, best first (by the highest rung reached): "
             "the first row is the winner.", table)
 
 

@@ -47,17 +47,15 @@ def _require(package: str, what: str) -> None:
         raise SearchError(f"{what} needs the {package} package: pip install {package}")
 
 
-def make_pruner(name: str, direction: str, min_resource: int = 1, rung_factor: int | None = None) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, direction: str, min_resource: int = 1) -> optuna.pruners.BasePruner:
     """A pruner comparing trials at equal evaluation steps.
 
     The objective reports after every evaluation; two trials (the baseline and one more)
     are enough to start comparing, since a study here holds tens of trials, not hundreds.
     ``min_resource`` is the first step a trial reports at (steps count training examples,
     so 128 rather than 1): Hyperband and successive halving place their first rung there.
-    Successive halving keeps the best third of each rung; with data rungs (``--rungs``),
-    ``rung_factor`` is their growth factor, its rungs are exactly the data rungs, it keeps
-    the best 1/``rung_factor`` of each, and the first rung promotes only against a full
-    pool (``_rung_pruner``).
+    Successive halving keeps the best third of each rung. (The data rungs of ``--rungs``
+    are successive halving of their own, after the search: ``_rungs``.)
     """
     import optuna
 
@@ -70,10 +68,6 @@ def make_pruner(name: str, direction: str, min_resource: int = 1, rung_factor: i
             return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=0, n_min_trials=2)
         if name == "hyperband":
             return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource="auto", reduction_factor=3)
-        if name == "successive-halving" and rung_factor is not None:
-            from ._rung_pruner import DataRungPruner
-
-            return DataRungPruner(first_rung=min_resource, reduction_factor=rung_factor)
         if name == "successive-halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3)
         if name == "patient":

@@ -32,12 +32,12 @@ ATTR_DIRECTION = ATTR_PREFIX + "direction"
 ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
-ATTR_FINALISTS = ATTR_PREFIX + "finalists"  # the finalists' fidelity and results (_finalists)
-# With --rungs: the rules the study's trials climbed by. 2: validation rows grow with the rung
-# and the first rung promotes only against a full pool (_rung_pruner); studies made before
-# lack it and scored every rung on one validation sample.
+ATTR_RUNG_RESULTS = ATTR_PREFIX + "rung_results"  # with --rungs: each rung's fidelity and results (_rungs)
+# With --rungs: the rules the study's rungs follow. 3: successive halving over whole rungs
+# after the search (_rungs). Before, the trials climbed rungs themselves, promoted as each
+# finished one (2: each rung with its own validation rows; none: one sample for all).
 ATTR_RUNG_RULES = ATTR_PREFIX + "rung_rules"
-RUNG_RULES = 2
+RUNG_RULES = 3
 
 
 def _short_name(value: str | None, default: str) -> str:
@@ -107,21 +107,11 @@ def trial_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> Tr
 
 
 def study_rungs(study: optuna.Study) -> list[int]:
-    """The training examples of each rung of the study's trials (one: a single-fidelity study)."""
+    """The training examples of each rung of the study (one: a single-fidelity study)."""
     from .objectives import rung_sizes
 
     workload = study.user_attrs[ATTR_WORKLOAD]
     return rung_sizes(workload["train_sample"], workload.get("rungs", 1), study.user_attrs[ATTR_PROFILE]["dataset_size"])
-
-
-def rung_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[int]) -> tuple[int, float]:
-    """Training examples the trials that climbed rungs spent, and about what they would have
-    spent each trained at the top rung instead (as many passes over the larger sample as at
-    its last rung)."""
-    climbed = [t.user_attrs for t in trials if t.user_attrs.get("rung_values")]
-    spent = sum(attrs["examples_seen"] for attrs in climbed)
-    at_top = sum(attrs["rung_values"][-1]["examples_seen"] * rungs[-1] / attrs["rung_values"][-1]["examples"] for attrs in climbed)
-    return spent, at_top
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
@@ -144,7 +134,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     return {name: float(value) for name, value in result.items()}, ""
 
 
-__all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_FINALISTS", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
-           "ATTR_RUNG_RULES", "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "RUNG_RULES", "default_study_name",
-           "importances", "load_lora_study", "rung_compute", "stored_search_space", "stored_space", "study_metric",
+__all__ = ["ATTR_CREATED", "ATTR_DIRECTION", "ATTR_METRIC", "ATTR_PROFILE", "ATTR_PRUNER", "ATTR_SAMPLER", "ATTR_SPACE",
+           "ATTR_RUNG_RESULTS", "ATTR_RUNG_RULES", "ATTR_SPACE_SOURCE", "ATTR_SPACE_YAML", "ATTR_TASK", "ATTR_VERSION", "ATTR_WORKLOAD", "RUNG_RULES", "default_study_name",
+           "importances", "load_lora_study", "stored_search_space", "stored_space", "study_metric",
            "study_names", "study_rungs", "trial_config"]

@@ -64,8 +64,6 @@ def describe_stop(trial: FrozenTrial) -> str:
     """Why a trial ended the way it did, in a few words (from the objective's user attrs)."""
     reason = trial.user_attrs.get("stop_reason")
     outcome = trial_outcome(trial)
-    if outcome == "pruned" and "rung" in trial.user_attrs:
-        return f"pruned after rung {trial.user_attrs['rung']} ({trial.user_attrs['rung_examples']:,} examples)"
     if outcome == "pruned":
         steps = sorted(trial.intermediate_values)
         return f"pruned at {steps[-1]:,} examples" if steps else "pruned"
@@ -77,22 +75,16 @@ def describe_stop(trial: FrozenTrial) -> str:
     return str(reason) if reason else outcome
 
 
-def rung_text(trial: FrozenTrial) -> str:
-    """Where a value comes from in a study with rungs, e.g. ' @ rung 2 (2,048 examples)'; '' without rungs."""
-    if "rung" not in trial.user_attrs:
-        return ""
-    return f" @ rung {trial.user_attrs['rung']} ({trial.user_attrs['rung_examples']:,} examples)"
-
-
-def standing_value(trial: FrozenTrial, finalists: dict[str, Any] | None) -> dict[str, Any]:
+def standing_value(trial: FrozenTrial, rungs: list[dict[str, Any]]) -> dict[str, Any]:
     """The value a complete trial stands on and how it was measured ('fidelity', text to append
-    to the value): its finalist value when it trained as one, else its proxy value (at its rung)."""
-    from ._finalists import finalist_text, finalist_value
+    to the value): in a study with rungs (``_rungs.rung_record``), its value at the highest rung
+    it trained at; else its proxy value."""
+    from ._rungs import highest_entry, rung_text
 
-    final = finalist_value(trial, finalists)
-    if final is not None:
-        return {"value": final, "fidelity": finalist_text(finalists)}
-    return {"value": trial.value, "fidelity": rung_text(trial)}
+    entry = highest_entry(trial, rungs) if rungs else None
+    if entry is None:
+        return {"value": trial.value, "fidelity": ""}
+    return {"value": entry["value"], "fidelity": rung_text(entry)}
 
 
 def examples_seen(trial: FrozenTrial) -> int | None:
@@ -115,17 +107,18 @@ def baseline_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
     return None
 
 
-def ranked_trials(trials: Iterable[FrozenTrial], direction: str, finalists: dict[str, Any] | None = None) -> list[FrozenTrial]:
-    """Complete feasible trials, best first. With the study's finalist results (user attr
-    ``lora_search.finalists``), the trials with a finalist value come first, ordered by it:
-    that is the search's final choice; the others follow by their proxy value."""
-    from ._finalists import finalist_value
+def ranked_trials(trials: Iterable[FrozenTrial], direction: str, rungs: list[dict[str, Any]] | None = None) -> list[FrozenTrial]:
+    """Complete feasible trials, best first. In a study with rungs (``_rungs.rung_record``) the
+    trials at the highest rung come first, by their values there, then those of the rung below,
+    down to the proxy's values: that is successive halving's final choice."""
+    from ._rungs import highest_entry
 
     scored = [t for t in trials if trial_outcome(t) == "complete" and t.value is not None]
-    by_proxy = sorted(scored, key=lambda t: t.value, reverse=direction == "maximize")
-    final = [t for t in by_proxy if finalist_value(t, finalists) is not None]
-    final.sort(key=lambda t: finalist_value(t, finalists), reverse=direction == "maximize")
-    return final + [t for t in by_proxy if finalist_value(t, finalists) is None]
+    sign = -1 if direction == "maximize" else 1
+    if not rungs:
+        return sorted(scored, key=lambda t: sign * t.value)
+    entries = {t.number: highest_entry(t, rungs) for t in scored}  # a complete trial stands at rung 0 at least
+    return sorted(scored, key=lambda t: (-entries[t.number]["rung"], sign * entries[t.number]["value"]))
 
 
 def improvement(best: float, baseline: float, direction: str) -> str:

@@ -193,20 +193,3 @@ def test_every_pruner_prunes_the_diverging_config(tiny_objective, make_pruner, g
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
     assert study.trials[1].state == optuna.trial.TrialState.PRUNED
     assert study.trials[1].user_attrs["stop_reason"] == "pruned"
-
-
-def test_a_finalist_trains_on_four_times_the_data_and_reports_its_best_evaluation(tiny_objective, tiny_workload, good_config):
-    # 4 x 64 training examples capped at the 144 of the split; 4 x 32 validation rows capped at its 48
-    assert tiny_objective.finalist_sizes() == (144, 48)
-    result = tiny_objective.train_finalist(good_config)
-    assert result["stop_reason"] == "completed"
-    assert result["examples_seen"] == 144 * 4  # all of its 4 epochs, unpruned
-    values = [evaluation["value"] for evaluation in result["evaluations"]]
-    assert result["evaluations"][-1]["step"] == 144 * 4 and result["value"] == min(values)
-    assert result["best_step"] == result["evaluations"][values.index(min(values))]["step"]
-    proxy = run_configs(tiny_objective, [good_config]).trials[0]
-    assert proxy.user_attrs["examples_seen"] == 64 * 4, "the proxy's own sample is unchanged"
-
-    over_budget = LoraObjective(tiny_workload.replace(memory_budget_gb=0.01)).train_finalist(good_config)
-    assert over_budget["value"] is None and over_budget["stop_reason"] == "infeasible:over-budget"
-    assert over_budget["examples_seen"] == 0

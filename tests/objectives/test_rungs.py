@@ -1,4 +1,4 @@
-"""Multi-fidelity trials: rungs of training data, climbed under successive halving."""
+"""Data rungs: a config trained again on RUNG_FACTOR^k times the proxy's examples and validation rows."""
 
 from __future__ import annotations
 
@@ -34,56 +34,39 @@ def rung_objective(tiny_workload):
     return LoraObjective(tiny_workload.replace(train_sample=32, rungs=2))
 
 
-def test_a_weak_trial_is_pruned_at_the_first_rung_a_strong_one_climbs(rung_objective, good_config, bad_config):
+def test_a_rung_trains_a_fresh_adapter_on_four_times_the_data_scored_on_four_times_the_rows(rung_objective, tiny_workload,
+                                                                                            good_config):
     objective = rung_objective
     assert objective.rung_examples == [32, 128]
-    assert [len(rows) for rows in objective.rung_rows] == [32, 128]
-    # each rung is scored on RUNG_FACTOR times the validation rows of the one before, capped at the split
     validation = len(objective.data.eval)
-    assert validation > 32 and [len(rows) for rows in objective.rung_eval_rows] == [32, min(32 * RUNG_FACTOR, validation)]
-    assert objective.eval_rows is objective.rung_eval_rows[0]
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=32, reduction_factor=RUNG_FACTOR)
-    study = optuna.create_study(direction=objective.direction, pruner=pruner)
-    # the baseline is a config that learns nothing: it climbs all the same
-    baseline = good_config.replace(learning_rate=1e-9)
-    study.enqueue_trial({}, user_attrs={"baseline": True})
-    configs = [baseline, good_config, bad_config]
-    study.optimize(lambda trial: objective(trial, configs[trial.number]), n_trials=3)
-    base, good, bad = study.trials
+    assert validation > 32 and objective.rung_fidelity(1) == (128, min(32 * RUNG_FACTOR, validation))
+    # 4^2 x 32 training examples capped at the split's 144
+    assert objective.rung_fidelity(2) == (144, validation)
+    result = objective.train_at_rung(good_config, 1)
     epochs = good_config.num_train_epochs
-
-    for trial in (base, good):
-        assert trial.state == optuna.trial.TrialState.COMPLETE
-        assert trial.user_attrs["rung"] == 1 and trial.user_attrs["rung_examples"] == 128
-        assert [r["examples"] for r in trial.user_attrs["rung_values"]] == [32, 128]
-        assert [r["eval_examples"] for r in trial.user_attrs["rung_values"]] == [len(rows) for rows in objective.rung_eval_rows]
-        assert trial.value == trial.user_attrs["rung_values"][-1]["value"]
-        assert sorted(trial.intermediate_values) == [32, 128]
-        assert trial.user_attrs["examples_seen"] == (32 + 128) * epochs  # a fresh adapter on each rung's sample
-        assert trial.user_attrs["value_source"] == "best evaluation at rung 1 (128 examples)"
-        assert {e["rung"] for e in trial.user_attrs["evaluations"]} == {0, 1}
-    assert good.value < base.value
-
-    assert bad.state == optuna.trial.TrialState.PRUNED
-    assert bad.user_attrs["stop_reason"] == "pruned"
-    assert bad.user_attrs["rung"] == 0 and bad.user_attrs["rung_examples"] == 32
-    assert bad.user_attrs["examples_seen"] == 32 * epochs
-    assert bad.value == bad.user_attrs["rung_values"][0]["value"]  # Optuna keeps the last reported value
-    assert study.best_trial.number == good.number
-    # the baseline learned nothing at the first rung: it says so and how to raise that rung
-    assert base.user_attrs["first_rung_warning"].startswith("the first rung (32 training examples) learns nothing measurable")
-    assert "--train-sample 128" in base.user_attrs["first_rung_warning"]
-    assert "first_rung_warning" not in good.user_attrs
-
-
-def test_one_rung_is_the_single_fidelity_trial(tiny_objective, good_config):
-    assert tiny_objective.rung_examples == [64]
+    assert result["stop_reason"] == "completed"
+    assert result["examples_seen"] == 128 * epochs  # all of its epochs, unpruned
+    values = [evaluation["value"] for evaluation in result["evaluations"]]
+    assert result["evaluations"][-1]["step"] == 128 * epochs and result["value"] == min(values)
+    assert result["best_step"] == result["evaluations"][values.index(min(values))]["step"]
     study = optuna.create_study(direction="minimize")
-    study.optimize(lambda trial: tiny_objective(trial, good_config), n_trials=1)
+    study.optimize(lambda trial: objective(trial, good_config), n_trials=1)
     attrs = study.trials[0].user_attrs
-    assert "rung" not in attrs and "rung_values" not in attrs
-    assert attrs["value_source"] == "best evaluation"
-    assert sorted(study.trials[0].intermediate_values) == [64, 128, 192, 256]
+    assert attrs["examples_seen"] == 32 * epochs and attrs["proxy.eval_examples"] == 32, "a trial is rung 0 only"
+    assert attrs["value_source"] == "best evaluation" and "rung_values" not in attrs
+
+    over_budget = LoraObjective(tiny_workload.replace(memory_budget_gb=0.01)).train_at_rung(good_config, 1)
+    assert over_budget["value"] is None and over_budget["stop_reason"] == "infeasible:over-budget"
+    assert over_budget["examples_seen"] == 0
+
+
+def test_a_baseline_that_learns_nothing_at_the_first_rung_says_how_to_raise_it(rung_objective, good_config):
+    study = optuna.create_study(direction=rung_objective.direction)
+    study.enqueue_trial({}, user_attrs={"baseline": True})
+    study.optimize(lambda trial: rung_objective(trial, good_config.replace(learning_rate=1e-9)), n_trials=1)
+    warning = study.trials[0].user_attrs["first_rung_warning"]
+    assert warning.startswith("the first rung (32 training examples) learns nothing measurable")
+    assert "--train-sample 128" in warning
 
 
 @pytest.mark.parametrize(("baseline_learning_rate", "warned"), [(1e-9, True), (1e-2, False)])

@@ -1,26 +1,30 @@
-"""`lora-search run --rungs`: one study holds every rung of a multi-fidelity search.
+"""`lora-search run --rungs`: successive halving over whole data rungs, after the search.
 
-A module fixture runs a rung search through the real command line on an SQLite storage;
-the tests read it back with show, export and the summary, resume it, and check that
-bad rung options are refused before anything is stored.
+A module fixture runs a 12-trial search with 3 rungs (16, 64 and the tiny split's 96
+examples) through the real command line on an SQLite storage; the tests read the stored
+rungs back through the summary, show, studies, report and export, resume and extend the
+study, and check the refusals.
 """
 
 from __future__ import annotations
+
+import math
 
 import optuna
 import pytest
 import yaml
 
 STUDY = "rungs"
+ATTR = "lora_search.rung_results"
 
 
 @pytest.fixture(scope="module")
 def rung_search(tmp_path_factory, tiny_options, cli):
-    """Rungs of 16 and 64 examples (the tiny training split holds 96), six trials."""
+    """Trials on 16 examples and 32 validation rows; rung 1 on 64, rung 2 on all 96 (both on the split's 32 rows)."""
     folder = tmp_path_factory.mktemp("rungs")
     storage = f"sqlite:///{folder / 'studies.db'}"
-    options = [*tiny_options(train_sample=16), "--rungs", "2"]
-    result = cli("run", "--space", "quick-experiment", "--trials", 6, "--study", STUDY, "--storage", storage, *options)
+    options = [*tiny_options(train_sample=16), "--rungs", "3"]
+    result = cli("run", "--space", "quick-experiment", "--trials", 12, "--study", STUDY, "--storage", storage, *options)
     assert result.code == 0, result.err
     return {"storage": storage, "options": options, "first": result}
 
@@ -29,133 +33,186 @@ def load(rung_search) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=rung_search["storage"])
 
 
-def test_weak_trials_stop_at_the_first_rung_and_the_winner_is_at_the_top(rung_search):
+def values_at(study: optuna.Study, rung: int) -> dict[int, float]:
+    """Trial number -> its value at ``rung`` (1 or more), for the configs trained there."""
+    results = study.user_attrs[ATTR]["rungs"][rung - 1]["results"]
+    return {int(number): result["value"] for number, result in results.items()}
+
+
+def best(values: dict[int, float], count: int) -> list[int]:
+    return sorted(values, key=values.get)[:count]
+
+
+def test_the_best_quarter_of_each_rung_and_the_baseline_train_again_on_four_times_the_data(rung_search):
     study = load(rung_search)
-    assert study.user_attrs["lora_search.workload"]["rungs"] == 2
-    assert study.user_attrs["lora_search.pruner"] == "successive-halving"
-    assert study.user_attrs["lora_search.rung_rules"] == 2
-    trials = study.get_trials()
-    base = trials[0]
-    assert base.user_attrs["baseline"] is True
-    assert base.state == optuna.trial.TrialState.COMPLETE and base.user_attrs["rung"] == 1  # the baseline always climbs
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    assert pruned, "successive halving promotes only the best of the first rung"
-    assert all(t.user_attrs["rung"] == 1 and t.user_attrs["rung_examples"] == 64 for t in complete)
-    assert all(t.user_attrs["rung"] == 0 and t.user_attrs["rung_examples"] == 16 for t in pruned)
-    for trial in complete:  # each rung trained a fresh adapter on its own sample
-        passes = trial.user_attrs["proxy.epochs"]
-        assert trial.user_attrs["examples_seen"] == pytest.approx((16 + 64) * passes, abs=16)
-    assert max(t.user_attrs["examples_seen"] for t in pruned) < min(t.user_attrs["examples_seen"] for t in complete)
-    assert study.best_trial.user_attrs["rung"] == 1
+    assert study.user_attrs["lora_search.rung_rules"] == 3
+    rungs = study.user_attrs[ATTR]["rungs"]
+    assert [(r["rung"], r["train_examples"], r["eval_examples"]) for r in rungs] == [(1, 64, 32), (2, 96, 32)]
+    assert len(study.trials) == 12, "rungs are not trials: they neither count nor feed the sampler"
+    searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
+    assert study.trials[0].user_attrs["baseline"] and all(t.state.is_finished() for t in searched)
+    complete = {t.number: t.value for t in searched if t.state == optuna.trial.TrialState.COMPLETE}
+    # rung 1: the best quarter of the 11 searched trials (3), pruned ones counting as losers; rung 2:
+    # the best quarter of those 3, but at least 2; the baseline (trial 0) at every rung
+    first = best(complete, 3)
+    assert set(values_at(study, 1)) == {*first, 0}
+    assert set(values_at(study, 2)) == {*best({n: values_at(study, 1)[n] for n in first}, 2), 0}
+    for rung in rungs:
+        for number, result in rung["results"].items():
+            trial = study.trials[int(number)]
+            assert math.isfinite(result["value"]) and result["stop_reason"] in ("completed", "early-stopped")
+            if result["stop_reason"] == "completed":  # the trial's epochs over the rung's larger sample
+                assert result["examples_seen"] == pytest.approx(rung["train_examples"] * trial.user_attrs["proxy.epochs"], abs=16)
 
 
-def test_progress_and_summary_say_which_rung_and_what_it_saved(rung_search):
+def test_the_winner_is_the_best_at_the_top_rung_everywhere(rung_search, cli, tmp_path, monkeypatch):
     study = load(rung_search)
-    err, out = rung_search["first"].err, rung_search["first"].out
-    assert "trial 0 (baseline)  eval_loss" in err and "@ rung 1 (64 examples)" in err
-    assert "pruned after rung 0 (16 examples)" in err
-    assert f"best: trial {study.best_trial.number}, eval_loss {study.best_value:.4g} @ rung 1 (64 examples)" in out
-    compute = next(line for line in out.splitlines() if line.startswith("compute: "))
-    spent = sum(t.user_attrs["examples_seen"] for t in study.get_trials())
-    assert f"{spent:,} training examples in 6 trial(s)" in compute and "saved" in compute
-    saved = int(compute.rsplit(": ", 1)[1].split("%")[0])
-    assert 0 < saved < 100
-    # the training split holds 96 examples: a third rung would reach it
-    assert "a search up to the whole training split (96 examples, --rungs 3) would train ~" in out
+    top = values_at(study, 2)
+    winner = min(top, key=top.get)
+    out, err = rung_search["first"].out, rung_search["first"].err
+    assert "rung 1: 4 of 4 config(s) train on 64 examples, scored on 32 validation rows" in err
+    assert "rung 2: 3 of 3 config(s) train on 96 examples, scored on 32 validation rows" in err
+    assert "  rung 2 3/3: trial" in err and "(baseline)" in err
+    fidelity = "at rung 2 (96 examples, 32 validation rows)"
+    assert f"best: trial {winner}, eval_loss {top[winner]:.4g} {fidelity}" in out
+    assert f"baseline (guide preset, trial 0): eval_loss {top[0]:.4g} {fidelity}" in out
+    assert "rung 1: 4 of 4 config(s) trained on 64 examples" in out and "still to train" not in out
 
-
-def test_show_and_export_say_which_rung_a_value_comes_from(rung_search, cli, tmp_path, monkeypatch):
-    study = load(rung_search)
-    shown = cli("show", STUDY, "--storage", rung_search["storage"])
+    shown = cli("show", STUDY, "--storage", rung_search["storage"], "--top", 12)
     assert shown.code == 0, shown.err
-    assert "rungs: 16, 64 training examples" in shown.out
-    assert f"1. trial {study.best_trial.number}: eval_loss {study.best_value:.4g} @ rung 1 (64 examples)" in shown.out
+    assert "rungs: 16, 64, 96 training examples" in shown.out
+    first = next(line for line in shown.out.splitlines() if line.strip().startswith("1. "))
+    below = values_at(study, 1)[winner]
+    assert (f"trial {winner}: eval_loss {top[winner]:.4g} {fidelity} (rung 0 {study.trials[winner].value:.4g}, "
+            f"rung 1 {below:.4g})") in first
+    # then the rest of rung 2, then rung 1's, then the proxy's values
+    order = [int(line.split("trial ")[1].split(":")[0]) for line in shown.out.splitlines() if line.strip()[:1].isdigit()]
+    rung1_only = [n for n in values_at(study, 1) if n not in top]
+    assert order[:len(top)] == sorted(top, key=top.get) and order[len(top):len(top) + len(rung1_only)] == rung1_only
+
+    listed = cli("studies", "--storage", rung_search["storage"])
+    assert f"{top[winner]:.4g}" in listed.out
+
+    report = cli("report", STUDY, "--storage", rung_search["storage"], "--output", tmp_path / "report.html")
+    assert report.code == 0, report.err
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Rungs</h2>" in page and "at rung 2 (96 examples)" in page and f"{top[winner]:.4g}" in page
+
     monkeypatch.chdir(tmp_path)
     exported = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "climbed")
     assert exported.code == 0, exported.err
-    assert "best evaluation at rung 1 (64 examples)" in exported.out
     provenance = yaml.safe_load((tmp_path / "studies" / "presets" / "climbed.yaml").read_text())["provenance"]
-    assert provenance["value_source"] == "best evaluation at rung 1 (64 examples)"
-    assert provenance["workload"]["rungs"] == 2
+    assert provenance["trial"] == winner and provenance["workload"]["rungs"] == 3
+    assert provenance["value"] == pytest.approx(top[winner]) and provenance["value_source"] == f"best evaluation {fidelity}"
+    assert provenance["baseline_value"] == pytest.approx(top[0])
 
 
-def test_export_trial_writes_a_pruned_trial_with_its_value_at_its_rung(rung_search, cli, tmp_path, monkeypatch):
+def test_the_summary_says_what_the_rungs_saved(rung_search):
     study = load(rung_search)
-    pruned = next(t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED)
-    monkeypatch.chdir(tmp_path)
-    exported = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "pruned", "--trial", pruned.number)
-    assert exported.code == 0, exported.err
-    document = yaml.safe_load((tmp_path / "studies" / "presets" / "pruned.yaml").read_text())
-    provenance = document["provenance"]
-    assert provenance["trial"] == pruned.number and provenance["params"] == pruned.params
-    assert provenance["value"] == pruned.user_attrs["rung_values"][-1]["value"] == pruned.intermediate_values[16]
-    assert provenance["value_source"] == "best evaluation at rung 0 (16 examples), then pruned"
-    assert document["trial_config"]["learning_rate"] == pytest.approx(pruned.params["learning_rate"])
+    out = rung_search["first"].out
+    results = [r for rung in study.user_attrs[ATTR]["rungs"] for r in rung["results"].values()]
+    spent = sum(t.user_attrs["examples_seen"] for t in study.trials) + sum(r["examples_seen"] for r in results)
+    at_top = sum(t.user_attrs["examples_seen"] * 96 / 16 for t in study.trials)
+    compute = next(line for line in out.splitlines() if line.startswith("compute: "))
+    assert compute == (f"compute: {spent:,} training examples in 12 trial(s) and their rungs; all of them at the top rung "
+                       f"(96 examples) would train ~{at_top:,.0f}: {1 - spent / at_top:.0%} saved")
+    assert "a search up to the whole training split" not in out  # the top rung holds it already
 
 
-@pytest.mark.parametrize(("options", "fragment"), [
-    (["--trial", "99"], "study 'rungs' has no trial 99 (trials 0 to "),
-    (["--trial", "1", "--top", "2"], "--trial exports one trial: drop --top"),
-])
-def test_export_trial_refuses_what_it_cannot_export(rung_search, cli, tmp_path, monkeypatch, options, fragment):
-    monkeypatch.chdir(tmp_path)
-    result = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "refused", *options)
-    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
-    assert fragment in result.err
-    assert not (tmp_path / "studies" / "presets").exists()
+def test_a_rerun_trains_nothing_again_and_a_longer_search_only_the_newcomers(rung_search, cli):
+    storage = rung_search["storage"]
+    before = load(rung_search).user_attrs[ATTR]["rungs"]
+    again = cli("run", "--study", STUDY, "--storage", storage, "--trials", 12)
+    assert again.code == 0, again.err
+    assert "stopped: already done" in again.out and "config(s) train on" not in again.err
+    assert load(rung_search).user_attrs[ATTR]["rungs"] == before
+
+    longer = cli("run", "--study", STUDY, "--storage", storage, "--trials", 16)
+    assert longer.code == 0, longer.err
+    study = load(rung_search)
+    for old, new in zip(before, study.user_attrs[ATTR]["rungs"]):
+        assert all(new["results"][number] == result for number, result in old["results"].items()), "earlier results are kept"
+    complete = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number}
+    wanted = {*best(complete, 4), 0}  # 15 searched trials: a quarter is 4
+    assert wanted <= set(values_at(study, 1))
+    newcomers = wanted - {int(n) for n in before[0]["results"]}
+    assert (f"rung 1: {len(newcomers)} of 5 config(s) train on" in longer.err) == bool(newcomers)
 
 
-def test_report_names_the_rungs(rung_search, cli, tmp_path):
-    result = cli("report", STUDY, "--storage", rung_search["storage"], "--output", tmp_path / "report.html")
+def test_a_search_stopped_by_its_timeout_trains_no_rung_and_says_so(tmp_path, cli, tiny_options):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 500, "--timeout", "3s", "--study", "short", "--storage",
+                 storage, "--rungs", 2, *tiny_options(train_sample=16))
     assert result.code == 0, result.err
-    page = (tmp_path / "report.html").read_text()
-    assert "at the top rung (64 training examples)" in page and "after each rung (16, 64 training examples)" in page
+    assert "stopped: timeout" in result.out
+    assert "rungs: not trained, the search stopped at its timeout with" in result.err
+    assert "rungs still to train: run the same command again" in result.out
+    assert ATTR not in optuna.load_study(study_name="short", storage=storage).user_attrs
+
+
+def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_next_run(rung_search, capsys):
+    from lora_search._rungs import run_rungs
+    from lora_search._study import stored_space
+    from lora_search.objectives import LoraObjective, Workload
+
+    study = optuna.create_study(study_name="failing", storage=rung_search["storage"])
+    for key, value in load(rung_search).user_attrs.items():
+        if key != ATTR:
+            study.set_user_attr(key, value)
+    for trial in load(rung_search).trials[:6]:
+        study.add_trial(trial)
+    workload = Workload.from_dict({**study.user_attrs["lora_search.workload"], "rungs": 2})
+    objective = LoraObjective(workload)
+    embeddings = objective.base_model.bert.embeddings
+
+    def broken_batch(module, args):
+        if module.training:
+            raise ValueError("broken batch")
+
+    handle = embeddings.register_forward_pre_hook(broken_batch)
+    try:
+        run_rungs(study, objective, stored_space(study))
+    finally:
+        handle.remove()
+    err = capsys.readouterr().err
+    assert "failed (ValueError: broken batch); run the same command again to retry it" in err
+    stored = optuna.load_study(study_name="failing", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
+    assert len(stored) == 1 and stored[0]["results"] == {}
+
+    run_rungs(study, objective, stored_space(study))
+    complete = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number}
+    results = optuna.load_study(study_name="failing", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"][0]["results"]
+    assert set(results) == {str(n) for n in [*best(complete, 2), 0]} and all(math.isfinite(r["value"]) for r in results.values())
 
 
 def test_resume_keeps_the_rungs_and_refuses_others(rung_search, cli):
-    storage = rung_search["storage"]
-    refused = cli("run", "--study", STUDY, "--storage", storage, "--trials", 9, "--rungs", "3")
+    refused = cli("run", "--study", STUDY, "--storage", rung_search["storage"], "--trials", 20, "--rungs", "2")
     assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1
-    assert "--rungs 2" in refused.err
-    before = len(load(rung_search).get_trials())
-    resumed = cli("run", "--study", STUDY, "--storage", storage, "--trials", 7, "--quiet")
-    assert resumed.code == 0, resumed.err
-    trials = load(rung_search).get_trials()
-    assert len(trials) == before + 1 and "rung" in trials[-1].user_attrs
+    assert "--rungs 3" in refused.err
 
 
-def test_too_few_trials_for_a_first_rung_pool_are_warned_of(cli, tiny_options, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'few.db'}"
-    result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", "few", "--storage", storage,
-                 *tiny_options(train_sample=16), "--rungs", "2")
-    assert result.code == 0, result.err
-    assert "of 3 trials only the baseline climbs: ask for more (e.g. --trials 16)" in result.err
-    trials = optuna.load_study(study_name="few", storage=storage).get_trials()
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] + [optuna.trial.TrialState.PRUNED] * 2
-
-
-def test_a_rung_study_from_before_the_current_rules_is_not_resumed(rung_search, cli, tmp_path):
-    """Studies made before 2026-11-28 scored every rung on the first rung's validation rows: new
-    trials would not compare with theirs, so the resume is refused and the study left as it was."""
+def test_a_study_whose_trials_climbed_rungs_themselves_is_not_resumed(rung_search, cli, tmp_path):
+    """Until 2026-11-28 each trial climbed the rungs itself (rung_rules 2, or none before): new
+    trials would not compare with its own, so the resume is refused and the study left as it was."""
     import sqlite3
 
     old = tmp_path / "old.db"
     with sqlite3.connect(rung_search["storage"].removeprefix("sqlite:///")) as source, sqlite3.connect(old) as copy:
         source.backup(copy)
-        copy.execute("DELETE FROM study_user_attributes WHERE key = 'lora_search.rung_rules'")  # what an earlier lora-search stored
+        copy.execute("UPDATE study_user_attributes SET value_json = '2' WHERE key = 'lora_search.rung_rules'")
     storage = f"sqlite:///{old}"
     before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()]
-    refused = cli("run", "--study", STUDY, "--storage", storage, "--trials", 9)
+    refused = cli("run", "--study", STUDY, "--storage", storage, "--trials", 30)
     assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
-    assert "earlier lora-search's rules" in refused.err and "--study NEW-NAME" in refused.err
+    assert "climbed rungs themselves" in refused.err and "--study NEW-NAME" in refused.err
     assert [(t.number, t.state, t.value) for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()] == before
+    shown = cli("show", STUDY, "--storage", storage)
+    assert shown.code == 0, shown.err
 
 
 @pytest.mark.parametrize(("options", "fragment"), [
     (["--rungs", "0"], "workload rungs: must be a positive integer, got 0"),
     (["--rungs", "two"], "invalid int value: 'two'"),
-    (["--rungs", "2", "--pruner", "median"], "--rungs promotes trials by successive-halving: drop --pruner median"),
 ])
 def test_bad_rung_options_are_refused_before_anything_is_stored(rung_search, cli, tiny_options, options, fragment):
     storage = rung_search["storage"]
@@ -165,17 +222,3 @@ def test_bad_rung_options_are_refused_before_anything_is_stored(rung_search, cli
     lines = result.err.strip().splitlines()
     assert fragment in lines[-1]
     assert optuna.get_all_study_names(storage) == before
-
-
-def test_every_process_opens_the_study_with_the_rung_pruner(tmp_path):
-    """What run_plan does in the main process and in each --workers process."""
-    from lora_search._loop import SearchPlan
-
-    storage = f"sqlite:///{tmp_path / 'plan.db'}"
-    optuna.create_study(study_name="plan", storage=storage)
-    plan = SearchPlan(study_name="plan", storage=storage, space="quick-experiment", space_yaml=None, profile={},
-                      workload={"rungs": 3}, direction="minimize", sampler="tpe", pruner="successive-halving",
-                      sampler_seed=0, target=1, deadline=None)
-    pruner = plan.open_study(min_resource=16).pruner
-    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
-    assert (pruner._min_resource, pruner._reduction_factor) == (16, 4)

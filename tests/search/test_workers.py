@@ -208,16 +208,16 @@ def test_two_workers_on_the_default_sqlite_file(tiny_workload, tmp_path):
     _assert_consistent(_load(None, tmp_path), target=5, workers=2)
 
 
-def test_two_workers_climb_the_rungs_of_one_journal_study(tiny_workload, tmp_path):
+def test_two_workers_search_and_the_rungs_train_after_them_on_one_journal_study(tiny_workload, tmp_path):
     args = [*tiny_workload, "--trials", "6", "--workers", "2", "--rungs", "2", "--train-sample", "16", "--storage", "s.journal"]
     result = _lora_search_run(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = _load("s.journal", tmp_path)
     _assert_consistent(study, target=6, workers=2)
-    finished = _finished(study)
-    assert {t.user_attrs["rung_examples"] for t in finished if t.state == TrialState.COMPLETE} == {64}
-    assert {t.user_attrs["rung_examples"] for t in finished if t.state == TrialState.PRUNED} <= {16}
-    assert next(t for t in finished if t.user_attrs.get("baseline")).state == TrialState.COMPLETE
+    assert {t.user_attrs["proxy.train_examples"] for t in _finished(study)} == {16}
+    rung = study.user_attrs["lora_search.rung_results"]["rungs"][0]
+    baseline = next(t for t in _finished(study) if t.user_attrs.get("baseline"))
+    assert rung["train_examples"] == 64 and str(baseline.number) in rung["results"] and len(rung["results"]) >= 2
 
 
 def _wait_for_training_trial(spec: str, cwd, exclude_pid: int, deadline: float = 120) -> optuna.trial.FrozenTrial:

@@ -1,0 +1,227 @@
+"""Successive halving over data rungs, after the search (``run --rungs K``).
+
+The search's trials are rung 0: each trains on the proxy's sample and is scored on its
+validation rows, pruned per evaluation as without rungs. Once the study holds its
+target, rung 1 trains again the best quarter of rung 0 and the guide's baseline, each
+a fresh adapter on RUNG_FACTOR times the proxy's training examples for its epochs,
+scored on RUNG_FACTOR times its validation rows, unpruned; rung 2 the best quarter of
+rung 1, and so on up to rung K-1 (sizes capped at the splits). The winner is the best
+trial at the highest rung.
+
+Every promotion is decided on a whole rung. Successive halving decided as each trial
+finished a rung (asynchronously, inside the trial: lora-search until 2026-11-28) lets
+near-twins that a converging sampler proposes one after another each climb as the best
+so far: 40% to 52% of the compute saved against every trial at the top rung, where a
+whole rung's quarter saves about two thirds (benchmarks/README.md, section 7, variants
+10 and 11). A rung keeps at least MIN_PROMOTED of the search's configs besides the
+baseline: one alone is compared only with the guide, and neighbouring configs trade
+places between rungs (variant 10's seed 43: the second at rung 1 was the best at the top).
+
+The results are a study user attr (``lora_search.rung_results``), not trials: a value at
+rung k is at another fidelity than the rung-0 values the sampler and pruner compare, and
+it must not count towards ``--trials``. Each result is stored as soon as it exists, so an
+interrupted run resumes with the configs still to train; a longer search that changes a
+rung's best quarter trains only the newcomers, and a value once measured keeps counting.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ._study import ATTR_RUNG_RESULTS
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .objectives import LoraObjective
+    from .spaces import ResolvedSpace
+
+# the fewest of the search's configs a rung above the proxy trains, besides the baseline
+MIN_PROMOTED = 2
+
+
+def rung_record(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rungs above the proxy a study trained, in order: each ``{"rung", "train_examples",
+    "eval_examples", "results": {trial number as text: result}}``; [] without rungs."""
+    record = attrs.get(ATTR_RUNG_RESULTS)
+    return record["rungs"] if record is not None else []
+
+
+def rung_values(trial: optuna.trial.FrozenTrial, rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trial's values rung by rung, from rung 0 (the trial itself) up to the highest it
+    trained at, each ``{"rung", "examples", "eval_examples", "value", "examples_seen"}``;
+    ``value`` None where the config was infeasible. [] when the trial has no value."""
+    from ._trials import trial_outcome
+
+    if trial_outcome(trial) != "complete" or trial.value is None:
+        return []
+    attrs = trial.user_attrs
+    values = [{"rung": 0, "examples": attrs.get("proxy.train_examples"), "eval_examples": attrs.get("proxy.eval_examples"),
+               "value": trial.value, "examples_seen": attrs.get("examples_seen")}]
+    for rung in rungs:
+        result = rung["results"].get(str(trial.number))
+        if result is None or values[-1]["value"] is None:
+            break
+        values.append({"rung": rung["rung"], "examples": rung["train_examples"], "eval_examples": rung["eval_examples"],
+                       "value": result["value"], "examples_seen": result["examples_seen"]})
+    return values
+
+
+def highest_entry(trial: optuna.trial.FrozenTrial, rungs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial's value at the highest rung where it has one, with that rung's entry
+    (``rung_values``'s); None when it has no value."""
+    feasible = [entry for entry in rung_values(trial, rungs) if entry["value"] is not None]
+    return feasible[-1] if feasible else None
+
+
+def rung_text(entry: dict[str, Any]) -> str:
+    """Where a value comes from, e.g. ' at rung 2 (1,000 examples, 800 validation rows)'."""
+    return f" at rung {entry['rung']} ({entry['examples']:,} examples, {entry['eval_examples']:,} validation rows)"
+
+
+def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], rung: int) -> list[int]:
+    """The trials ``rung`` (1 or more) trains, best first: the best quarter (at least
+    MIN_PROMOTED) of the search's configs that rung ``rung - 1`` decided between, by their
+    values there, and the baseline. At rung 1 the pool is every finished trial of the search
+    (a pruned or infeasible one lost at rung 0); above, the configs the rung below trained."""
+    from ._trials import baseline_trial, trial_outcome
+    from .objectives import RUNG_FACTOR
+
+    base = baseline_trial(trials)
+    if base is not None and trial_outcome(base) != "complete":
+        base = None
+    if rung == 1:
+        pool = [t for t in trials if trial_outcome(t) in ("complete", "pruned", "infeasible") and t is not base]
+        scored = {t.number: t.value for t in pool if trial_outcome(t) == "complete" and t.value is not None}
+        base_value = base.value if base is not None else None
+    else:
+        below = promoted(trials, direction, rungs, rung - 1)
+        results = rungs[rung - 2]["results"] if len(rungs) >= rung - 1 else {}
+        pool = [number for number in below if base is None or number != base.number]
+        scored = {number: results[str(number)]["value"] for number in pool
+                  if str(number) in results and results[str(number)]["value"] is not None}
+        base_result = results.get(str(base.number)) if base is not None else None
+        base_value = base_result["value"] if base_result is not None else None
+    count = max(MIN_PROMOTED, math.ceil(len(pool) / RUNG_FACTOR))
+    best = sorted(scored, key=lambda number: scored[number], reverse=direction == "maximize")[:count]
+    return best + ([base.number] if base is not None and base_value is not None else [])
+
+
+def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedSpace, quiet: bool = False) -> None:
+    """Train each rung above the proxy: the configs ``promoted`` to it that have no result
+    there yet, storing each result as it comes. Ctrl-C stops between or inside configs;
+    what finished is kept."""
+    from ._progress import format_duration, format_value
+    from ._study import study_metric, trial_config
+    from ._trials import plain
+    from .spaces import first_line
+
+    metric, direction = study_metric(study)
+    trials = study.get_trials(deepcopy=False)
+    stored = study.user_attrs.get(ATTR_RUNG_RESULTS)
+    rungs = stored["rungs"] if stored is not None else []
+    for rung in range(1, len(objective.rung_examples)):
+        if len(rungs) < rung:
+            train_examples, eval_examples = objective.rung_fidelity(rung)
+            rungs.append({"rung": rung, "train_examples": train_examples, "eval_examples": eval_examples, "results": {}})
+            study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
+        current = rungs[rung - 1]
+        wanted = promoted(trials, direction, rungs, rung)
+        todo = [number for number in wanted if str(number) not in current["results"]]
+        if todo and not quiet:
+            print(f"rung {rung}: {len(todo)} of {len(wanted)} config(s) train on {current['train_examples']:,} examples, "
+                  f"scored on {current['eval_examples']:,} validation rows", file=sys.stderr)
+        for index, number in enumerate(todo, start=1):
+            trial = trials[number]
+            try:
+                result = objective.train_at_rung(trial_config(resolved, trial), rung)
+            except Exception as error:  # nothing is stored: the next run trains it again
+                print(f"  rung {rung} {index}/{len(todo)}: trial {number} failed ({type(error).__name__}: {first_line(error)}); "
+                      "run the same command again to retry it", file=sys.stderr)
+                return
+            current["results"][str(number)] = plain(result)
+            study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
+            if not quiet:
+                shown = f"{metric} {format_value(result['value'])}" if result["value"] is not None else result["stop_reason"]
+                label = " (baseline)" if trial.user_attrs.get("baseline") else ""
+                below = rung_values(trial, rungs)[rung - 1]["value"]
+                print(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}  {shown}  (rung {rung - 1} "
+                      f"{format_value(below)}, {format_duration(result['seconds'])})", file=sys.stderr)
+
+
+def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], sizes: list[int],
+               dataset_size: int) -> list[str]:
+    """The summary's lines on the rungs: what each trained and what is still to train, the
+    compute spent against training every trial at the top rung, and about what rungs up to
+    the whole training split would cost."""
+    from ._progress import format_duration
+
+    if len(sizes) < 2 and not rungs:
+        return []
+    lines = []
+    missing = 0
+    for rung in rungs:
+        wanted = promoted(trials, direction, rungs, rung["rung"])
+        missing += sum(str(number) not in rung["results"] for number in wanted)
+        lines.append(f"rung {rung['rung']}: {sum(str(n) in rung['results'] for n in wanted)} of {len(wanted)} config(s) trained "
+                     f"on {rung['train_examples']:,} examples, scored on {rung['eval_examples']:,} validation rows")
+    if missing or len(rungs) < len(sizes) - 1:
+        lines.append("rungs still to train: run the same command again")
+    searched = [t for t in trials if t.user_attrs.get("examples_seen") and t.user_attrs.get("proxy.train_examples")]
+    if not searched or not rungs:
+        return lines
+    spent, at_top = rung_compute(searched, rungs)
+    saved = 1 - spent / at_top
+    lines.append(f"compute: {spent:,} training examples in {len(searched)} trial(s) and their rungs; all of them at the top rung "
+                 f"({rungs[-1]['train_examples']:,} examples) would train ~{at_top:,.0f}: "
+                 + (f"{saved:.0%} saved" if saved >= 0 else f"the rungs cost {-saved:.0%} more"))
+    full = full_split_rungs(sizes[0], dataset_size)
+    if full[-1] > sizes[-1]:
+        examples = full_split_compute(searched, rungs, full)
+        seconds = sum(t.duration.total_seconds() for t in searched if t.duration is not None)
+        seconds += sum(result["seconds"] for rung in rungs for result in rung["results"].values())
+        lines.append(f"a search up to the whole training split ({full[-1]:,} examples, --rungs {len(full)}) would train "
+                     f"~{examples:,.0f} examples: ~{format_duration(examples * seconds / spent)} at this run's speed")
+    return lines
+
+
+def rung_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[str, Any]]) -> tuple[int, float]:
+    """Training examples the trials and their rungs spent, and about what the trials would
+    have spent each trained at the top rung instead (as many passes over its sample as over
+    the proxy's)."""
+    spent = sum(t.user_attrs["examples_seen"] for t in trials)
+    spent += sum(result["examples_seen"] for rung in rungs for result in rung["results"].values())
+    top = rungs[-1]["train_examples"]
+    at_top = sum(t.user_attrs["examples_seen"] * top / t.user_attrs["proxy.train_examples"] for t in trials)
+    return spent, at_top
+
+
+def full_split_rungs(first: int, dataset_size: int) -> list[int]:
+    """The rungs from ``first`` examples up to the whole training split."""
+    from .objectives import RUNG_FACTOR, rung_sizes
+
+    return rung_sizes(first, math.ceil(math.log(dataset_size / first, RUNG_FACTOR)) + 1, dataset_size)
+
+
+def full_split_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[str, Any]], full: list[int]) -> float:
+    """About the training examples a search with rungs ``full`` would spend: the same trials,
+    as many configs at each rung as here, above the top the best quarter (at least
+    MIN_PROMOTED) of the rung below and the baseline, each making as many passes over its
+    sample as the configs here did over theirs."""
+    from .objectives import RUNG_FACTOR
+
+    results = [result for rung in rungs for result in rung["results"].values()]
+    passes = sum(r["examples_seen"] for r in results) / sum(rung["train_examples"] * len(rung["results"]) for rung in rungs)
+    examples = float(sum(t.user_attrs["examples_seen"] for t in trials))
+    counts = [len(rung["results"]) for rung in rungs]
+    for rung, size in enumerate(full[1:], start=1):
+        if rung > len(counts):
+            counts.append(max(MIN_PROMOTED, math.ceil((counts[-1] - 1) / RUNG_FACTOR)) + 1)
+        examples += counts[rung - 1] * passes * size
+    return examples
+
+
+__all__ = ["MIN_PROMOTED", "full_split_compute", "full_split_rungs", "highest_entry", "promoted", "rung_compute", "rung_notes", "rung_record",
+           "rung_text", "rung_values", "run_rungs"]
