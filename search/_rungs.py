@@ -172,11 +172,12 @@ def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: li
     searched = [t for t in trials if t.user_attrs.get("examples_seen") and t.user_attrs.get("proxy.train_examples")]
     if not searched or not rungs:
         return lines
-    spent, at_top = rung_compute(searched, rungs)
-    saved = 1 - spent / at_top
-    lines.append(f"compute: {spent:,} training examples in {len(searched)} trial(s) and their rungs; all of them at the top rung "
-                 f"({rungs[-1]['train_examples']:,} examples) would train ~{at_top:,.0f}: "
-                 + (f"{saved:.0%} saved" if saved >= 0 else f"the rungs cost {-saved:.0%} more"))
+    spent, in_full, as_pruned = rung_compute(searched, rungs)
+    saved, saved_pruned = 1 - spent / in_full, 1 - spent / as_pruned
+    lines.append(f"compute: {spent:,} training examples in {len(searched)} trial(s) and their rungs; every trial trained in full "
+                 f"at the top rung ({rungs[-1]['train_examples']:,} examples) would train ~{in_full:,.0f}: "
+                 + (f"{saved:.0%} saved" if saved >= 0 else f"the rungs cost {-saved:.0%} more")
+                 + f" ({saved_pruned:.0%} against the top rung with the trials pruned where they were)")
     full = full_split_rungs(sizes[0], dataset_size)
     if full[-1] > sizes[-1]:
         examples = full_split_compute(searched, rungs, full)
@@ -187,15 +188,18 @@ def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: li
     return lines
 
 
-def rung_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[str, Any]]) -> tuple[int, float]:
-    """Training examples the trials and their rungs spent, and about what the trials would
-    have spent each trained at the top rung instead (as many passes over its sample as over
-    the proxy's)."""
+def rung_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """Training examples the trials and their rungs spent; about what the trials would have
+    spent each trained in full at the top rung instead (its epochs over the top rung's
+    sample: the issue's yardstick, with no pruning); and the same with each trial stopped at
+    the share of its run where the pruner stopped it on the proxy (a search at the top
+    fidelity with the same pruner, where that pruner's own savings count for both)."""
     spent = sum(t.user_attrs["examples_seen"] for t in trials)
     spent += sum(result["examples_seen"] for rung in rungs for result in rung["results"].values())
     top = rungs[-1]["train_examples"]
-    at_top = sum(t.user_attrs["examples_seen"] * top / t.user_attrs["proxy.train_examples"] for t in trials)
-    return spent, at_top
+    in_full = sum(t.user_attrs["proxy.epochs"] * top for t in trials)
+    as_pruned = sum(t.user_attrs["examples_seen"] * top / t.user_attrs["proxy.train_examples"] for t in trials)
+    return spent, in_full, as_pruned
 
 
 def full_split_rungs(first: int, dataset_size: int) -> list[int]:

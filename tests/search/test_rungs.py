@@ -112,10 +112,13 @@ def test_the_summary_says_what_the_rungs_saved(rung_search):
     out = rung_search["first"].out
     results = [r for rung in study.user_attrs[ATTR]["rungs"] for r in rung["results"].values()]
     spent = sum(t.user_attrs["examples_seen"] for t in study.trials) + sum(r["examples_seen"] for r in results)
-    at_top = sum(t.user_attrs["examples_seen"] * 96 / 16 for t in study.trials)
+    in_full = sum(t.user_attrs["proxy.epochs"] * 96 for t in study.trials)  # each trial's epochs over the top rung's 96
+    as_pruned = sum(t.user_attrs["examples_seen"] * 96 / 16 for t in study.trials)  # stopped where the proxy stopped
+    assert as_pruned < in_full, "the percentile pruner stopped some trials"
     compute = next(line for line in out.splitlines() if line.startswith("compute: "))
-    assert compute == (f"compute: {spent:,} training examples in 12 trial(s) and their rungs; all of them at the top rung "
-                       f"(96 examples) would train ~{at_top:,.0f}: {1 - spent / at_top:.0%} saved")
+    assert compute == (f"compute: {spent:,} training examples in 12 trial(s) and their rungs; every trial trained in full at the "
+                       f"top rung (96 examples) would train ~{in_full:,.0f}: {1 - spent / in_full:.0%} saved "
+                       f"({1 - spent / as_pruned:.0%} against the top rung with the trials pruned where they were)")
     assert "a search up to the whole training split" not in out  # the top rung holds it already
 
 
