@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._options import add_storage_option
 
@@ -86,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: {value}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
         for field, change in changes.items():
             print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
+        if provenance["trial"] == provenance["baseline_trial"] and provenance["baseline_preset"]:
+            # the baseline is the guide preset moved into the space's ranges, not the preset itself
+            # (benchmarks/README.md, section 7, variant 11: in full it trained worse than the preset fitted)
+            guide = provenance["baseline_preset"]
+            print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} as the space holds it: the "
+                  f"search found nothing better. The preset itself, fitted to the data: lora-search train --preset {guide} "
+                  "--fit-to-data", file=sys.stderr)
     if fmt in ("yaml", "json"):
         print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
     return 0
@@ -186,6 +194,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "proxy_value": trial.value,
             "baseline_value": baseline_value,
             "baseline_trial": base.number if base is not None else None,
+            "baseline_preset": base.user_attrs.get("preset") if base is not None else None,
             "space": study.user_attrs.get(ATTR_SPACE),
             "model": workload.get("model") or "embedded all-MiniLM-L6-v2",
             "data": workload.get("data") or "embedded fine-food reviews",

@@ -11,9 +11,9 @@ trial at the highest rung.
 Every promotion is decided on a whole rung. Successive halving decided as each trial
 finished a rung (asynchronously, inside the trial: lora-search until 2026-11-28) lets
 near-twins that a converging sampler proposes one after another each climb as the best
-so far: 40% to 52% of the compute saved against every trial at the top rung, where a
-whole rung's quarter saves about two thirds (benchmarks/README.md, section 7, variants
-10 and 11). A rung keeps at least MIN_PROMOTED of the search's configs besides the
+so far: 40% to 52% of the compute saved against every trial trained in full at the top
+rung, where whole rungs saved 56% to 58% (benchmarks/README.md, section 7, variants 10
+and 11). A rung keeps at least MIN_PROMOTED of the search's configs besides the
 baseline: one alone is compared only with the guide, and neighbouring configs trade
 places between rungs (variant 10's seed 43: the second at rung 1 was the best at the top).
 

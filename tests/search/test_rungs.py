@@ -107,6 +107,17 @@ def test_the_winner_is_the_best_at_the_top_rung_everywhere(rung_search, cli, tmp
     assert provenance["baseline_value"] == pytest.approx(top[0])
 
 
+def test_exporting_the_baseline_points_to_the_guide_preset_itself(rung_search, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exported = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "base", "--trial", 0)
+    assert exported.code == 0, exported.err
+    assert ("note: trial 0 is the baseline, the guide preset 'quick-experiment' as the space holds it: the search found nothing "
+            "better. The preset itself, fitted to the data: lora-search train --preset quick-experiment --fit-to-data") in exported.err
+    other = next(t.number for t in load(rung_search).trials if t.number and t.state == optuna.trial.TrialState.COMPLETE)
+    searched = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "searched", "--trial", other)
+    assert searched.code == 0 and "is the baseline" not in searched.err
+
+
 def test_the_summary_says_what_the_rungs_saved(rung_search):
     study = load(rung_search)
     out = rung_search["first"].out
