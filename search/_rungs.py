@@ -120,8 +120,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
 
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
-    stored = study.user_attrs.get(ATTR_RUNG_RESULTS)
-    rungs = stored["rungs"] if stored is not None else []
+    rungs = rung_record(study.user_attrs)
     for rung in range(1, len(objective.rung_examples)):
         if len(rungs) < rung:
             train_examples, eval_examples = objective.rung_fidelity(rung)
