@@ -379,8 +379,8 @@ def trial_windows(study: Any) -> list[tuple[Any, float, float]]:
 def fixed_parameter_run(space: str, work: Any, storage: str, trials: int, *, study: str = "bench",
                         extra_params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``trials`` trials of lora-search's engine: the scenario's baseline first, then
-    ``extra_params`` (default: the baseline again each time); return the study and the
-    timings of each phase.
+    ``extra_params`` (default: the baseline's params, the space's point nearest the guide
+    preset, each time); return the study and the timings of each phase.
 
     It is ``run_search`` with extra trials enqueued before the loop: ``prepare`` (finds or
     creates the study, loads model and data, enqueues the baseline), then ``run_plan``

@@ -62,23 +62,25 @@ def build_llama(folder: Path, size: str) -> int:
 def memory_rows(storage: str, study: str, judged: bool) -> list[dict[str, Any]]:
     """One row per trial that trained: its memory estimate against its measured peak
     (``in_band`` None where the peak is not comparable: ``judged`` False)."""
-    from lora_search import load_lora_study, trial_outcome
+    from lora_search import load_lora_study, stored_space, trial_config, trial_outcome
 
     rows = []
-    for trial in load_lora_study(study, storage).get_trials(deepcopy=False):
+    loaded = load_lora_study(study, storage)
+    resolved = stored_space(loaded)
+    for trial in loaded.get_trials(deepcopy=False):
         attrs = trial.user_attrs
         estimate, peak = attrs.get("memory_estimate_gb"), attrs.get("peak_memory_mb")
         if not estimate or not peak:
             continue  # not trained: over the budget, or failed before training
-        setting = lambda name: trial.params.get(name, attrs.get(f"derived.{name}"))  # noqa: E731  searched or derived
+        config = trial_config(resolved, trial)  # the baseline's: the guide preset fitted, maybe outside the space
         estimate_mb = estimate["total"] * 1024
         ratio = estimate_mb / peak
         rows.append({
             "trial": trial.number,
             "outcome": trial_outcome(trial),
-            "batch": setting("per_device_train_batch_size"),
-            "checkpointing": setting("gradient_checkpointing"),
-            "lora_r": setting("lora.r"),
+            "batch": config.per_device_train_batch_size,
+            "checkpointing": config.gradient_checkpointing,
+            "lora_r": config.lora.r,
             "precision": attrs.get("proxy.precision"),
             "weights_mb": estimate["weights"] * 1024,
             "activations_mb": (estimate["activations"] + estimate["logits"]) * 1024,

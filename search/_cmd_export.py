@@ -88,12 +88,15 @@ def run(args: argparse.Namespace) -> int:
         for field, change in changes.items():
             print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
         if provenance["trial"] == provenance["baseline_trial"] and provenance["baseline_preset"]:
-            # the baseline is the guide preset moved into the space's ranges, not the preset itself
-            # (benchmarks/README.md, section 7, variant 11: in full it trained worse than the preset fitted)
             guide = provenance["baseline_preset"]
-            print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} as the space holds it: the "
-                  f"search found nothing better. The preset itself, fitted to the data: lora-search train --preset {guide} "
-                  "--fit-to-data", file=sys.stderr)
+            if provenance["baseline_fitted"]:
+                print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} fitted to the data: the "
+                      f"search found nothing better; lora-search train --preset {guide} --fit-to-data trains the same",
+                      file=sys.stderr)
+            else:  # a baseline queued before 2026-11-29 trained the preset moved into the space's ranges
+                print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} as the space holds it: the "
+                      f"search found nothing better. The preset itself, fitted to the data: lora-search train --preset {guide} "
+                      "--fit-to-data", file=sys.stderr)
     if fmt in ("yaml", "json"):
         print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
     return 0
@@ -160,7 +163,7 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     from datetime import datetime, timezone
 
     from ._rungs import rung_record
-    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, study_metric, trial_config
+    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, TRIAL_GUIDE_CONFIG, study_metric, trial_config
     from ._trials import baseline_trial, plain
     from .spaces import rederive_for_dataset
 
@@ -195,6 +198,8 @@ def preset_document(study, trial, name: str, resolved) -> dict:
             "baseline_value": baseline_value,
             "baseline_trial": base.number if base is not None else None,
             "baseline_preset": base.user_attrs.get("preset") if base is not None else None,
+            # the baseline trained the preset itself fitted to the data, not its nearest point in the space
+            "baseline_fitted": base is not None and TRIAL_GUIDE_CONFIG in base.user_attrs,
             "space": study.user_attrs.get(ATTR_SPACE),
             "model": workload.get("model") or "embedded all-MiniLM-L6-v2",
             "data": workload.get("data") or "embedded fine-food reviews",

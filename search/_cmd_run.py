@@ -12,7 +12,8 @@ Search a scenario's space: each trial briefly fine-tunes LoRA with the settings 
 sampler proposes, on a sample of the data, and reports its metric after every
 evaluation so the pruner can stop hopeless trials early.
 
-The first trial of every study is the scenario's guide preset (the baseline), so the
+The first trial of every study is the scenario's guide preset fitted to the data (the
+baseline; what train --preset NAME --fit-to-data trains, even outside the space), so the
 summary says how much better than the guide the search found. --trials is the number
 of finished trials the study should hold (complete + pruned + infeasible): running the
 same command again resumes; a larger --trials adds the difference. The study stores

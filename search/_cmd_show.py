@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ._errors import UsageError
     from ._rungs import highest_entry, rung_record, rung_values
-    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric, study_rungs
+    from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric, study_rungs, trained_params
     from ._progress import format_params, format_value
     from ._trials import (baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, standing_value,
                           trial_outcome)
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                                                                         else "infeasible") for entry in others) + ")"
         seen = examples_seen(trial)
         seen_text = f", {seen:,} examples seen" if seen is not None else ""
-        return f"trial {trial.number}: {value} ({describe_stop(trial)}{seen_text})\n      {format_params(trial.params)}"
+        return f"trial {trial.number}: {value} ({describe_stop(trial)}{seen_text})\n      {format_params(trained_params(trial))}"
 
     base = baseline_trial(trials)
     print("baseline (guide preset):")

@@ -122,8 +122,10 @@ class RunSummary:
             lines.append("best: no complete feasible trial yet")
         else:
             line = f"best: trial {self.best['number']}, {self.metric} {format_value(self.best['value'])}{self.best['fidelity']}"
+            if self.baseline is not None and self.baseline["number"] == self.best["number"]:
+                line += " (the baseline: the search found nothing better than the guide preset)"
             # compared only where both values were measured the same way
-            if self.baseline is not None and self.baseline["value"] is not None and self.baseline["fidelity"] == self.best["fidelity"]:
+            elif self.baseline is not None and self.baseline["value"] is not None and self.baseline["fidelity"] == self.best["fidelity"]:
                 gain = improvement(self.best["value"], self.baseline["value"], self.direction)
                 line += f" ({gain} vs the baseline, {self.direction})"
             lines.append(line)
@@ -134,7 +136,7 @@ class RunSummary:
 def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_because: str,
               elapsed_seconds: float) -> RunSummary:
     from ._rungs import rung_notes, rung_record
-    from ._study import ATTR_PROFILE, ATTR_RUNG_RULES, RUNG_RULES, importances, study_metric, study_rungs
+    from ._study import ATTR_PROFILE, ATTR_RUNG_RULES, RUNG_RULES, importances, study_metric, study_rungs, trained_params
     from ._trials import baseline_trial, count_states, ranked_trials, standing_value, trial_outcome
 
     metric, direction = study_metric(study)
@@ -161,7 +163,7 @@ def summarize(study: optuna.Study, *, storage: str | None, target: int, stopped_
         stopped_because=stopped_because,
         elapsed_seconds=elapsed_seconds,
         best=None if best is None else {
-            "number": best.number, **standing_value(best, rungs), "params": dict(best.params),
+            "number": best.number, **standing_value(best, rungs), "params": dict(trained_params(best)),
         },
         baseline=None if base is None else {
             "number": base.number,

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ._errors import SearchError
+from ._study import trained_config
 
 if TYPE_CHECKING:
     import optuna
@@ -293,7 +294,7 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
     def one_trial(trial: optuna.Trial) -> float:
         try:
             gate.admit(study, trial)
-            return objective(trial, resolved.sample(trial))
+            return objective(trial, trained_config(trial, resolved.sample(trial)))
         except KeyboardInterrupt:
             mark_interrupted(study, trial)
             raise

@@ -3,8 +3,9 @@
 Everything a study needs to continue (space, workload, hardware profile, metric) is
 stored on it as user attributes (``_study``), so a rerun resumes without re-typed
 options and refuses options that would mix two different searches in one study. The
-scenario's guide preset is enqueued as the first trial (user attr ``baseline=True``),
-once per study, so every study answers "how much better than the guide?".
+scenario's guide preset, fitted to the data, is enqueued as the first trial (user attrs
+``baseline=True`` and the settings it trains, ``guide_config``), once per study, so every
+study answers "how much better than the guide?".
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ._loop import SearchPlan
 from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
 from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
                      ATTR_SAMPLER, ATTR_SPACE, ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, RUNG_RULES,
-                     default_study_name, stored_search_space, study_names)
+                     TRIAL_GUIDE_CONFIG, TRIAL_GUIDE_PARAMS, default_study_name, stored_search_space, study_names)
 
 if TYPE_CHECKING:
     import optuna
@@ -194,7 +195,10 @@ def prepare(request: RunRequest) -> Prepared:
     trials = study.get_trials(deepcopy=False)
     base = baseline_trial(trials)
     if base is None or trial_outcome(base) == "failed":  # once per study; again only if it failed
-        study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset})
+        guide = resolved.guide()
+        study.enqueue_trial(baseline_params, user_attrs={"baseline": True, "preset": space.baseline_preset,
+                                                          TRIAL_GUIDE_CONFIG: guide.to_dict(),
+                                                          TRIAL_GUIDE_PARAMS: resolved.values_of(guide)})
         trials = study.get_trials(deepcopy=False)
 
     plan = SearchPlan(

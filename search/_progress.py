@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ._study import trained_params
 from ._trials import TrialCounts, count_states, describe_stop, trial_outcome
 
 BAR_WIDTH = 24
@@ -122,7 +123,7 @@ class Progress:
         line = (
             f"trial {trial.number}{tag}  {result}  [{format_duration(seconds)}]  "
             f"{self.counts.finished}/{self.target} finished, best {format_value(self.best)}  "
-            f"{format_params(trial.params)}"
+            f"{format_params(trained_params(trial))}"
         )
         warning = trial.user_attrs.get("first_rung_warning")
         return f"{line}\nwarning: {warning}" if warning else line

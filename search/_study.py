@@ -38,6 +38,10 @@ ATTR_RUNG_RESULTS = ATTR_PREFIX + "rung_results"  # with --rungs: each rung's fi
 # finished one (2: each rung with its own validation rows; none: one sample for all).
 ATTR_RUNG_RULES = ATTR_PREFIX + "rung_rules"
 RUNG_RULES = 3
+# on the baseline trial: the guide preset fitted to the data, the settings it trains (trained_config),
+# and their values under the searched parameters' names (what trial lines show: trained_params)
+TRIAL_GUIDE_CONFIG = "guide_config"
+TRIAL_GUIDE_PARAMS = "guide_params"
 
 
 def _short_name(value: str | None, default: str) -> str:
@@ -100,10 +104,28 @@ def stored_space(study: optuna.Study) -> ResolvedSpace:
 
 
 def trial_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> TrainingConfig:
-    """The exact training settings a finished trial ran with (its params through the space)."""
+    """The exact training settings a finished trial ran with."""
     import optuna
 
-    return resolved.sample(optuna.trial.FixedTrial(dict(trial.params), number=trial.number))
+    return trained_config(trial, resolved.sample(optuna.trial.FixedTrial(dict(trial.params), number=trial.number)))
+
+
+def trained_config(trial: optuna.Trial | optuna.trial.FrozenTrial, drawn: TrainingConfig) -> TrainingConfig:
+    """What ``trial`` trains with: ``drawn``, its params through the space, except for a
+    baseline trial queued with the guide preset fitted to the data (``ResolvedSpace.guide``,
+    user attr ``guide_config``): that preset as it is, inside the space or not. The trial's
+    params stay the nearest point of the space, where the sampler learns the guide's value.
+    Baselines queued before 2026-11-29 carry no such attr and trained their params."""
+    from .spaces import TrainingConfig
+
+    guide = trial.user_attrs.get(TRIAL_GUIDE_CONFIG)
+    return drawn if guide is None else TrainingConfig.from_dict(guide)
+
+
+def trained_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The searched parameters' values ``trial`` trained with: its params, or the guide
+    preset's for a baseline that trained it (``trained_config``)."""
+    return trial.user_attrs.get(TRIAL_GUIDE_PARAMS, trial.params)
 
 
 def study_rungs(study: optuna.Study) -> list[int]:

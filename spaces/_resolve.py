@@ -225,13 +225,30 @@ class ResolvedSpace:
         return params
 
     def baseline(self) -> TrainingConfig:
-        """The scenario's preset moved into this space: each searched value snapped to the
-        nearest allowed one, everything the rules derive re-derived for this profile."""
+        """The point of this space nearest the scenario's preset: each searched value snapped
+        to the nearest allowed one, everything the rules derive re-derived for this profile.
+        Its params label the baseline trial for the sampler; the trial trains ``guide()``."""
         from optuna.trial import FixedTrial
 
         preset = get_preset(self.space.baseline_preset)
         params = {p.key: p.snap(self._value_of(p.key, preset)) for p in self.params if p.sampled}
         return self.sample(FixedTrial(params))
+
+    def guide(self) -> TrainingConfig:
+        """The scenario's preset itself, fitted to this profile by the guide's rules: what
+        ``train --preset P --fit-to-data`` trains on this data, and so what the baseline trial
+        trains, at every rung. It may lie outside the space (every guide preset steps with 16
+        examples, where most spaces start at 32): a baseline moved into the space is not the
+        arm a user compares with (benchmarks/README.md, section 7, variant 11: moved, it trained
+        10.6% worse than the preset fitted, and won the top rung)."""
+        from ._check import rederive_for_dataset
+
+        return rederive_for_dataset(get_preset(self.space.baseline_preset), self.profile)[0]
+
+    def values_of(self, config: TrainingConfig) -> dict[str, Any]:
+        """``config``'s value of each searched parameter, under the trial's names, inside the
+        space or not (the baseline's settings shown beside the trials')."""
+        return {p.key: self._value_of(p.key, config) for p in self.params if p.sampled}
 
     def _drawn(self, param: Resolved, config: TrainingConfig, what: str) -> Any:
         """The trial value that gives ``config``'s value (``sample`` then confirms it)."""

@@ -8,6 +8,7 @@ Order matters within this module: the resume test grows the study from 3 to 5 tr
 from __future__ import annotations
 
 import json
+import math
 
 import optuna
 import pytest
@@ -28,6 +29,7 @@ def finished(study: optuna.Study) -> int:
 
 def test_run_starts_with_the_guide_baseline_and_stores_its_settings(searched):
     from lora_search._study import stored_space
+    from lora_search.spaces import get_preset, rederive_for_dataset
 
     study = load(searched)
     assert finished(study) == 3
@@ -35,7 +37,18 @@ def test_run_starts_with_the_guide_baseline_and_stores_its_settings(searched):
     assert trials[0].user_attrs["baseline"] is True
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
     resolved = stored_space(study)
+    # its params are the space's point nearest the preset (the sampler learns from them); it
+    # trains the preset itself fitted to the data, 16 examples per step where the space starts at 32
     assert trials[0].params == resolved.params_for(resolved.baseline())
+    guide = rederive_for_dataset(get_preset("quick-experiment"), resolved.profile)[0]
+    assert trials[0].user_attrs["guide_config"] == guide.to_dict()
+    assert guide.effective_batch_size == 16 and trials[0].params["effective_batch_size"] == 32
+    steps_per_epoch = math.ceil(48 / 16)  # 48 training examples (--train-sample) at 16 per step
+    assert trials[0].user_attrs["proxy.optimizer_steps"] == steps_per_epoch * guide.num_train_epochs
+    # its progress line shows what it trained, under the searched parameters' names
+    assert trials[0].user_attrs["guide_params"] == {**trials[0].params, "effective_batch_size": 16}
+    line = next(line for line in searched["first"].err.splitlines() if line.startswith("trial 0 (baseline)  "))
+    assert " per_device_train_batch_size=16 effective_batch_size=16 learning_rate=0.001 " in line
     attrs = study.user_attrs
     assert attrs["lora_search.space"] == "quick-experiment"
     assert attrs["lora_search.metric"] == "eval_loss" and attrs["lora_search.direction"] == "minimize"
@@ -109,6 +122,8 @@ def test_show_prints_the_top_trials_and_the_baseline(searched, cli):
     result = cli("show", STUDY, "--storage", searched["storage"], "--top", 2)
     assert result.code == 0, result.err
     assert "baseline (guide preset):\n  trial 0:" in result.out
+    assert result.out.splitlines()[result.out.splitlines().index("baseline (guide preset):") + 2].startswith(
+        "      per_device_train_batch_size=16 effective_batch_size=16 ")  # the guide's own 16 x 1, outside the space
     assert f"1. trial {study.best_trial.number}: eval_loss {study.best_value:.4g}" in result.out
     assert "examples seen" in result.out
     assert "learning_rate=" in result.out
@@ -272,6 +287,15 @@ def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, mon
     assert f"validation (32 rows, seeded 20% hold-out of the training split; chose the best checkpoint): loss {test['validation_loss']:.4g}" in result.out
 
 
+def test_a_study_the_baseline_leads_says_so(cli, tiny_options, tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "alone", "--storage", storage, *tiny_options())
+    assert result.code == 0, result.err
+    value = optuna.load_study(study_name="alone", storage=storage).trials[0].value
+    assert (f"best: trial 0, eval_loss {value:.4g} (the baseline: the search found nothing better than the guide preset)"
+            in result.out.splitlines())
+
+
 def test_export_stretches_patience_to_an_epoch_of_the_full_run(cli, tiny_options, tiny_reviews, tmp_path, monkeypatch):
     import pandas
 
@@ -279,19 +303,21 @@ def test_export_stretches_patience_to_an_epoch_of_the_full_run(cli, tiny_options
     pandas.concat([pandas.read_csv(tiny_reviews)] * 12).to_csv(data, index=False)  # 1,920 rows: 1,152 to train on
     storage = f"sqlite:///{tmp_path / 's.db'}"
     options = ["--storage", storage, *tiny_options(train_sample=16), "--data", data, "--quiet"]
-    assert cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "more", *options).code == 0
+    assert cli("run", "--space", "quick-experiment", "--trials", 2, "--study", "more", *options).code == 0
     monkeypatch.chdir(tmp_path)
-    result = cli("export", "more", "--storage", storage, "--name", "more")
+    # trial 1, the first the space gives (the baseline, trial 0, trains the guide preset already fitted)
+    result = cli("export", "more", "--storage", storage, "--name", "more", "--trial", 1)
     assert result.code == 0, result.err
     document = yaml.safe_load((tmp_path / "studies" / "presets" / "more.yaml").read_text())
     change = document["rederived"]["early_stopping_patience"]
-    # the space's patience 2 counts a trial's few evaluations; the full run's 36 steps per epoch
-    # (32 examples each) are evaluated every 5 steps, 7 times per epoch, where 2 would stop
-    # after 0.29 of an epoch without gain: one epoch's 7
-    assert (change["trial"], change["full"]) == (2, 7) and "0.29 of an epoch" in change["reason"]
+    # the space's patience 2 counts a trial's few evaluations; the seeded trial 1 steps with
+    # 16 x 4 = 64 examples: the full run's 18 steps per epoch are evaluated every 2 steps, 9
+    # times per epoch, where 2 would stop after 0.22 of an epoch without gain: one epoch's 9
+    assert document["trial_config"]["per_device_train_batch_size"] * document["trial_config"]["gradient_accumulation_steps"] == 64
+    assert (change["trial"], change["full"]) == (2, 9) and "0.22 of an epoch" in change["reason"]
     assert "re-derived for the full run (1,152 training examples, cpu, " in result.out
-    assert f"\n  early_stopping_patience: 2 -> 7 ({change['reason']})\n" in result.out
-    assert document["config"]["early_stopping_patience"] == 7
+    assert f"\n  early_stopping_patience: 2 -> 9 ({change['reason']})\n" in result.out
+    assert document["config"]["early_stopping_patience"] == 9
 
 
 def test_train_prints_no_load_report_then_the_adapter_and_both_scores(cli, tiny_bert, tiny_reviews, tmp_path):

@@ -107,12 +107,19 @@ def test_the_winner_is_the_best_at_the_top_rung_everywhere(rung_search, cli, tmp
     assert provenance["baseline_value"] == pytest.approx(top[0])
 
 
-def test_exporting_the_baseline_points_to_the_guide_preset_itself(rung_search, cli, tmp_path, monkeypatch):
+def test_exporting_the_baseline_writes_the_guide_preset_fitted_to_the_data(rung_search, cli, tmp_path, monkeypatch):
+    from lora_search.spaces import RunProfile, get_preset, rederive_for_dataset
+
     monkeypatch.chdir(tmp_path)
     exported = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "base", "--trial", 0)
     assert exported.code == 0, exported.err
-    assert ("note: trial 0 is the baseline, the guide preset 'quick-experiment' as the space holds it: the search found nothing "
-            "better. The preset itself, fitted to the data: lora-search train --preset quick-experiment --fit-to-data") in exported.err
+    assert ("note: trial 0 is the baseline, the guide preset 'quick-experiment' fitted to the data: the search found nothing "
+            "better; lora-search train --preset quick-experiment --fit-to-data trains the same") in exported.err
+    # what `train --preset quick-experiment --fit-to-data` trains on this data, outside the space's 32-64 per step
+    document = yaml.safe_load((tmp_path / "studies" / "presets" / "base.yaml").read_text())
+    fitted = rederive_for_dataset(get_preset("quick-experiment"), RunProfile(**load(rung_search).user_attrs["lora_search.profile"]))[0]
+    assert document["config"] == document["trial_config"] == fitted.to_dict() and fitted.effective_batch_size == 16
+    assert document["rederived"] == {} and document["provenance"]["baseline_fitted"] is True
     other = next(t.number for t in load(rung_search).trials if t.number and t.state == optuna.trial.TrialState.COMPLETE)
     searched = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "searched", "--trial", other)
     assert searched.code == 0 and "is the baseline" not in searched.err

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import FixedTrial
 
-from lora_search.spaces import RunProfile, SpaceError, check_config, get_preset, load_space
+from lora_search.spaces import RunProfile, SpaceError, check_config, get_preset, load_space, rederive_for_dataset
 from lora_search.spaces import _rules
 
 SCENARIOS = ["quick-experiment", "standard", "production", "memory-constrained", "time-constrained"]
@@ -128,6 +128,31 @@ def test_baseline_lies_in_the_space(name, profile):
     baseline = resolved.baseline()
     assert resolved.sample(FixedTrial(resolved.params_for(baseline))) == baseline
     assert [f.rule for f in check_config(baseline, profile)] == _profile_findings(profile)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+@settings(max_examples=20, deadline=None)
+@given(profile=profiles)
+def test_the_guide_is_the_preset_itself_fitted_to_the_profile(name, profile):
+    space = load_space(name)
+    resolved, preset = space.resolve(profile), get_preset(space.baseline_preset)
+    guide = resolved.guide()
+    # what the preset chose stays, inside the space or not (each steps with 16 examples)
+    assert (guide.learning_rate, guide.effective_batch_size, guide.lora) == (preset.learning_rate, preset.effective_batch_size, preset.lora)
+    shown = resolved.values_of(guide)  # under the names of the parameters this profile searches
+    assert shown.get("learning_rate", preset.learning_rate) == preset.learning_rate
+    assert shown.get("effective_batch_size", 16 * profile.devices) == 16 * profile.devices
+    # what follows from the data and the machine is fitted, as `train --fit-to-data` fits it:
+    # fitting again changes nothing
+    assert rederive_for_dataset(guide, profile) == (guide, {})
+    low, high = _rules.epochs_band(profile.dataset_size)
+    assert low <= guide.num_train_epochs <= high
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_values_of_a_config_in_the_space_are_its_params(name):
+    resolved = load_space(name).resolve(RunProfile(4000))
+    assert resolved.values_of(resolved.baseline()) == resolved.params_for(resolved.baseline())
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
