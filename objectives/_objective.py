@@ -46,7 +46,8 @@ class LoraObjective:
 
     ``train_at_rung(config, rung)`` trains a config again at a higher fidelity, unpruned:
     rung k trains a fresh adapter on RUNG_FACTOR^k times the proxy's training examples and
-    is scored on RUNG_FACTOR^k times its validation rows (both capped at their splits).
+    is scored on RUNG_FACTOR^k times its validation rows (both capped at their splits), as
+    often per epoch as the config's full run evaluates.
     The search's rounds of successive halving (``run --rungs``) call it after the trials.
 
     With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
@@ -91,16 +92,24 @@ class LoraObjective:
     # -- the public surface -------------------------------------------------------
     def schedule(self, config: TrainingConfig) -> ProxySchedule:
         """The proxy run of ``config``: its evaluation grid and planned steps."""
-        return self._plan(config, len(self.train_rows))
+        return self._plan(config, len(self.train_rows), self.workload.evaluations_per_trial)
 
-    def _plan(self, config: TrainingConfig, train_examples: int) -> ProxySchedule:
+    def _plan(self, config: TrainingConfig, train_examples: int, evaluations: int) -> ProxySchedule:
         return ProxySchedule.plan(
             train_examples,
             config.num_train_epochs,
             config.per_device_train_batch_size,
             config.gradient_accumulation_steps,
-            self.workload.evaluations_per_trial,
+            evaluations,
         )
+
+    def _full_run_evaluations_per_epoch(self, config: TrainingConfig) -> int:
+        """How many times per epoch ``config``'s full run evaluates: an epoch of the whole
+        training split's optimizer steps over its eval_steps (once with epoch evaluation)."""
+        if config.eval_strategy != "steps":
+            return 1
+        epoch = ProxySchedule.plan(self.dataset_size, 1, config.per_device_train_batch_size, config.gradient_accumulation_steps, 1)
+        return max(1, round(epoch.optimizer_steps / config.eval_steps))
 
     def report_steps(self, config: TrainingConfig) -> list[int]:
         """The steps (training examples) at which ``config``'s trial reports to Optuna."""
@@ -118,7 +127,12 @@ class LoraObjective:
     def train_at_rung(self, config: TrainingConfig, rung: int) -> dict[str, Any]:
         """Train ``config`` at ``rung``'s fidelity (``rung_fidelity``): a fresh adapter on a
         larger seeded training sample for its epochs, scored on a larger validation sample,
-        never pruned. Returns what the run left: ``value`` (the best evaluation; None when the
+        never pruned, evaluated as often per epoch as its full run is (its eval_steps over
+        the whole split; its early-stopping patience counts those evaluations). Pass the
+        config as its full run trains it (``rederive_for_dataset``): the value is then the
+        best of what that run's checkpoint choice sees, on fewer rows. The proxy's 3 to 4
+        evaluations missed a config whose best lay between them (benchmarks/README.md,
+        section 7, variant 12). Returns what the run left: ``value`` (the best evaluation; None when the
         config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
         feasible run ``best_step`` and ``evaluations``."""
         import optuna
@@ -128,7 +142,8 @@ class LoraObjective:
             self._rung_rows[rung] = (self._tokenized("train", train_examples), self._tokenized("eval", eval_examples))
         record = optuna.trial.FixedTrial({})  # holds the user attrs a run sets; nothing is reported or pruned
         precision = training_precision(config.precision, self.base_precision)
-        run = self._train_run(record, config, *self._rung_rows[rung], precision, None, report=False)
+        evaluations = round(config.num_train_epochs * self._full_run_evaluations_per_epoch(config))
+        run = self._train_run(record, config, *self._rung_rows[rung], precision, None, evaluations, report=False)
         result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}
         if run.failure is not None:
             return {**result, "value": None, "stop_reason": run.failure[0], "error": run.failure[1]}
@@ -163,7 +178,8 @@ class LoraObjective:
         trial.set_user_attr("proxy.report_steps", self.report_steps(config))
         trial.set_user_attr("proxy.precision", precision)
 
-        run = self._train_run(trial, config, self.train_rows, self.eval_rows, precision, tracked, report=True)
+        run = self._train_run(trial, config, self.train_rows, self.eval_rows, precision, tracked,
+                              self.workload.evaluations_per_trial, report=True)
         if run.callback is not None:
             trial.set_user_attr("setup_seconds", round(run.train_started - started, 3))
         if trial.user_attrs.get("baseline") and run.failure is None:
@@ -204,8 +220,9 @@ class LoraObjective:
         return callback.best_value
 
     def _train_run(self, trial: Any, config: TrainingConfig, train_rows: list, eval_rows: list, precision: str,
-                   tracked: TrackedRun | None, report: bool) -> _Run:
-        """Train a fresh adapter on ``train_rows``, evaluating on ``eval_rows`` on the schedule's grid."""
+                   tracked: TrackedRun | None, evaluations: int, report: bool) -> _Run:
+        """Train a fresh adapter on ``train_rows``, evaluating on ``eval_rows`` about ``evaluations``
+        times, on the schedule's grid."""
         import torch
 
         from ._callback import NonFiniteLossError, ProxyTrialCallback, TrainingWatch
@@ -225,7 +242,7 @@ class LoraObjective:
                     run.failure = ("infeasible:over-budget", f"estimated {estimate['total']:.2f} GB exceeds the {workload.memory_budget_gb} GB budget")
                     return run
                 watch.attach(model)
-                schedule = self._plan(config, len(train_rows))
+                schedule = self._plan(config, len(train_rows), evaluations)
                 run.callback = ProxyTrialCallback(
                     trial,
                     schedule,

@@ -163,13 +163,11 @@ def preset_document(study, trial, name: str, resolved) -> dict:
     from datetime import datetime, timezone
 
     from ._rungs import rung_record
-    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, TRIAL_GUIDE_CONFIG, study_metric, trial_config
+    from ._study import ATTR_SPACE, ATTR_TASK, ATTR_WORKLOAD, TRIAL_GUIDE_CONFIG, full_run_config, study_metric, trial_config
     from ._trials import baseline_trial, plain
-    from .spaces import rederive_for_dataset
-
     metric, direction = study_metric(study)
     ran_with = trial_config(resolved, trial)
-    full, reasons = rederive_for_dataset(ran_with, resolved.profile)
+    full, reasons = full_run_config(resolved, trial)
     trial_values, full_values = ran_with.flat(), full.flat()
     rederived = {
         key: {"trial": trial_values.get(key), "full": full_values.get(key), "reason": reasons.get(key, "")}

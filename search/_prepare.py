@@ -133,8 +133,8 @@ def prepare(request: RunRequest) -> Prepared:
             raise SearchError(f"study {study_name!r} was not made by lora-search: choose another --study name")
         _resume_conflicts(study_name, stored, request.space, given_space, given)
         if stored[ATTR_WORKLOAD].get("rungs", 1) > 1 and stored.get(ATTR_RUNG_RULES) != RUNG_RULES:
-            raise SearchError(f"study {study_name!r} has trials that climbed rungs themselves (an earlier lora-search's rules), "
-                              "so new trials would not compare with its own: start another with --study NEW-NAME")
+            raise SearchError(f"study {study_name!r} trained its rungs by an earlier lora-search's rules, so new results "
+                              "would not compare with its own: start another with --study NEW-NAME")
         space = given_space or stored_search_space(stored)
         workload = Workload.from_dict({**stored[ATTR_WORKLOAD], **given})
         sampler = request.sampler or stored.get(ATTR_SAMPLER, DEFAULT_SAMPLER)

@@ -114,7 +114,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
     there yet, storing each result as it comes. Ctrl-C stops between or inside configs;
     what finished is kept."""
     from ._progress import format_duration, format_value
-    from ._study import study_metric, trial_config
+    from ._study import full_run_config, study_metric
     from ._trials import plain
     from .spaces import first_line
 
@@ -135,7 +135,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
         for index, number in enumerate(todo, start=1):
             trial = trials[number]
             try:
-                result = objective.train_at_rung(trial_config(resolved, trial), rung)
+                result = objective.train_at_rung(full_run_config(resolved, trial)[0], rung)
             except Exception as error:  # nothing is stored: the next run trains it again
                 print(f"  rung {rung} {index}/{len(todo)}: trial {number} failed ({type(error).__name__}: {first_line(error)}); "
                       "run the same command again to retry it", file=sys.stderr)

@@ -33,11 +33,13 @@ ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
 ATTR_RUNG_RESULTS = ATTR_PREFIX + "rung_results"  # with --rungs: each rung's fidelity and results (_rungs)
-# With --rungs: the rules the study's rungs follow. 3: successive halving over whole rungs
-# after the search (_rungs). Before, the trials climbed rungs themselves, promoted as each
-# finished one (2: each rung with its own validation rows; none: one sample for all).
+# With --rungs: the rules the study's rungs follow. 4: successive halving over whole rungs
+# after the search (_rungs), each config trained as its full run (re-derived), evaluated at
+# that run's cadence. 3: the same on the trial's settings and the proxy's 3-4 evaluations.
+# Before, the trials climbed rungs themselves, promoted as each finished one (2: each rung
+# with its own validation rows; none: one sample for all).
 ATTR_RUNG_RULES = ATTR_PREFIX + "rung_rules"
-RUNG_RULES = 3
+RUNG_RULES = 4
 # on the baseline trial: the guide preset fitted to the data, the settings it trains (trained_config),
 # and their values under the searched parameters' names (what trial lines show: trained_params)
 TRIAL_GUIDE_CONFIG = "guide_config"
@@ -108,6 +110,14 @@ def trial_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> Tr
     import optuna
 
     return trained_config(trial, resolved.sample(optuna.trial.FixedTrial(dict(trial.params), number=trial.number)))
+
+
+def full_run_config(resolved: ResolvedSpace, trial: optuna.trial.FrozenTrial) -> tuple[TrainingConfig, dict[str, str]]:
+    """A finished trial's settings re-derived for the full run (``rederive_for_dataset``):
+    what ``export`` writes and every rung above the proxy trains, and why each changed."""
+    from .spaces import rederive_for_dataset
+
+    return rederive_for_dataset(trial_config(resolved, trial), resolved.profile)
 
 
 def trained_config(trial: optuna.Trial | optuna.trial.FrozenTrial, drawn: TrainingConfig) -> TrainingConfig:

@@ -60,6 +60,17 @@ def test_a_rung_trains_a_fresh_adapter_on_four_times_the_data_scored_on_four_tim
     assert over_budget["examples_seen"] == 0
 
 
+@pytest.mark.parametrize(("eval_steps", "per_epoch"), [(3, 8), (9, 2), (18, 1)])
+def test_a_rung_evaluates_as_often_per_epoch_as_the_full_run(rung_objective, good_config, eval_steps, per_epoch):
+    """The full run: 144 training examples at 8 per step are 18 steps per epoch, evaluated
+    every 3, 9 or 18 steps: 6, 2 or 1 times per epoch. The rung's grid takes halvings of a
+    pass over its 128 examples, the nearest in log scale: 1/8 (8 per epoch), 1/2 and 1."""
+    assert rung_objective.dataset_size == 144
+    config = good_config.replace(num_train_epochs=2, gradient_accumulation_steps=1, eval_strategy="steps", eval_steps=eval_steps)
+    result = rung_objective.train_at_rung(config, 1)
+    assert [e["step"] for e in result["evaluations"]] == [round(128 * (i + 1) / per_epoch) for i in range(2 * per_epoch)]
+
+
 def test_a_baseline_that_learns_nothing_at_the_first_rung_says_how_to_raise_it(rung_objective, good_config):
     study = optuna.create_study(direction=rung_objective.direction)
     study.enqueue_trial({}, user_attrs={"baseline": True})

@@ -45,7 +45,7 @@ def best(values: dict[int, float], count: int) -> list[int]:
 
 def test_the_best_quarter_of_each_rung_and_the_baseline_train_again_on_four_times_the_data(rung_search):
     study = load(rung_search)
-    assert study.user_attrs["lora_search.rung_rules"] == 3
+    assert study.user_attrs["lora_search.rung_rules"] == 4
     rungs = study.user_attrs[ATTR]["rungs"]
     assert [(r["rung"], r["train_examples"], r["eval_examples"]) for r in rungs] == [(1, 64, 32), (2, 96, 32)]
     assert len(study.trials) == 12, "rungs are not trials: they neither count nor feed the sampler"
@@ -212,20 +212,22 @@ def test_resume_keeps_the_rungs_and_refuses_others(rung_search, cli):
     assert "--rungs 3" in refused.err
 
 
-def test_a_study_whose_trials_climbed_rungs_themselves_is_not_resumed(rung_search, cli, tmp_path):
-    """Until 2026-11-28 each trial climbed the rungs itself (rung_rules 2, or none before): new
-    trials would not compare with its own, so the resume is refused and the study left as it was."""
+@pytest.mark.parametrize("rules", ["2", "3"])
+def test_a_study_whose_rungs_followed_earlier_rules_is_not_resumed(rung_search, cli, tmp_path, rules):
+    """Until 2026-11-28 each trial climbed the rungs itself (rung_rules 2, or none before); until
+    2026-11-29 rungs trained the trial's settings on the proxy's evaluation grid (3). New results
+    would not compare with its own, so the resume is refused and the study left as it was."""
     import sqlite3
 
     old = tmp_path / "old.db"
     with sqlite3.connect(rung_search["storage"].removeprefix("sqlite:///")) as source, sqlite3.connect(old) as copy:
         source.backup(copy)
-        copy.execute("UPDATE study_user_attributes SET value_json = '2' WHERE key = 'lora_search.rung_rules'")
+        copy.execute(f"UPDATE study_user_attributes SET value_json = '{rules}' WHERE key = 'lora_search.rung_rules'")
     storage = f"sqlite:///{old}"
     before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()]
     refused = cli("run", "--study", STUDY, "--storage", storage, "--trials", 30)
     assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
-    assert "climbed rungs themselves" in refused.err and "--study NEW-NAME" in refused.err
+    assert "trained its rungs by an earlier lora-search's rules" in refused.err and "--study NEW-NAME" in refused.err
     assert [(t.number, t.state, t.value) for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()] == before
     shown = cli("show", STUDY, "--storage", storage)
     assert shown.code == 0, shown.err
