@@ -47,7 +47,7 @@ class LoraObjective:
     ``train_at_rung(config, rung)`` trains a config again at a higher fidelity, unpruned:
     rung k trains a fresh adapter on RUNG_FACTOR^k times the proxy's training examples and
     is scored on RUNG_FACTOR^k times its validation rows (both capped at their splits), as
-    often per epoch as the config's full run evaluates.
+    often per epoch as the config's full run evaluates, up to RUNG_EVALUATIONS_PER_EPOCH.
     The search's rounds of successive halving (``run --rungs``) call it after the trials.
 
     With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
@@ -128,11 +128,11 @@ class LoraObjective:
         """Train ``config`` at ``rung``'s fidelity (``rung_fidelity``): a fresh adapter on a
         larger seeded training sample for its epochs, scored on a larger validation sample,
         never pruned, evaluated as often per epoch as its full run is (its eval_steps over
-        the whole split; its early-stopping patience counts those evaluations). Pass the
-        config as its full run trains it (``rederive_for_dataset``): the value is then the
-        best of what that run's checkpoint choice sees, on fewer rows. The proxy's 3 to 4
-        evaluations missed a config whose best lay between them (benchmarks/README.md,
-        section 7, variant 12). Returns what the run left: ``value`` (the best evaluation; None when the
+        the whole split), up to RUNG_EVALUATIONS_PER_EPOCH; its early-stopping patience counts
+        those evaluations. Pass the config as its full run trains it (``rederive_for_dataset``):
+        the value then approximates the best checkpoint that run keeps, on fewer rows. The
+        proxy's grid of 3 to 4 evaluations in all missed a config whose best lay between
+        them (benchmarks/README.md, section 7, variant 12). Returns what the run left: ``value`` (the best evaluation; None when the
         config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
         feasible run ``best_step`` and ``evaluations``."""
         import optuna
@@ -142,7 +142,8 @@ class LoraObjective:
             self._rung_rows[rung] = (self._tokenized("train", train_examples), self._tokenized("eval", eval_examples))
         record = optuna.trial.FixedTrial({})  # holds the user attrs a run sets; nothing is reported or pruned
         precision = training_precision(config.precision, self.base_precision)
-        evaluations = round(config.num_train_epochs * self._full_run_evaluations_per_epoch(config))
+        per_epoch = min(self._full_run_evaluations_per_epoch(config), RUNG_EVALUATIONS_PER_EPOCH)
+        evaluations = round(config.num_train_epochs * per_epoch)
         run = self._train_run(record, config, *self._rung_rows[rung], precision, None, evaluations, report=False)
         result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}
         if run.failure is not None:
@@ -338,6 +339,14 @@ class LoraObjective:
         if metric == "perplexity":
             return perplexity(metrics["eval_loss"])
         return float(metrics[metric if metric == "eval_loss" else f"eval_{metric}"])
+
+
+# The most evaluations per epoch at a rung above the proxy. The full run evaluates 5 to 10
+# times per epoch (the guide's rule); each evaluation at a rung scores as many validation
+# rows as it has training examples, so at 8 per epoch evaluating costs about 2.7x the
+# training (a forward pass is about a third of a training step), at 4 about 1.3x, and 4
+# per epoch still lands on the half epochs where variant 12's missed best lay.
+RUNG_EVALUATIONS_PER_EPOCH = 4
 
 
 @dataclass

@@ -8,6 +8,13 @@ scored on RUNG_FACTOR times its validation rows, unpruned; rung 2 the best quart
 rung 1, and so on up to rung K-1 (sizes capped at the splits). The winner is the best
 trial at the highest rung.
 
+A rung trains each config as its full run would (``full_run_config``: what ``export``
+writes, with patience of at least an epoch) and evaluates it as often per epoch as that
+run, up to 4 times, so its value approximates the checkpoint the full run keeps. On the
+proxy's grid of 3 to 4 evaluations in all, the top rung missed a config whose best lay
+half an epoch off the grid and picked the guide instead (benchmarks/README.md, section
+7, variant 12).
+
 Every promotion is decided on a whole rung. Successive halving decided as each trial
 finished a rung (asynchronously, inside the trial: lora-search until 2026-11-28) lets
 near-twins that a converging sampler proposes one after another each climb as the best

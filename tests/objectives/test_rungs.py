@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from lora_search.objectives import RUNG_FACTOR, DataError, LoraObjective, Workload, rung_sizes
+from lora_search.objectives._objective import RUNG_EVALUATIONS_PER_EPOCH
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -60,11 +61,13 @@ def test_a_rung_trains_a_fresh_adapter_on_four_times_the_data_scored_on_four_tim
     assert over_budget["examples_seen"] == 0
 
 
-@pytest.mark.parametrize(("eval_steps", "per_epoch"), [(3, 8), (9, 2), (18, 1)])
+@pytest.mark.parametrize(("eval_steps", "per_epoch"), [(3, 4), (6, 4), (9, 2), (18, 1)])
 def test_a_rung_evaluates_as_often_per_epoch_as_the_full_run(rung_objective, good_config, eval_steps, per_epoch):
     """The full run: 144 training examples at 8 per step are 18 steps per epoch, evaluated
-    every 3, 9 or 18 steps: 6, 2 or 1 times per epoch. The rung's grid takes halvings of a
-    pass over its 128 examples, the nearest in log scale: 1/8 (8 per epoch), 1/2 and 1."""
+    every 3, 6, 9 or 18 steps: 6, 3, 2 or 1 times per epoch. The rung evaluates at most 4
+    times per epoch, on halvings of a pass over its 128 examples (nearest in log scale):
+    4 (capped), 4 (3 lies nearer 4 than 2), 2 and 1."""
+    assert RUNG_EVALUATIONS_PER_EPOCH == 4
     assert rung_objective.dataset_size == 144
     config = good_config.replace(num_train_epochs=2, gradient_accumulation_steps=1, eval_strategy="steps", eval_steps=eval_steps)
     result = rung_objective.train_at_rung(config, 1)
