@@ -43,10 +43,12 @@ rung 2 the best quarter of rung 1, and so on (sizes capped at the splits). The w
 (summary, show, export) is the best config at the top rung; the summary says how much
 compute the rungs saved against every trial at the top rung. Each result is stored as it
 comes: an interrupted run resumes with the configs still to train, a longer search trains
-only newcomers. Measured on quick-experiment (benchmarks/README.md, section 7, variant 11:
-3 seeds, 16 trials), --rungs 3 saved 56% to 58% against every trial trained in full at the
-top rung; its pick trained as well as the guide preset fitted to the data in 2 seeds, and
-in the third the baseline won (export then names the preset itself). Default: one rung.
+only newcomers. A rung trains each config as export writes it for the full run and
+evaluates it as often per epoch as that run does, up to 4 times. The baseline is the
+guide preset fitted to the data, so where it wins the top rung, export writes that preset.
+Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 13, 16
+trials), --rungs 3 saved 56% to 58% against every trial trained in full at the top rung.
+Default: one rung.
 """
 
 
