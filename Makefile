@@ -28,7 +28,7 @@ $(FLOORS)/.installed: pyproject.toml .ci/floors.py
 # The demo must end within 30 minutes on 2 CPU cores. Measured 2026-11-29 with rungs that
 # evaluate up to 4 times per epoch: a trial ~0.6 min, a rung-1 config 3.3-4.1 min. 12 trials
 # (~7 min, capped by --timeout 12m) then rung 1 = ceil(11/4) = 3 best + the baseline = 4
-# configs (~15 min): ~22 min. 20 trials took 11.6 min, and their 6 configs at rung 1 ~22 more.
+# configs (~13 min): ~20-22 min. 20 trials: 11.6 min, then 6 configs at rung 1 in 20.5 min (30:24 in all).
 run: $(VENV)/.installed
 	$(VENV)/bin/lora-search run --space memory-constrained --trials 12 --rungs 2 --timeout 12m
 
