@@ -26,7 +26,7 @@ $(FLOORS)/.installed: pyproject.toml .ci/floors.py
 
 .PHONY: run test test-floors
 # The demo must end within 30 minutes on 2 CPU cores. Measured 2026-11-29 with rungs that
-# evaluate up to 4 times per epoch: a trial ~0.6 min, a rung-1 config 3.3-4.1 min. 12 trials
+# evaluate up to 4 times per epoch: a trial ~0.6 min, a rung-1 config 2.8-4.5 min (the baseline 2.1). 12 trials
 # (~7 min, capped by --timeout 12m) then rung 1 = ceil(11/4) = 3 best + the baseline = 4
 # configs (~13 min): ~20-22 min. 20 trials: 11.6 min, then 6 configs at rung 1 in 20.5 min (30:24 in all).
 run: $(VENV)/.installed
