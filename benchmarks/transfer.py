@@ -324,7 +324,7 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> di
         points.append({"first_rung_rank": index + 1, "trial": number, "values": values, "test": record["metrics"][score]})
     by_rung = []
     for rung in range(max(len(p["values"]) for p in points)):
-        reached = [p for p in points if len(p["values"]) > rung]
+        reached = [p for p in points if len(p["values"]) > rung and p["values"][rung] is not None]
         correlation = spearmanr([p["values"][rung] for p in reached], [p["test"] for p in reached]).statistic if len(reached) > 2 else None
         by_rung.append({"rung": rung, "configs": len(reached),
                         "spearman": None if correlation is None or math.isnan(correlation) else float(correlation)})
@@ -332,15 +332,16 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> di
             "by_rung": by_rung, "points": points}
 
 
-def rung_values(trial: Any, climbed: list[dict[str, Any]]) -> list[float]:
-    """A complete trial's value at each rung up to the highest where it is feasible ([] without a value)."""
+def rung_values(trial: Any, climbed: list[dict[str, Any]]) -> list[float | None]:
+    """A complete trial's value at each rung up to the highest where it is feasible ([] without
+    a value), by rung; None at a rung it skipped (the baseline trains at rung 0 and the top)."""
     from lora_search._rungs import rung_values as entries
 
-    values = []
+    values: list[float | None] = []
     for entry in entries(trial, climbed):
         if entry["value"] is None:
             break
-        values.append(entry["value"])
+        values += [None] * (entry["rung"] - len(values)) + [entry["value"]]
     return values
 
 
@@ -489,7 +490,7 @@ def rank_lines(rank: dict[str, Any], metric: str) -> list[str]:
     # runs made before --spearman-sampler did not record the sampler
     origin = ("the baseline and configs drawn at random, never pruned" if rank.get("sampler") == "random"
               else "spread over the first-rung ranking")
-    shown_points = [{**p, "values": ", ".join(f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
+    shown_points = [{**p, "values": ", ".join("-" if v is None else f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
     return [f"Rank run, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung value "
             f"({origin}), trained in full. Spearman between the trial's value at a rung and the full run's test score, "
             f"over the configs that reached that rung: {per_rung}.\n",

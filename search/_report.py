@@ -73,11 +73,11 @@ def _rungs_section(study: optuna.Study, rungs: list[dict[str, Any]], metric: str
     climbed = [(t, rung_values(t, rungs)) for t in ranked_trials(study.get_trials(deepcopy=False), direction, rungs)]
     climbed = [(t, values) for t, values in climbed if len(values) > 1]
     columns = {"trial": [f"{t.number} (baseline)" if t.user_attrs.get("baseline") else str(t.number) for t, _ in climbed]}
+    by_rung = [{entry["rung"]: entry["value"] for entry in values} for _, values in climbed]
     for rung in range(len(rungs) + 1):
         examples = climbed[0][1][0]["examples"] if rung == 0 and climbed else rungs[rung - 1]["train_examples"] if rung else 0
         columns[f"{metric} at rung {rung} ({examples:,} examples)"] = [
-            ("infeasible" if values[rung]["value"] is None else f"{values[rung]['value']:.4g}") if len(values) > rung else ""
-            for _, values in climbed]
+            ("infeasible" if values[rung] is None else f"{values[rung]:.4g}") if rung in values else "" for values in by_rung]
     table = go.Figure(go.Table(header={"values": list(columns)}, cells={"values": list(columns.values())}))
     table.update_layout(height=120 + 30 * len(climbed), margin={"t": 10, "b": 10})
     return ("Rungs", "the configs trained again above the proxy, best first (by the highest rung reached): "

@@ -2,11 +2,13 @@
 
 The search's trials are rung 0: each trains on the proxy's sample and is scored on its
 validation rows, pruned per evaluation as without rungs. Once the study holds its
-target, rung 1 trains again the best quarter of rung 0 and the guide's baseline, each
-a fresh adapter on RUNG_FACTOR times the proxy's training examples for its epochs,
-scored on RUNG_FACTOR times its validation rows, unpruned; rung 2 the best quarter of
-rung 1, and so on up to rung K-1 (sizes capped at the splits). The winner is the best
-trial at the highest rung.
+target, rung 1 trains again the best quarter of rung 0, each a fresh adapter on
+RUNG_FACTOR times the proxy's training examples for its epochs, scored on RUNG_FACTOR
+times its validation rows, unpruned; rung 2 the best quarter of rung 1, and so on up to
+rung K-1 (sizes capped at the splits). The guide's baseline trains again at the top rung
+only: it climbs whatever its value, so its value at a rung between decides nothing (at
+16 trials and 3 rungs that was half a full training). The winner is the best trial at
+the highest rung.
 
 A rung trains each config as its full run would (``full_run_config``: what ``export``
 writes, with patience of at least an epoch) and evaluates it as often per epoch as that
@@ -69,8 +71,10 @@ def rung_values(trial: optuna.trial.FrozenTrial, rungs: list[dict[str, Any]]) ->
                "value": trial.value, "examples_seen": attrs.get("examples_seen")}]
     for rung in rungs:
         result = rung["results"].get(str(trial.number))
-        if result is None or values[-1]["value"] is None:
+        if values[-1]["value"] is None:
             break
+        if result is None:  # not trained there: the baseline skips the rungs between the proxy and the top
+            continue
         values.append({"rung": rung["rung"], "examples": rung["train_examples"], "eval_examples": rung["eval_examples"],
                        "value": result["value"], "examples_seen": result["examples_seen"]})
     return values
@@ -88,11 +92,15 @@ def rung_text(entry: dict[str, Any]) -> str:
     return f" at rung {entry['rung']} ({entry['examples']:,} examples, {entry['eval_examples']:,} validation rows)"
 
 
-def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], rung: int) -> list[int]:
+def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], rung: int, top: int) -> list[int]:
     """The trials ``rung`` (1 or more) trains, best first: the best quarter (at least
     MIN_PROMOTED) of the search's configs that rung ``rung - 1`` decided between, by their
-    values there, and the baseline. At rung 1 the pool is every finished trial of the search
-    (a pruned or infeasible one lost at rung 0); above, the configs the rung below trained."""
+    values there, then the baseline at the ``top`` rung. At rung 1 the pool is every finished
+    trial of the search (a pruned or infeasible one lost at rung 0); above, the configs the
+    rung below trained.
+
+    Below the top the baseline does not train: it is promoted whatever its value, so a value
+    there decides nothing (a result an earlier lora-search stored there still counts)."""
     from ._trials import baseline_trial, trial_outcome
     from .objectives import RUNG_FACTOR
 
@@ -102,18 +110,19 @@ def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list
     if rung == 1:
         pool = [t for t in trials if trial_outcome(t) in ("complete", "pruned", "infeasible") and t is not base]
         scored = {t.number: t.value for t in pool if trial_outcome(t) == "complete" and t.value is not None}
-        base_value = base.value if base is not None else None
     else:
-        below = promoted(trials, direction, rungs, rung - 1)
+        below = promoted(trials, direction, rungs, rung - 1, top)
         results = rungs[rung - 2]["results"] if len(rungs) >= rung - 1 else {}
         pool = [number for number in below if base is None or number != base.number]
         scored = {number: results[str(number)]["value"] for number in pool
                   if str(number) in results and results[str(number)]["value"] is not None}
-        base_result = results.get(str(base.number)) if base is not None else None
-        base_value = base_result["value"] if base_result is not None else None
     count = max(MIN_PROMOTED, math.ceil(len(pool) / RUNG_FACTOR))
     best = sorted(scored, key=lambda number: scored[number], reverse=direction == "maximize")[:count]
-    return best + ([base.number] if base is not None and base_value is not None else [])
+    if base is None:
+        return best
+    trained_here = len(rungs) >= rung and str(base.number) in rungs[rung - 1]["results"]
+    feasible_below = all(entry["value"] is not None for entry in rung_values(base, rungs) if entry["rung"] < rung)
+    return best + ([base.number] if trained_here or (rung == top and feasible_below) else [])
 
 
 def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedSpace, quiet: bool = False) -> None:
@@ -128,13 +137,14 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
     rungs = rung_record(study.user_attrs)
-    for rung in range(1, len(objective.rung_examples)):
+    top = len(objective.rung_examples) - 1
+    for rung in range(1, top + 1):
         if len(rungs) < rung:
             train_examples, eval_examples = objective.rung_fidelity(rung)
             rungs.append({"rung": rung, "train_examples": train_examples, "eval_examples": eval_examples, "results": {}})
             study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
         current = rungs[rung - 1]
-        wanted = promoted(trials, direction, rungs, rung)
+        wanted = promoted(trials, direction, rungs, rung, top)
         todo = [number for number in wanted if str(number) not in current["results"]]
         if todo and not quiet:
             print(f"rung {rung}: {len(todo)} of {len(wanted)} config(s) train on {current['train_examples']:,} examples, "
@@ -152,9 +162,9 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
             if not quiet:
                 shown = f"{metric} {format_value(result['value'])}" if result["value"] is not None else result["stop_reason"]
                 label = " (baseline)" if trial.user_attrs.get("baseline") else ""
-                below = rung_values(trial, rungs)[rung - 1]["value"]
-                print(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}  {shown}  (rung {rung - 1} "
-                      f"{format_value(below)}, {format_duration(result['seconds'])})", file=sys.stderr)
+                below = [entry for entry in rung_values(trial, rungs) if entry["rung"] < rung][-1]
+                print(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}  {shown}  (rung {below['rung']} "
+                      f"{format_value(below['value'])}, {format_duration(result['seconds'])})", file=sys.stderr)
 
 
 def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], sizes: list[int],
@@ -169,7 +179,7 @@ def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: li
     lines = []
     missing = 0
     for rung in rungs:
-        wanted = promoted(trials, direction, rungs, rung["rung"])
+        wanted = promoted(trials, direction, rungs, rung["rung"], len(sizes) - 1)
         missing += sum(str(number) not in rung["results"] for number in wanted)
         lines.append(f"rung {rung['rung']}: {sum(str(n) in rung['results'] for n in wanted)} of {len(wanted)} config(s) trained "
                      f"on {rung['train_examples']:,} examples, scored on {rung['eval_examples']:,} validation rows")
@@ -217,19 +227,22 @@ def full_split_rungs(first: int, dataset_size: int) -> list[int]:
 
 def full_split_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[str, Any]], full: list[int]) -> float:
     """About the training examples a search with rungs ``full`` would spend: the same trials,
-    as many configs at each rung as here, above the top the best quarter (at least
-    MIN_PROMOTED) of the rung below and the baseline, each making as many passes over its
-    sample as the configs here did over theirs."""
+    as many of the search's configs at each rung as here, above the top the best quarter (at
+    least MIN_PROMOTED) of the rung below, and the baseline at the top rung only, each making
+    as many passes over its sample as the configs here did over theirs."""
+    from ._trials import baseline_trial
     from .objectives import RUNG_FACTOR
 
+    base = baseline_trial(trials)
+    baseline_key = str(base.number) if base is not None else None
     results = [result for rung in rungs for result in rung["results"].values()]
     passes = sum(r["examples_seen"] for r in results) / sum(rung["train_examples"] * len(rung["results"]) for rung in rungs)
     examples = float(sum(t.user_attrs["examples_seen"] for t in trials))
-    counts = [len(rung["results"]) for rung in rungs]
+    searched = [sum(key != baseline_key for key in rung["results"]) for rung in rungs]
     for rung, size in enumerate(full[1:], start=1):
-        if rung > len(counts):
-            counts.append(max(MIN_PROMOTED, math.ceil((counts[-1] - 1) / RUNG_FACTOR)) + 1)
-        examples += counts[rung - 1] * passes * size
+        if rung > len(searched):
+            searched.append(max(MIN_PROMOTED, math.ceil(searched[-1] / RUNG_FACTOR)))
+        examples += (searched[rung - 1] + (base is not None and rung == len(full) - 1)) * passes * size
     return examples
 
 
