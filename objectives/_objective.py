@@ -15,7 +15,7 @@ from ._errors import DataError
 from ._memory import estimate_training_memory_gb
 from ._model import fresh_adapter, load_base_model, load_tokenizer, training_device
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
-from ._tracking import TrackedRun, Tracking, trial_record
+from ._tracking import TrackedRun, Tracking, rung_result_record, trial_record
 from ._trainer import build_trainer, perplexity, training_precision
 from ._workload import Workload, metric_direction, metric_noise
 
@@ -52,7 +52,7 @@ class LoraObjective:
 
     With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
     the Trainer logs its training loss and evaluations, the trial its parameters, user
-    attributes and value.
+    attributes and value; each rung's training of it is ``STUDY/trial-N-rung-K``.
     """
 
     def __init__(self, workload: Workload, tracking: Tracking | None = None) -> None:
@@ -124,7 +124,8 @@ class LoraObjective:
         return (min(self.workload.train_sample * RUNG_FACTOR**rung, self.dataset_size),
                 min(self.workload.eval_sample * RUNG_FACTOR**rung, len(self.data.eval)))
 
-    def train_at_rung(self, config: TrainingConfig, rung: int) -> dict[str, Any]:
+    def train_at_rung(self, config: TrainingConfig, rung: int, study_name: str | None = None,
+                      trial_number: int | None = None) -> dict[str, Any]:
         """Train ``config`` at ``rung``'s fidelity (``rung_fidelity``): a fresh adapter on a
         larger seeded training sample for its epochs, scored on a larger validation sample,
         never pruned, evaluated as often per epoch as its full run is (its eval_steps over
@@ -134,7 +135,16 @@ class LoraObjective:
         proxy's grid of 3 to 4 evaluations in all missed a config whose best lay between
         them (benchmarks/README.md, section 7, variant 12). Returns what the run left: ``value`` (the best evaluation; None when the
         config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
-        feasible run ``best_step`` and ``evaluations``."""
+        feasible run ``best_step`` and ``evaluations``. With ``tracking``, the run is the
+        tracked run ``STUDY/trial-N-rung-K`` in the study's group."""
+        if self.tracking is None or study_name is None or trial_number is None:
+            return self._train_at_rung(config, rung, None)
+        with self.tracking.run(study_name, f"trial-{trial_number}-rung-{rung}") as tracked:
+            result = self._train_at_rung(config, rung, tracked)
+            tracked.log(**rung_result_record(trial_number, rung, config, result))
+        return result
+
+    def _train_at_rung(self, config: TrainingConfig, rung: int, tracked: TrackedRun | None) -> dict[str, Any]:
         import optuna
 
         if rung not in self._rung_rows:
@@ -144,7 +154,7 @@ class LoraObjective:
         precision = training_precision(config.precision, self.base_precision)
         per_epoch = min(self._full_run_evaluations_per_epoch(config), RUNG_EVALUATIONS_PER_EPOCH)
         evaluations = round(config.num_train_epochs * per_epoch)
-        run = self._train_run(record, config, *self._rung_rows[rung], precision, None, evaluations, report=False)
+        run = self._train_run(record, config, *self._rung_rows[rung], precision, tracked, evaluations, report=False)
         result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}
         if run.failure is not None:
             return {**result, "value": None, "stop_reason": run.failure[0], "error": run.failure[1]}

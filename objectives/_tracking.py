@@ -151,6 +151,14 @@ def trial_record(trial: Any, config: TrainingConfig, value: float | None) -> dic
     return {"params": params, "metrics": metrics}
 
 
+def rung_result_record(trial_number: int, rung: int, config: TrainingConfig, result: dict[str, Any]) -> dict[str, Any]:
+    """What a rung's run holds beside the Trainer's logs: the trial and rung, the LoRA settings,
+    how it stopped, and its numbers (``LoraObjective.train_at_rung``'s result) as metrics."""
+    params = {"trial": trial_number, "rung": rung, "stop_reason": result["stop_reason"]} | lora_params(config)
+    metrics = {key: result[key] for key in ("value", "examples_seen", "seconds", "best_step") if result.get(key) is not None}
+    return {"params": params, "metrics": metrics}
+
+
 def _flat(attrs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as dotted keys: ``memory_estimate_gb.total``."""
     flat: dict[str, Any] = {}

@@ -69,6 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
     add_report_to_option(parser, runs="Each trial is a run STUDY/trial-N (its search parameters, LoRA settings, "
                          "training loss, evaluations, derived values and value) in a group named after the study; "
+                         "each config a rung trains is a run STUDY/trial-N-rung-K; "
                          "the end of the run adds STUDY/summary (baseline, best, importances).")
     add_workload_options(parser)
 

@@ -152,7 +152,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
         for index, number in enumerate(todo, start=1):
             trial = trials[number]
             try:
-                result = objective.train_at_rung(full_run_config(resolved, trial)[0], rung)
+                result = objective.train_at_rung(full_run_config(resolved, trial)[0], rung, study.study_name, number)
             except Exception as error:  # nothing is stored: the next run trains it again
                 print(f"  rung {rung} {index}/{len(todo)}: trial {number} failed ({type(error).__name__}: {first_line(error)}); "
                       "run the same command again to retry it", file=sys.stderr)

@@ -127,6 +127,28 @@ def test_run_reports_every_trial_and_the_summary_to_each_tracker(cli, tiny_optio
     assert not (tmp_path / "tracking" / "wandb").exists()
 
 
+def test_each_config_a_rung_trains_is_a_run_of_its_own(cli, tiny_options, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 3, "--study", "climbed", "--storage", storage,
+                 *tiny_options(train_sample=16), "--rungs", 2, "--report-to", "mlflow")
+    assert result.code == 0, result.err
+    (rung,) = optuna.load_study(study_name="climbed", storage=storage).user_attrs["lora_search.rung_results"]["rungs"]
+    assert "0" in rung["results"] and len(rung["results"]) >= 2  # the baseline and a searched config at the top rung
+    client = MlflowClient((tmp_path / "tracking" / "mlruns").as_uri())
+    runs = {run.info.run_name: run for run in client.search_runs([client.get_experiment_by_name("climbed").experiment_id])}
+    assert set(runs) == {"climbed/trial-0", "climbed/trial-1", "climbed/trial-2", "climbed/summary",
+                         *(f"climbed/trial-{number}-rung-1" for number in rung["results"])}
+    for number, stored in rung["results"].items():
+        run = runs[f"climbed/trial-{number}-rung-1"]
+        assert (run.data.params["trial"], run.data.params["rung"], run.data.params["stop_reason"]) == (number, "1", stored["stop_reason"])
+        assert run.data.metrics["value"] == pytest.approx(stored["value"])
+        assert run.data.metrics["examples_seen"] == stored["examples_seen"] and run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "eval_loss")
+        assert len(history) == len(stored["evaluations"]) and min(m.value for m in history) == pytest.approx(stored["value"])
+
+
 def test_train_reports_one_run_named_after_preset_and_output(cli, tiny_bert, tiny_reviews, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
