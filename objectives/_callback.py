@@ -68,6 +68,7 @@ class ProxyTrialCallback(TrainerCallback):
         patience: int,
         threshold: float,
         report: bool = True,
+        on_progress: Callable[[int, int, float | None], None] | None = None,
     ) -> None:
         self.trial = trial
         self.schedule = schedule
@@ -77,6 +78,8 @@ class ProxyTrialCallback(TrainerCallback):
         self.patience = patience
         self.threshold = threshold
         self.report = report
+        # after each optimizer step: steps done, steps planned, best value so far (a rung's live line)
+        self.on_progress = on_progress
         self.evaluations: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -96,6 +99,8 @@ class ProxyTrialCallback(TrainerCallback):
             self._pending_step = max(self.schedule.total_examples, self._last_reported + 1)
         if self._pending_step is not None:
             control.should_evaluate = True
+        if self.on_progress is not None:
+            self.on_progress(state.global_step, state.max_steps, self.best_value)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
         if self._pending_step is None or metrics is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +125,8 @@ class LoraObjective:
         return (min(self.workload.train_sample * RUNG_FACTOR**rung, self.dataset_size),
                 min(self.workload.eval_sample * RUNG_FACTOR**rung, len(self.data.eval)))
 
-    def train_at_rung(self, config: TrainingConfig, rung: int, study_name: str | None = None,
-                      trial_number: int | None = None) -> dict[str, Any]:
+    def train_at_rung(self, config: TrainingConfig, rung: int, study_name: str | None = None, trial_number: int | None = None,
+                      on_progress: Callable[[int, int, float | None], None] | None = None) -> dict[str, Any]:
         """Train ``config`` at ``rung``'s fidelity (``rung_fidelity``): a fresh adapter on a
         larger seeded training sample for its epochs, scored on a larger validation sample,
         never pruned, evaluated as often per epoch as its full run is (its eval_steps over
@@ -136,15 +137,18 @@ class LoraObjective:
         them (benchmarks/README.md, section 7, variant 12). Returns what the run left: ``value`` (the best evaluation; None when the
         config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
         feasible run ``best_step`` and ``evaluations``. With ``tracking``, the run is the
-        tracked run ``STUDY/trial-N-rung-K`` in the study's group."""
+        tracked run ``STUDY/trial-N-rung-K`` in the study's group. ``on_progress`` is called
+        after each optimizer step with the steps done, the steps planned and the best value
+        so far."""
         if self.tracking is None or study_name is None or trial_number is None:
-            return self._train_at_rung(config, rung, None)
+            return self._train_at_rung(config, rung, None, on_progress)
         with self.tracking.run(study_name, f"trial-{trial_number}-rung-{rung}") as tracked:
-            result = self._train_at_rung(config, rung, tracked)
+            result = self._train_at_rung(config, rung, tracked, on_progress)
             tracked.log(**rung_result_record(trial_number, rung, config, result))
         return result
 
-    def _train_at_rung(self, config: TrainingConfig, rung: int, tracked: TrackedRun | None) -> dict[str, Any]:
+    def _train_at_rung(self, config: TrainingConfig, rung: int, tracked: TrackedRun | None,
+                       on_progress: Callable[[int, int, float | None], None] | None) -> dict[str, Any]:
         import optuna
 
         if rung not in self._rung_rows:
@@ -154,7 +158,8 @@ class LoraObjective:
         precision = training_precision(config.precision, self.base_precision)
         per_epoch = min(self._full_run_evaluations_per_epoch(config), RUNG_EVALUATIONS_PER_EPOCH)
         evaluations = round(config.num_train_epochs * per_epoch)
-        run = self._train_run(record, config, *self._rung_rows[rung], precision, tracked, evaluations, report=False)
+        run = self._train_run(record, config, *self._rung_rows[rung], precision, tracked, evaluations, report=False,
+                              on_progress=on_progress)
         result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}
         if run.failure is not None:
             return {**result, "value": None, "stop_reason": run.failure[0], "error": run.failure[1]}
@@ -231,7 +236,8 @@ class LoraObjective:
         return callback.best_value
 
     def _train_run(self, trial: Any, config: TrainingConfig, train_rows: list, eval_rows: list, precision: str,
-                   tracked: TrackedRun | None, evaluations: int, report: bool) -> _Run:
+                   tracked: TrackedRun | None, evaluations: int, report: bool,
+                   on_progress: Callable[[int, int, float | None], None] | None = None) -> _Run:
         """Train a fresh adapter on ``train_rows``, evaluating on ``eval_rows`` about ``evaluations``
         times, on the schedule's grid."""
         import torch
@@ -263,6 +269,7 @@ class LoraObjective:
                     patience=config.early_stopping_patience,
                     threshold=config.early_stopping_threshold,
                     report=report,
+                    on_progress=on_progress,
                 )
                 trainer = self._trainer(model, config, [run.callback], train_rows, eval_rows, tracked, schedule)
                 memory_before = _memory_before(self.device)

@@ -166,6 +166,46 @@ class Progress:
             self._draw()
 
 
+class RungLine:
+    """The live line of one config training at a rung, on a terminal: its optimizer steps,
+    the time left and its best value so far, redrawn at most once a second. A top-rung
+    config trains on the most data of the search (minutes on a CPU, hours for a large model
+    on a GPU) and its own line comes only at its end. Off a terminal it writes nothing.
+
+    Used with ``with``, which clears the line however the training ends; pass it as
+    ``LoraObjective.train_at_rung``'s ``on_progress`` where ``live``.
+    """
+
+    def __init__(self, label: str, metric: str, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.metric = metric
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = not quiet and self.stream.isatty()
+        self.started = time.monotonic()
+        self._drawn: float | None = None
+
+    def __enter__(self) -> RungLine:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.live and self._drawn is not None:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def __call__(self, done: int, total: int, best: float | None) -> None:
+        now = time.monotonic()
+        if not self.live or (self._drawn is not None and now - self._drawn < 1.0 and done < total):
+            return
+        self._drawn = now
+        elapsed = now - self.started
+        left = elapsed / done * (total - done) if done else None
+        filled = int(BAR_WIDTH * done / total) if total else BAR_WIDTH
+        line = (f"{self.label}  [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] step {done}/{total}  "
+                f"best {self.metric} {format_value(best)}  elapsed {format_duration(elapsed)}  left ~{format_duration(left)}")
+        self.stream.write("\r\033[K" + line[: shutil.get_terminal_size().columns - 1])
+        self.stream.flush()
+
+
 def _best_value(study: Any) -> float | None:
     try:
         return study.best_value

@@ -129,7 +129,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
     """Train each rung above the proxy: the configs ``promoted`` to it that have no result
     there yet, storing each result as it comes. Ctrl-C stops between or inside configs;
     what finished is kept."""
-    from ._progress import format_duration, format_value
+    from ._progress import RungLine, format_duration, format_value
     from ._study import full_run_config, study_metric
     from ._trials import plain
     from .spaces import first_line
@@ -151,8 +151,11 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
                   f"scored on {current['eval_examples']:,} validation rows", file=sys.stderr)
         for index, number in enumerate(todo, start=1):
             trial = trials[number]
+            label = " (baseline)" if trial.user_attrs.get("baseline") else ""
             try:
-                result = objective.train_at_rung(full_run_config(resolved, trial)[0], rung, study.study_name, number)
+                with RungLine(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}", metric, quiet) as line:
+                    result = objective.train_at_rung(full_run_config(resolved, trial)[0], rung, study.study_name, number,
+                                                     on_progress=line if line.live else None)
             except Exception as error:  # nothing is stored: the next run trains it again
                 print(f"  rung {rung} {index}/{len(todo)}: trial {number} failed ({type(error).__name__}: {first_line(error)}); "
                       "run the same command again to retry it", file=sys.stderr)
@@ -161,7 +164,6 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
             study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
             if not quiet:
                 shown = f"{metric} {format_value(result['value'])}" if result["value"] is not None else result["stop_reason"]
-                label = " (baseline)" if trial.user_attrs.get("baseline") else ""
                 below = [entry for entry in rung_values(trial, rungs) if entry["rung"] < rung][-1]
                 print(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}  {shown}  (rung {below['rung']} "
                       f"{format_value(below['value'])}, {format_duration(result['seconds'])})", file=sys.stderr)

@@ -227,19 +227,58 @@ def test_a_search_stopped_by_its_timeout_trains_no_rung_and_says_so(tmp_path, cl
     assert ATTR not in optuna.load_study(study_name="short", storage=storage).user_attrs
 
 
-def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_next_run(rung_search, capsys):
-    from lora_search._rungs import run_rungs
-    from lora_search._study import stored_space
+def first_trials(rung_search, name: str):
+    """A new study holding the first 6 trials of the fixture's, no rung trained, and an objective
+    with 2 rungs (the top is rung 1: the best 2 searched configs and the baseline train there)."""
     from lora_search.objectives import LoraObjective, Workload
 
-    study = optuna.create_study(study_name="failing", storage=rung_search["storage"])
+    study = optuna.create_study(study_name=name, storage=rung_search["storage"])
     for key, value in load(rung_search).user_attrs.items():
         if key != ATTR:
             study.set_user_attr(key, value)
     for trial in load(rung_search).trials[:6]:
         study.add_trial(trial)
-    workload = Workload.from_dict({**study.user_attrs["lora_search.workload"], "rungs": 2})
-    objective = LoraObjective(workload)
+    return study, LoraObjective(Workload.from_dict({**study.user_attrs["lora_search.workload"], "rungs": 2}))
+
+
+def test_a_config_training_at_a_rung_has_a_live_line_on_a_terminal_only(rung_search, monkeypatch):
+    import io
+    import re
+    import sys
+
+    from lora_search._rungs import run_rungs
+    from lora_search._study import stored_space
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert "\r" not in rung_search["first"].err  # into a pipe: one line per config, nothing redrawn
+    study, objective = first_trials(rung_search, "live")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("COLUMNS", "200")  # a line is cut to the terminal's width
+    run_rungs(study, objective, stored_space(study))
+    results = optuna.load_study(study_name="live", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"][0]["results"]
+    parts = terminal.getvalue().split("\r\033[K")
+    for index, number in enumerate(results, start=1):
+        label = f"  rung 1 {index}/{len(results)}: trial {number}" + (" (baseline)" if number == "0" else "")
+        drawn = [part for part in parts if part.startswith(f"{label}  [")]
+        # redrawn at most once a second: the first step and the last at least, the best value once evaluated
+        steps = [re.search(r"\] step (\d+)/(\d+)  best eval_loss (\S+)  elapsed", part).groups() for part in drawn]
+        assert steps[0][:2] == ("1", steps[-1][1]) and steps[0][2] == "-", drawn
+        if results[number]["stop_reason"] == "completed":  # early stopping ends a run before its last step
+            assert steps[-1][0] == steps[-1][1], drawn
+        # each line is cleared before the config's result line
+        assert any(part.startswith(f"{label}  eval_loss {results[number]['value']:.4g}  (rung 0 ") for part in parts)
+    assert terminal.getvalue().count("\n") == 1 + len(results)  # the rung's header and one line per config
+
+
+def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_next_run(rung_search, capsys):
+    from lora_search._rungs import run_rungs
+    from lora_search._study import stored_space
+
+    study, objective = first_trials(rung_search, "failing")
     embeddings = objective.base_model.bert.embeddings
 
     def broken_batch(module, args):
