@@ -47,8 +47,8 @@ comes: an interrupted run resumes with the configs still to train, a longer sear
 only newcomers. A rung trains each config as export writes it for the full run and
 evaluates it as often per epoch as that run does, up to 4 times. The baseline is the
 guide preset fitted to the data, so where it wins the top rung, export writes that preset.
-Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 13, 16
-trials), --rungs 3 saved 56% to 58% against every trial trained in full at the top rung.
+Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 14, 16
+trials), --rungs 3 saved 56% to 65% against every trial trained in full at the top rung.
 Default: one rung.
 """
 
