@@ -40,13 +40,14 @@ halving over whole rungs. The trials are rung 0 (--train-sample examples, scored
 rung 1 trains the best quarter of rung 0 (at least 2) again, each a fresh adapter on 4x
 the examples for its epochs, scored on 4x the validation rows, unpruned; rung 2 the best
 quarter of rung 1, and so on (sizes capped at the splits); the baseline trains again at
-the top rung only, the one that decides. The winner
-(summary, show, export) is the best config at the top rung; the summary says how much
-compute the rungs saved against every trial at the top rung. Each result is stored as it
-comes: an interrupted run resumes with the configs still to train, a longer search trains
-only newcomers. A rung trains each config as export writes it for the full run and
-evaluates it as often per epoch as that run does, up to 4 times. The baseline is the
-guide preset fitted to the data, so where it wins the top rung, export writes that preset.
+the top rung only, the one that decides. The winner (summary, show, export) is the best
+config at the top rung; the summary says how much compute the rungs saved against every
+trial at the top rung. Each result is stored as it comes: an interrupted run resumes with
+the configs still to train, a longer search trains only newcomers; on a terminal a live
+line shows the config training. A rung trains each config as export writes it for the
+full run and evaluates it as often per epoch as that run does, up to 4 times. The
+baseline is the guide preset fitted to the data, so where it wins the top rung, export
+writes that preset.
 Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 14, 16
 trials), --rungs 3 saved 56% to 65% against every trial trained in full at the top rung.
 Default: one rung.
