@@ -134,9 +134,10 @@ class LoraObjective:
         those evaluations. Pass the config as its full run trains it (``rederive_for_dataset``):
         the value then approximates the best checkpoint that run keeps, on fewer rows. The
         proxy's grid of 3 to 4 evaluations in all missed a config whose best lay between
-        them (benchmarks/README.md, section 7, variant 12). Returns what the run left: ``value`` (the best evaluation; None when the
-        config is infeasible there), ``stop_reason``, ``examples_seen``, ``seconds``, and for a
-        feasible run ``best_step`` and ``evaluations``. With ``tracking``, the run is the
+        them (benchmarks/README.md, section 7, variant 12). Returns what the run left:
+        ``value`` (the best evaluation; None when the config is infeasible there),
+        ``stop_reason``, ``examples_seen``, ``seconds``, and for a feasible run
+        ``best_step`` and ``evaluations``. With ``tracking``, the run is the
         tracked run ``STUDY/trial-N-rung-K`` in the study's group. ``on_progress`` is called
         after each optimizer step with the steps done, the steps planned and the best value
         so far."""
