@@ -144,7 +144,9 @@ def prepare(request: RunRequest) -> Prepared:
             raise UsageError(f"no study named {study_name!r} yet: pass --space to start it "
                              f"(studies there: {', '.join(study_names(storage)) or 'none'})")
         space = given_space
-        workload = Workload.from_dict({**Workload().to_dict(), **given})
+        # the scenario's rungs unless --rungs says otherwise; a resumed study keeps its own
+        space_rungs = {} if space.study_defaults.rungs is None else {"rungs": space.study_defaults.rungs}
+        workload = Workload.from_dict({**Workload().to_dict(), **space_rungs, **given})
         sampler = request.sampler or DEFAULT_SAMPLER
         pruner = request.pruner
 

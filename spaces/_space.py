@@ -5,7 +5,8 @@ A space file (see ``scenarios/*.yaml``) has these top-level keys:
     name, description         one line each (name defaults to the file's stem)
     extends                   a built-in scenario whose parameters this file changes
     baseline_preset           the preset the search starts from (enqueued first)
-    study                     defaults for a study: timeout ("30m"), pruner ("successive-halving")
+    study                     defaults for a study: timeout ("30m"), pruner ("successive-halving"),
+                              rungs (3: the winner is chosen on up to 16x the proxy's data)
     constraints               effective_batch_size: {low, high}, across all devices
     training, lora            parameters, each in one of the forms of ``_catalog``
 """
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ._resolve import ResolvedSpace
 
 _TOP_KEYS = ("name", "description", "extends", "baseline_preset", "study", "constraints", "training", "lora")
-_STUDY_KEYS = ("timeout", "pruner")
+_STUDY_KEYS = ("timeout", "pruner", "rungs")
 _SPEC_KEYS = ("low", "high", "log", "step", "choices", "rule")
 DEFAULT_BASELINE = "standard"
 
@@ -43,6 +44,7 @@ class StudyDefaults:
 
     timeout_seconds: float | None = field(default=None, metadata={"help": "Stop starting trials after this long; None: no limit."})
     pruner: str | None = field(default=None, metadata={"help": "Pruner name; None: the run's default."})
+    rungs: int | None = field(default=None, metadata={"help": "Data rungs for a new study (run --rungs); None: one fidelity."})
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,11 @@ def _study_defaults(raw: Any, source: str, inherited: StudyDefaults) -> StudyDef
         if pruner is not None and not (isinstance(pruner, str) and re.fullmatch(r"[a-z][a-z-]*", pruner)):
             raise SpaceError(f"{source}: study.pruner must be a pruner name such as 'median', got {pruner!r}")
         result = dataclasses.replace(result, pruner=pruner)
+    if "rungs" in raw:
+        rungs = raw["rungs"]
+        if rungs is not None and not (type(rungs) is int and rungs >= 1):
+            raise SpaceError(f"{source}: study.rungs must be a whole number of at least 1 (1: one fidelity), got {rungs!r}")
+        result = dataclasses.replace(result, rungs=rungs)
     return result
 
 

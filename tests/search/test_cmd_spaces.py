@@ -78,10 +78,11 @@ def test_show_narrows_the_learning_rate_by_model_size(capsys, size, rate):
 
 def test_show_a_user_file(capsys, tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("extends: standard\nlora:\n  r: {choices: [16, 32]}\n")
+    path.write_text("extends: standard\nstudy:\n  rungs: 3\nlora:\n  r: {choices: [16, 32]}\n")
     code, out, _ = _run(capsys, "spaces", "show", str(path), "--cpu")
     assert code == 0
     assert "space mine:" in out and "one of 16, 32" in out and "= fp32 (rule)" in out
+    assert "study defaults: timeout none, pruner successive-halving, rungs 3" in out
 
 
 @pytest.mark.parametrize(

@@ -227,6 +227,24 @@ def test_a_search_stopped_by_its_timeout_trains_no_rung_and_says_so(tmp_path, cl
     assert ATTR not in optuna.load_study(study_name="short", storage=storage).user_attrs
 
 
+def test_a_space_files_rungs_start_a_new_study_and_the_option_overrides_them(tmp_path, cli, tiny_options):
+    space = tmp_path / "two-rungs.yaml"
+    space.write_text("extends: quick-experiment\nstudy:\n  rungs: 2\n")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    for study, override in (("from-space", []), ("one-fidelity", ["--rungs", "1"])):
+        result = cli("run", "--space", str(space), "--trials", 4, "--study", study, "--storage", storage, *override,
+                     *tiny_options(train_sample=16))
+        assert result.code == 0, result.err
+    from_space = optuna.load_study(study_name="from-space", storage=storage)
+    assert from_space.user_attrs["lora_search.workload"]["rungs"] == 2
+    assert [rung["train_examples"] for rung in from_space.user_attrs[ATTR]["rungs"]] == [64]
+    one_fidelity = optuna.load_study(study_name="one-fidelity", storage=storage)
+    assert one_fidelity.user_attrs["lora_search.workload"]["rungs"] == 1 and ATTR not in one_fidelity.user_attrs
+    resumed = cli("run", "--study", "one-fidelity", "--storage", storage, "--trials", 5)  # a study keeps its own rungs
+    assert resumed.code == 0, resumed.err
+    assert ATTR not in optuna.load_study(study_name="one-fidelity", storage=storage).user_attrs
+
+
 def first_trials(rung_search, name: str):
     """A new study holding the first 6 trials of the fixture's, no rung trained, and an objective
     with 2 rungs (the top is rung 1: the best 2 searched configs and the baseline train there)."""

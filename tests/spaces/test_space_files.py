@@ -26,6 +26,12 @@ def test_study_defaults_from_the_guide():
     assert load_space("standard").study_defaults.timeout_seconds is None
 
 
+def test_study_rungs_from_a_file_and_inherited_by_extends(tmp_path):
+    path = _write(tmp_path, "extends: standard\nstudy:\n  rungs: 3\n", "base.yaml")
+    assert load_space(path).study_defaults.rungs == 3
+    assert load_space(_write(tmp_path, "extends: standard\nstudy:\n  pruner: median\n")).study_defaults.rungs == load_space("standard").study_defaults.rungs
+
+
 def test_early_stopping_per_scenario():
     params = {name: load_space(name).params for name in SCENARIOS}
     assert (params["quick-experiment"]["early_stopping_patience"].value, params["quick-experiment"]["early_stopping_threshold"].value) == (2, 0.001)
@@ -121,6 +127,9 @@ def test_file_without_extends_fixes_the_rest_at_defaults(tmp_path):
         ("study:\n  timeout: soon\n", "study.timeout: duration 'soon'"),
         ("study:\n  pruner: 3\n", "study.pruner must be a pruner name"),
         ("study:\n  trials: 3\n", "unknown study setting 'trials'"),
+        ("study:\n  rungs: 0\n", "study.rungs must be a whole number of at least 1"),
+        ("study:\n  rungs: 2.5\n", "study.rungs must be a whole number"),
+        ("study:\n  rungs: true\n", "study.rungs must be a whole number"),
         ("- a\n", "a space file is a mapping"),
         ("training: [1]\n", "'training' must be a mapping"),
         ("training:\n  learning_rate: {low: 1.0e-4, high: 1.0e-3\n", "not valid YAML \\(line"),
