@@ -50,7 +50,8 @@ baseline is the guide preset fitted to the data, so where it wins the top rung, 
 writes that preset.
 Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 14, 16
 trials), --rungs 3 saved 56% to 65% against every trial trained in full at the top rung.
-Default: one rung.
+Default: for a new study, the space's study.rungs (lora-search spaces show NAME), else one
+rung; a resumed study keeps its own.
 """
 
 
