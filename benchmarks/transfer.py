@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; 1 with --quick)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data, studies and trainings; run again to resume "
                                                                 "(default benchmarks/work/transfer, or a temporary folder with --quick)")
-    parser.add_argument("--combine", default=None, help="comma-separated results folders of earlier runs with the same seeds, trials, "
-                                                        "rungs and rows (one per scenario, say): write one report of all their rows")
+    parser.add_argument("--combine", default=None, help="comma-separated results folders of earlier runs with the same seeds, rows "
+                                                        "and versions (one per scenario, each with its own trials and rungs, say): "
+                                                        "write one report of all their rows")
     args = parser.parse_args(argv)
     if args.combine:
         return combine([Path(folder) for folder in args.combine.split(",")], args)
@@ -356,8 +357,10 @@ def _threads(options: list[str]) -> list[str]:
     return options[options.index("--threads"):][:2] if "--threads" in options else []
 
 
-# what must match for rows of separate runs to stand in one table
-SHARED_PARAMETERS = ("seeds", "trials", "rungs", "train_rows", "rows")
+# what must match for rows of separate runs to stand in one table; each scenario's search
+# (trials, rungs) is its own, as a scenario's defaults are
+SHARED_PARAMETERS = ("seeds", "train_rows", "rows")
+SEARCH_PARAMETERS = ("trials", "rungs")
 
 
 def combine(folders: list[Path], args: Any) -> int:
@@ -382,7 +385,9 @@ def combine(folders: list[Path], args: Any) -> int:
     if len(ranks) > 1:
         raise SystemExit("transfer: more than one of these runs has a rank run: combine at most one")
     rows = [row for record in records for row in record["rows"]]
-    parameters = {**{key: first["parameters"].get(key) for key in SHARED_PARAMETERS}, "scenarios": scenarios,
+    searches = {scenario: {key: record["parameters"].get(key) for key in SEARCH_PARAMETERS}
+                for record in records for scenario in record["parameters"]["scenarios"]}
+    parameters = {**{key: first["parameters"].get(key) for key in SHARED_PARAMETERS}, "scenarios": scenarios, "searches": searches,
                   "sources": [{"results": str(folder), "command": record["command"], "date": record["date"],
                                "duration_s": record["duration_s"], "threads": record["parameters"]["threads"]}
                               for folder, record in zip(folders, records)]}
@@ -420,6 +425,20 @@ def verdict(gains: list[float | None]) -> dict[str, Any]:
     return {"seeds": len(measured), "mean": mean, "sd": spread, "won": None if spread is None else mean > 0 and mean > 2 * spread}
 
 
+def searches_text(parameters: dict[str, Any]) -> str:
+    """How the searches ran: "30 trials per search", or per scenario where combined runs differ."""
+    searches = parameters.get("searches") or {scenario: {key: parameters[key] for key in SEARCH_PARAMETERS}
+                                              for scenario in parameters["scenarios"]}
+
+    def one(search: dict[str, Any]) -> str:
+        return f"{search['trials']} trials" + (f" with --rungs {search['rungs']}" if search["rungs"] else "")
+
+    described = {scenario: one(search) for scenario, search in searches.items()}
+    if len(set(described.values())) == 1:
+        return f"{next(iter(described.values()))} per search"
+    return "trials per search: " + ", ".join(f"{scenario} {text}" for scenario, text in described.items())
+
+
 def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict[str, Any]) -> str:
     rank = summary.get("rank")
     if not rows:  # --seeds 0: the rank run alone
@@ -444,8 +463,7 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
               "seconds": f"{row['search_s']:.0f} / {row['winner_train_s']:.0f}"} for row in rows]
     lines = [
         f"{len(summary['scenarios'])} scenarios x {len(parameters['seeds'])} seeds ({', '.join(map(str, parameters['seeds']))}), "
-        f"{parameters['trials']} trials per search" + (f" with --rungs {parameters['rungs']}" if parameters["rungs"] else "")
-        + f"; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
+        f"{searches_text(parameters)}; full runs on {rows_text(parameters['rows'])}. Gain: the winner's test score against the guide "
         "preset's, trained the same way (positive = the winner is better). Fitted guide: the guide preset with the guide's "
         "rules re-applied for this data and hardware, as export does to a winner; the gain over it is the search's own share. "
         "Search compute: all trials' (and the rungs') training examples over the winner's full run, as planned (its epochs "

@@ -245,8 +245,10 @@ def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs,
     other["parameters"]["scenarios"] = ["other"]
     other["rows"] = [{**row, "scenario": "other", "gain": -0.5} for row in record["rows"]]
     other["summary"]["rank"] = None
+    # a scenario's search may differ (its defaults are its own); the data may not
+    other["parameters"].update(trials=16, rungs=3)
     first, second, unlike = tmp_path / "first", tmp_path / "second", tmp_path / "unlike"
-    for folder, content in ((first, record), (second, other), (unlike, {**other, "parameters": {**other["parameters"], "trials": 99}})):
+    for folder, content in ((first, record), (second, other), (unlike, {**other, "parameters": {**other["parameters"], "train_rows": 99}})):
         folder.mkdir()
         (folder / "transfer.json").write_text(json.dumps(content))
 
@@ -264,6 +266,8 @@ def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs,
     assert combined["summary"]["scenarios"]["other"]["over_guide"]["mean"] == pytest.approx(-0.5)
     markdown = (tmp_path / "out" / "transfer.md").read_text()
     assert "Combined from 2 runs" in markdown and "| other |" in markdown
+    trials = record["parameters"]["trials"]
+    assert f"trials per search: quick-experiment {trials} trials with --rungs {record['parameters']['rungs']}, other 16 trials with --rungs 3" in markdown
     for table in tables(markdown):
         assert_well_formed(table)
 
