@@ -82,7 +82,7 @@ print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'transformers', tr
 print(o.detect_hardware())" 2>&1
 
   phase llama 60 $PY benchmarks/_gpu_check.py llama "$LLAMA" --size $LLAMA_SIZE
-  phase lm-search 100 $LS run --space standard $LM --study lm-search --storage "sqlite:///$WORK/lm.db" \
+  phase lm-search 100 $LS run --space standard --rungs 1 $LM --study lm-search --storage "sqlite:///$WORK/lm.db" \
     --model "$LLAMA" --task causal-lm --quiet
   phase overhead-1b 80 $PY benchmarks/overhead.py $OVERHEAD_LLAMA --model "$LLAMA" --task causal-lm --results "$WORK/overhead-1b"
   phase throughput 60 $PY benchmarks/throughput.py $THROUGHPUT --results "$WORK/throughput"
