@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = work / f"{rank_scenario}.random"
             folder.mkdir(parents=True, exist_ok=True)
             # one fidelity, never pruned: every config has its own value
-            lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none",
+            lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none", "--rungs", "1",
                         "--trials", str(configs), "--study", folder.name, "--seed", str(FIRST_SEED), *options)
             rank = rank_run(folder, configs, options, "random")
         elif configs:

@@ -308,20 +308,24 @@ def test_transfer_reads_the_guide_arms_of_an_earlier_run(results, quick_runs, tm
 
 
 def test_transfer_rank_run_alone_over_random_configs(tmp_path):
-    """--seeds 0 --spearman-sampler random: no searches, a study of random never-pruned configs, each trained in full."""
-    command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--seeds", "0", "--spearman-sampler", "random",
-               "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    """--seeds 0 --spearman-sampler random: no searches, a study of random never-pruned configs at one fidelity (standard's
+    own default of 3 rungs set aside), each trained in full."""
+    command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--scenarios", "standard", "--seeds", "0",
+               "--spearman-sampler", "random", "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     record = json.loads((tmp_path / "out" / "transfer.json").read_text())
     rank = record["summary"]["rank"]
-    assert record["rows"] == [] and rank["study"] == "quick-experiment.random"
+    assert record["rows"] == [] and rank["study"] == "standard.random"
+    import optuna
+    study = optuna.load_study(study_name="standard.random", storage=f"sqlite:///{tmp_path / 'work' / 'standard.random' / 'studies' / 'lora-search.db'}")
+    assert study.user_attrs["lora_search.workload"]["rungs"] == 1 and "lora_search.rung_results" not in study.user_attrs
     # the baseline and two random configs, all complete at the one fidelity, all trained in full
     assert rank["configs"] == rank["candidates"] == len(rank["points"]) == 3
     assert sorted(point["trial"] for point in rank["points"]) == [0, 1, 2]
     assert all(len(point["values"]) == 1 and math.isfinite(point["test"]) for point in rank["points"])
-    assert sorted((tmp_path / "work" / "quick-experiment.random" / "runs").iterdir()) == [
-        tmp_path / "work" / "quick-experiment.random" / "runs" / f"trial-{n}" for n in range(3)]
+    assert sorted((tmp_path / "work" / "standard.random" / "runs").iterdir()) == [
+        tmp_path / "work" / "standard.random" / "runs" / f"trial-{n}" for n in range(3)]
     markdown = (tmp_path / "out" / "transfer.md").read_text()
     assert "drawn at random" in markdown and "Spearman at the first rung" in markdown
     for table in tables(markdown):
