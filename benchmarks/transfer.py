@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spearman-sampler", choices=("study", "random"), default="study",
                         help="the rank run's configs: study (spread over the first seed's search, default) or random "
                              "(a study of their own: the baseline and configs drawn at random, never pruned)")
+    parser.add_argument("--spearman-rungs", type=int, default=0, metavar="K",
+                        help="also train each rank config at rungs 1 to K-1 of run --rungs K where its study has no value "
+                             "there, so Spearman covers every config at every rung (default 0: the study's own values only)")
     parser.add_argument("--guides-from", type=Path, default=None, metavar="RESULTS",
                         help="read the guide preset's and the fitted guide's test scores from an earlier run's results folder "
                              "(same scenarios, seeds, training rows, threads and versions) instead of training them again")
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"scenarios": scenarios, "seeds": seeds, "trials": trials, "rungs": rungs,
                   "train_rows": args.train_rows,
                   "spearman_scenario": rank_scenario, "spearman_configs": configs, "spearman_sampler": args.spearman_sampler,
+                  "spearman_rungs": args.spearman_rungs,
                   "threads": threads}
     earlier = earlier_guides(args.guides_from, parameters, args.quick) if args.guides_from else {}
     if args.guides_from:
@@ -154,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             # one fidelity, never pruned: every config has its own value
             lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none", "--rungs", "1",
                         "--trials", str(configs), "--study", folder.name, "--seed", str(FIRST_SEED), *options)
-            rank = rank_run(folder, configs, options, "random")
+            rank = rank_run(folder, configs, options, "random", args.spearman_rungs)
         elif configs:
-            rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options, "study")
+            rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options, "study", args.spearman_rungs)
         parameters["rows"] = {name: len(pandas.read_csv(data / f"{name}.csv")) for name in ("train", "validation", "test")}
 
     summary = summarize(rows, scenarios, rank)
@@ -292,14 +296,15 @@ def one_seed(folder: Path, scenario: str, guide: str, seed: int, trials: int, op
     }
 
 
-def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> dict[str, Any]:
+def rank_run(folder: Path, configs: int, options: list[str], sampler: str, rungs: int = 0) -> dict[str, Any]:
     """Spearman between the search's values and the full run's test score over ``configs`` configs of one study.
 
     Every complete trial (a value at the first rung) is a candidate: the first rung is
     where successive halving makes most of its decisions. ``configs`` of them, evenly
     spread over the first-rung ranking (best and worst included), are exported with
-    ``export --trial`` and trained in full. Spearman is computed at every rung over the
-    trained configs that have a value there (3 at least)."""
+    ``export --trial`` and trained in full. With ``rungs`` K, each is also trained at rungs
+    1 to K-1 where the study has no value (``rank_rung_values``). Spearman is computed at
+    every rung over the trained configs that have a value there (3 at least)."""
     from scipy.stats import spearmanr
 
     from lora_search import load_lora_study
@@ -322,6 +327,8 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> di
         if not (folder / "runs" / name / "training.json").exists():
             lora_search(folder, "export", folder.name, "--name", name, "--trial", str(number), "--force")
         record = full_run(folder, name, name, _threads(options))
+        if rungs > 1:
+            values = rank_rung_values(folder, study, number, values, rungs)
         points.append({"first_rung_rank": index + 1, "trial": number, "values": values, "test": record["metrics"][score]})
     by_rung = []
     for rung in range(max(len(p["values"]) for p in points)):
@@ -330,7 +337,42 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str) -> di
         by_rung.append({"rung": rung, "configs": len(reached),
                         "spearman": None if correlation is None or math.isnan(correlation) else float(correlation)})
     return {"study": folder.name, "sampler": sampler, "metric": score, "configs": len(points), "candidates": len(candidates), "spearman": by_rung[0]["spearman"],
-            "by_rung": by_rung, "points": points}
+            "by_rung": by_rung, "points": points, "trained_rungs": rungs if rungs > 1 else None}
+
+
+def rank_rung_values(folder: Path, study: Any, number: int, values: list[float | None], rungs: int) -> list[float | None]:
+    """``values`` (trial ``number``'s, from rung 0) completed up to rung ``rungs`` - 1: a rung
+    with no value in the study is trained as ``run --rungs`` trains it
+    (``LoraObjective.train_at_rung`` on the settings export writes), once: the results stay in
+    folder/rank-rungs.json, which a rerun reads. They are kept out of the study, where they
+    would count as promotions."""
+    from lora_search._study import full_run_config, stored_search_space
+    from lora_search.objectives import LoraObjective, Workload, rung_sizes
+    from lora_search.spaces import RunProfile
+
+    path = folder / "rank-rungs.json"
+    trained = json.loads(path.read_text()) if path.exists() else {}
+    attrs = study.user_attrs
+    workload = Workload.from_dict({**attrs["lora_search.workload"], "rungs": rungs})
+    profile = RunProfile(**attrs["lora_search.profile"])
+    sizes = rung_sizes(workload.train_sample, rungs, profile.dataset_size)  # capped rungs that add no data are left out
+    completed = list(values) + [None] * (len(sizes) - len(values))
+    objective = None
+    for rung in range(1, len(sizes)):
+        key = f"trial-{number}-rung-{rung}"
+        if completed[rung] is None and key not in trained:
+            if objective is None:
+                objective = LoraObjective(workload)
+            resolved = stored_search_space(attrs).resolve(profile)
+            print(f"[{folder.name}] trial {number} at rung {rung} ({objective.rung_fidelity(rung)[0]:,} examples)", file=sys.stderr, flush=True)
+            trained[key] = objective.train_at_rung(full_run_config(resolved, study.trials[number])[0], rung)["value"]
+            path.with_suffix(".part").write_text(json.dumps(trained, indent=1))
+            path.with_suffix(".part").rename(path)  # whole or not at all
+        if completed[rung] is None:
+            completed[rung] = trained.get(key)
+    while completed and completed[-1] is None:
+        completed.pop()
+    return completed
 
 
 def rung_values(trial: Any, climbed: list[dict[str, Any]]) -> list[float | None]:
@@ -509,8 +551,11 @@ def rank_lines(rank: dict[str, Any], metric: str) -> list[str]:
     origin = ("the baseline and configs drawn at random, never pruned" if rank.get("sampler") == "random"
               else "spread over the first-rung ranking")
     shown_points = [{**p, "values": ", ".join("-" if v is None else f"{v:.4g}" for v in p["values"])} for p in rank["points"]]
+    above = rank.get("trained_rungs") and ("rung 1" if rank["trained_rungs"] == 2 else f"rungs 1 to {rank['trained_rungs'] - 1}")
+    at_rungs = (f", each also trained at {above} where its study had no value (--spearman-rungs {rank['trained_rungs']})"
+                if above else "")
     return [f"Rank run, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung value "
-            f"({origin}), trained in full. Spearman between the trial's value at a rung and the full run's test score, "
+            f"({origin}), trained in full{at_rungs}. Spearman between the trial's value at a rung and the full run's test score, "
             f"over the configs that reached that rung: {per_rung}.\n",
             _common.markdown_table([("first-rung rank", "first_rung_rank"), ("trial", "trial"), ("value at each rung", "values"),
                                     (f"full-run {metric}", "test")], shown_points)]

@@ -311,7 +311,7 @@ def test_transfer_rank_run_alone_over_random_configs(tmp_path):
     """--seeds 0 --spearman-sampler random: no searches, a study of random never-pruned configs at one fidelity (standard's
     own default of 3 rungs set aside), each trained in full."""
     command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--scenarios", "standard", "--seeds", "0",
-               "--spearman-sampler", "random", "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+               "--spearman-sampler", "random", "--spearman-rungs", "2", "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     record = json.loads((tmp_path / "out" / "transfer.json").read_text())
@@ -323,11 +323,18 @@ def test_transfer_rank_run_alone_over_random_configs(tmp_path):
     # the baseline and two random configs, all complete at the one fidelity, all trained in full
     assert rank["configs"] == rank["candidates"] == len(rank["points"]) == 3
     assert sorted(point["trial"] for point in rank["points"]) == [0, 1, 2]
-    assert all(len(point["values"]) == 1 and math.isfinite(point["test"]) for point in rank["points"])
+    # --spearman-rungs 2: each also trained at rung 1 (all 64 training rows), outside the study, once
+    assert all(len(point["values"]) == 2 and math.isfinite(point["test"]) for point in rank["points"])
+    trained = json.loads((tmp_path / "work" / "standard.random" / "rank-rungs.json").read_text())
+    assert trained == {f"trial-{p['trial']}-rung-1": p["values"][1] for p in rank["points"]}
+    assert [r["configs"] for r in rank["by_rung"]] == [3, 3] and rank["trained_rungs"] == 2
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "at rung 1" not in again.stderr, again.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "transfer.json").read_text())["summary"]["rank"]["points"] == rank["points"]
     assert sorted((tmp_path / "work" / "standard.random" / "runs").iterdir()) == [
         tmp_path / "work" / "standard.random" / "runs" / f"trial-{n}" for n in range(3)]
     markdown = (tmp_path / "out" / "transfer.md").read_text()
-    assert "drawn at random" in markdown and "Spearman at the first rung" in markdown
+    assert "drawn at random" in markdown and "Spearman at the first rung" in markdown and "each also trained at rung 1 where its study had no value" in markdown
     for table in tables(markdown):
         assert_well_formed(table)
 
