@@ -362,6 +362,7 @@ def rank_rung_values(folder: Path, study: Any, number: int, values: list[float |
         key = f"trial-{number}-rung-{rung}"
         if completed[rung] is None and key not in trained:
             if objective is None:
+                _common.quiet_libraries()  # as the lora-search command is
                 objective = LoraObjective(workload)
             resolved = stored_search_space(attrs).resolve(profile)
             print(f"[{folder.name}] trial {number} at rung {rung} ({objective.rung_fidelity(rung)[0]:,} examples)", file=sys.stderr, flush=True)
