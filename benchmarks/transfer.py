@@ -23,7 +23,9 @@ a trial's value at a rung and its full run's test score, over the configs that r
 that rung, says whether the search ranks configs as the real run does. A search's
 configs crowd where its sampler has converged; with --spearman-sampler random the rank
 run has a study of its own instead: the baseline and --spearman-configs - 1 configs drawn
-at random (seed 42, one fidelity, never pruned), which spread over the whole space.
+at random (seed 42, one fidelity, never pruned), which spread over the whole space. With
+--spearman-rungs K each rank config is also trained at rungs 1 to K-1 of ``run --rungs K``
+where its study has no value, so every rung is ranked over all of them.
 
 The two guide arms do not depend on the search: with --guides-from RESULTS they are not
 trained again but read from an earlier run's results (the same scenarios, seeds, training
@@ -48,6 +50,8 @@ so a full CPU run fits a night), test the 1,000 testing_data rows.
                                                       # judge a space file of your own (run --space FILE)
     python benchmarks/transfer.py --scenarios quick-experiment --seeds 0 --spearman-sampler random
                                                       # the rank run alone, over random configs (no searches)
+    python benchmarks/transfer.py --scenarios quick-experiment --seeds 0 --spearman-sampler random --spearman-rungs 2
+                                                      # the same, each config also trained at rung 1 (4x the examples)
     python benchmarks/transfer.py --scenarios quick-experiment --rungs 3 --guides-from benchmarks/results/transfer-qe1
                                                       # a search variant, its guide arms read from an earlier run
     python benchmarks/transfer.py --quick             # tiny model, 1 scenario, 1 seed, 3 trials, 2 rungs: a smoke test
