@@ -324,7 +324,7 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str, rungs
     candidates.sort(key=lambda c: c[1][0], reverse=direction == "maximize")  # best first at the first rung
     count = min(configs, len(candidates))
     picked = sorted({round(i * (len(candidates) - 1) / max(count - 1, 1)) for i in range(count)})
-    points = []
+    points, loaded = [], {}
     for index in picked:
         number, values = candidates[index]
         name = f"trial-{number}"  # the winner's full run is already there under this name
@@ -332,7 +332,7 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str, rungs
             lora_search(folder, "export", folder.name, "--name", name, "--trial", str(number), "--force")
         record = full_run(folder, name, name, _threads(options))
         if rungs > 1:
-            values = rank_rung_values(folder, study, number, values, rungs)
+            values = rank_rung_values(folder, study, number, values, rungs, loaded)
         points.append({"first_rung_rank": index + 1, "trial": number, "values": values, "test": record["metrics"][score]})
     by_rung = []
     for rung in range(max(len(p["values"]) for p in points)):
@@ -344,12 +344,13 @@ def rank_run(folder: Path, configs: int, options: list[str], sampler: str, rungs
             "by_rung": by_rung, "points": points, "trained_rungs": rungs if rungs > 1 else None}
 
 
-def rank_rung_values(folder: Path, study: Any, number: int, values: list[float | None], rungs: int) -> list[float | None]:
+def rank_rung_values(folder: Path, study: Any, number: int, values: list[float | None], rungs: int,
+                     loaded: dict[str, Any]) -> list[float | None]:
     """``values`` (trial ``number``'s, from rung 0) completed up to rung ``rungs`` - 1: a rung
     with no value in the study is trained as ``run --rungs`` trains it
     (``LoraObjective.train_at_rung`` on the settings export writes), once: the results stay in
     folder/rank-rungs.json, which a rerun reads. They are kept out of the study, where they
-    would count as promotions."""
+    would count as promotions. ``loaded`` keeps the objective between the rank run's configs."""
     from lora_search._study import full_run_config, stored_search_space
     from lora_search.objectives import LoraObjective, Workload, rung_sizes
     from lora_search.spaces import RunProfile
@@ -361,16 +362,18 @@ def rank_rung_values(folder: Path, study: Any, number: int, values: list[float |
     profile = RunProfile(**attrs["lora_search.profile"])
     sizes = rung_sizes(workload.train_sample, rungs, profile.dataset_size)  # capped rungs that add no data are left out
     completed = list(values) + [None] * (len(sizes) - len(values))
-    objective = None
+    config = None
     for rung in range(1, len(sizes)):
         key = f"trial-{number}-rung-{rung}"
         if completed[rung] is None and key not in trained:
-            if objective is None:
+            if "objective" not in loaded:  # model and data load once per rank run
                 _common.quiet_libraries()  # as the lora-search command is
-                objective = LoraObjective(workload)
-            resolved = stored_search_space(attrs).resolve(profile)
+                loaded["objective"] = LoraObjective(workload)
+            objective = loaded["objective"]
+            if config is None:
+                config = full_run_config(stored_search_space(attrs).resolve(profile), study.trials[number])[0]
             print(f"[{folder.name}] trial {number} at rung {rung} ({objective.rung_fidelity(rung)[0]:,} examples)", file=sys.stderr, flush=True)
-            trained[key] = objective.train_at_rung(full_run_config(resolved, study.trials[number])[0], rung)["value"]
+            trained[key] = objective.train_at_rung(config, rung)["value"]
             path.with_suffix(".part").write_text(json.dumps(trained, indent=1))
             path.with_suffix(".part").rename(path)  # whole or not at all
         if completed[rung] is None:
