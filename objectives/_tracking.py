@@ -207,7 +207,19 @@ class _MLflow:
     def trainer_callback(self) -> Any:
         from transformers.integrations import MLflowCallback
 
-        return MLflowCallback()  # logs into the active run, which it leaves open
+        class SynchronousMLflowCallback(MLflowCallback):
+            """Trainer's MLflowCallback, logging into the active run (which it leaves open)
+            without its background writer. With mlflow >= 2.8 it logs metrics asynchronously,
+            and every log_metrics of mlflow 3.0 to 3.4 at least (and our log_text) first reads the whole
+            run back; on the file store a metric file the writer has opened but not yet
+            written then reads as "Metric 'eval_f1' is malformed" and fails the trial. A
+            training logs a few dozen times, so waiting for each write costs nothing."""
+
+            def setup(self, *args: Any, **kwargs: Any) -> None:
+                super().setup(*args, **kwargs)
+                self._async_log = False
+
+        return SynchronousMLflowCallback()
 
     def log(self, params: dict[str, Any], metrics: dict[str, float], texts: dict[str, str]) -> None:
         import mlflow
