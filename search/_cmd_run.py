@@ -16,7 +16,8 @@ The first trial of every study is the scenario's guide preset fitted to the data
 baseline; what train --preset NAME --fit-to-data trains, even outside the space), so the
 summary says how much better than the guide the search found. --trials is the number
 of finished trials the study should hold (complete + pruned + infeasible): running the
-same command again resumes; a larger --trials adds the difference. The study stores
+same command again resumes; a larger --trials adds the difference (default: the space's
+study.trials, 16 for standard, whose rungs retrain the best quarter; else 30). The study stores
 its space, model, data and metric, so a resume needs only --study (or the same
 --space) and refuses options that would change what is measured.
 
@@ -61,7 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from ._samplers import PRUNERS, SAMPLERS
 
     parser.add_argument("--space", metavar="NAME|FILE", help="a scenario name (see 'lora-search spaces') or a space YAML file")
-    parser.add_argument("--trials", type=int, default=30, metavar="N", help="finished trials the study should hold (default 30)")
+    parser.add_argument("--trials", type=int, metavar="N",
+                        help="finished trials the study should hold (default: the space's study.trials, else 30)")
     parser.add_argument("--timeout", metavar="DURATION", help="no new trial after this long, e.g. 30m, 2h, 1h30m (default: the scenario's)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: SPACE.MODEL.DATA, e.g. memory-constrained.minilm.fine-food)")
     add_storage_option(parser, forms=True)

@@ -23,8 +23,8 @@ by total steps, evaluation cadence, precision, gradient checkpointing).
   lora-search spaces suggest --gpu-memory 8GB --hours 1
 
 A space file of your own may start with 'extends: memory-constrained' and change a few
-parameters, or its study defaults ('study:' with timeout, pruner, rungs); 'show' validates
-it and prints what a search would sample.
+parameters, or its study defaults ('study:' with trials, timeout, pruner, rungs); 'show'
+validates it and prints what a search would sample.
 """
 
 DEFAULT_DATASET_SIZE = 4000  # the embedded reviews' training split
@@ -120,7 +120,7 @@ def _show(args: argparse.Namespace) -> int:
     if base is not None:
         print(f"base: {base}")
     print(f"baseline preset: {space.baseline_preset}; study defaults: timeout {timeout}, pruner {defaults.pruner or 'the run default'}, "
-          f"rungs {defaults.rungs or 1}")
+          f"rungs {defaults.rungs or 1}, trials {defaults.trials or 30}")
     print(f"effective batch band: {band} examples per optimizer step (per-device x accumulation x devices)")
     print()
     print(format_table(("parameter", "range / choices", "note / rule"), resolved.rows()))

@@ -30,7 +30,7 @@ class RunRequest:
     default, a resumed study takes what it stored."""
 
     space: str | None = None
-    trials: int = 30
+    trials: int | None = None  # None: the scenario's (its space file's study.trials), else 30
     timeout: float | None = None  # seconds; None: the scenario's default
     study: str | None = None  # None: derived from space, model and data
     storage: str | None = None  # None: $LORA_SEARCH_STORAGE or studies/lora-search.db
@@ -48,7 +48,7 @@ class RunRequest:
     def __post_init__(self) -> None:
         from ._tracking import check_report_to
 
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+        if self.trials is not None and (isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1):
             raise SearchError(f"--trials must be a whole number >= 1, got {self.trials!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise SearchError(f"--timeout must be positive, got {self.timeout!r} seconds")

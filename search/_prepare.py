@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 # Workload fields that may differ between the runs of one study: they change speed,
 # not the value a trial measures.
 RESUMABLE_WORKLOAD_FIELDS = frozenset({"torch_threads"})
+# the finished trials a study should hold where neither --trials nor the space file's study.trials says
+DEFAULT_TRIALS = 30
 
 
 @dataclass
@@ -215,7 +217,7 @@ def prepare(request: RunRequest) -> Prepared:
         pruner=pruner,
         # offset by the study's length: a resumed run must not replay the first run's draws
         sampler_seed=workload.seed + len(trials),
-        target=request.trials,
+        target=request.trials or space.study_defaults.trials or DEFAULT_TRIALS,
         deadline=time.time() + timeout if timeout is not None else None,
         tracking=dataclasses.asdict(tracking) if tracking is not None else None,
     )

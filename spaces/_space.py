@@ -5,8 +5,9 @@ A space file (see ``scenarios/*.yaml``) has these top-level keys:
     name, description         one line each (name defaults to the file's stem)
     extends                   a built-in scenario whose parameters this file changes
     baseline_preset           the preset the search starts from (enqueued first)
-    study                     defaults for a study: timeout ("30m"), pruner ("successive-halving"),
-                              rungs (3: the winner is chosen on up to 16x the proxy's data)
+    study                     defaults for a study: trials (16), timeout ("30m"), pruner
+                              ("successive-halving"), rungs (3: the winner is chosen on up to
+                              16x the proxy's data)
     constraints               effective_batch_size: {low, high}, across all devices
     training, lora            parameters, each in one of the forms of ``_catalog``
 """
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from ._resolve import ResolvedSpace
 
 _TOP_KEYS = ("name", "description", "extends", "baseline_preset", "study", "constraints", "training", "lora")
-_STUDY_KEYS = ("timeout", "pruner", "rungs")
+_STUDY_KEYS = ("trials", "timeout", "pruner", "rungs")
 _SPEC_KEYS = ("low", "high", "log", "step", "choices", "rule")
 DEFAULT_BASELINE = "standard"
 
@@ -42,6 +43,7 @@ DEFAULT_BASELINE = "standard"
 class StudyDefaults:
     """What ``lora-search run`` uses for a study of this space unless told otherwise."""
 
+    trials: int | None = field(default=None, metadata={"help": "Finished trials a study should hold (run --trials); None: the run's default."})
     timeout_seconds: float | None = field(default=None, metadata={"help": "Stop starting trials after this long; None: no limit."})
     pruner: str | None = field(default=None, metadata={"help": "Pruner name; None: the run's default."})
     rungs: int | None = field(default=None, metadata={"help": "Data rungs for a new study (run --rungs); None: one fidelity."})
@@ -215,6 +217,11 @@ def _study_defaults(raw: Any, source: str, inherited: StudyDefaults) -> StudyDef
         raise SpaceError(f"{source}: 'study' must be a mapping with {', '.join(_STUDY_KEYS)}")
     _unknown_keys(raw, _STUDY_KEYS, source, "study setting")
     result = inherited
+    if "trials" in raw:
+        trials = raw["trials"]
+        if trials is not None and not (type(trials) is int and trials >= 1):
+            raise SpaceError(f"{source}: study.trials must be a whole number of at least 1, got {trials!r}")
+        result = dataclasses.replace(result, trials=trials)
     if "timeout" in raw:
         timeout = raw["timeout"]
         try:

@@ -82,7 +82,7 @@ def test_show_a_user_file(capsys, tmp_path):
     code, out, _ = _run(capsys, "spaces", "show", str(path), "--cpu")
     assert code == 0
     assert "space mine:" in out and "one of 16, 32" in out and "= fp32 (rule)" in out
-    assert "study defaults: timeout none, pruner successive-halving, rungs 3" in out
+    assert "study defaults: timeout none, pruner successive-halving, rungs 3, trials 16" in out
 
 
 @pytest.mark.parametrize(

@@ -227,16 +227,23 @@ def test_a_search_stopped_by_its_timeout_trains_no_rung_and_says_so(tmp_path, cl
     assert ATTR not in optuna.load_study(study_name="short", storage=storage).user_attrs
 
 
-def test_a_space_files_rungs_start_a_new_study_and_the_option_overrides_them(tmp_path, cli, tiny_options):
+def test_a_space_files_rungs_and_trials_start_a_new_study_and_the_options_override_them(tmp_path, cli, tiny_options):
     space = tmp_path / "two-rungs.yaml"
-    space.write_text("extends: quick-experiment\nstudy:\n  rungs: 2\n")
+    space.write_text("extends: quick-experiment\nstudy:\n  rungs: 2\n  trials: 3\n")
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    for study, override in (("from-space", []), ("one-fidelity", ["--rungs", "1"])):
-        result = cli("run", "--space", str(space), "--trials", 4, "--study", study, "--storage", storage, *override,
+    outputs = {}
+    for study, override in (("from-space", []), ("one-fidelity", ["--rungs", "1", "--trials", 4])):
+        result = cli("run", "--space", str(space), "--study", study, "--storage", storage, *override,
                      *tiny_options(train_sample=16))
         assert result.code == 0, result.err
+        outputs[study] = result.out + result.err
     from_space = optuna.load_study(study_name="from-space", storage=storage)
     assert from_space.user_attrs["lora_search.workload"]["rungs"] == 2
+    assert len(from_space.trials) == 3 and "(3/3 finished" in outputs["from-space"]
+    assert len(optuna.load_study(study_name="one-fidelity", storage=storage).trials) == 4
+    again = cli("run", "--study", "from-space", "--storage", storage)  # its stored space's 3 trials: all there
+    assert again.code == 0 and "(3/3 finished; stopped: already done" in again.out
+    assert len(optuna.load_study(study_name="from-space", storage=storage).trials) == 3
     assert [rung["train_examples"] for rung in from_space.user_attrs[ATTR]["rungs"]] == [64]
     one_fidelity = optuna.load_study(study_name="one-fidelity", storage=storage)
     assert one_fidelity.user_attrs["lora_search.workload"]["rungs"] == 1 and ATTR not in one_fidelity.user_attrs
