@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import math
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lora_search.spaces import TrainingConfig, first_line
+from lora_search.spaces import TrainingConfig, first_line, patience_that_fires
 
 from ._data import prepare_data, tokenize
 from ._errors import DataError
@@ -33,6 +34,20 @@ STOP_REASONS = (
     "infeasible:over-budget",
     "failed",
 )
+
+
+def rung_patience(patience: int, full_per_epoch: int, per_epoch: int, evaluations: int) -> int:
+    """The full run's early-stopping ``patience`` (in its evaluations, ``full_per_epoch`` per
+    epoch) over the same share of an epoch at a rung evaluating ``per_epoch`` times, rounded
+    up so the rung never gives up sooner than the run would; lowered so it can fire within
+    the rung's ``evaluations``, and 0 (off) stays off. Counted in the rung's sparser
+    evaluations unscaled, 8 at 8 per epoch (one epoch) became 8 at 4 per epoch (two): the
+    rung then waited out dips the full run stops at, kept a later best the full run never
+    reaches, and spent the second epoch (standard's rungs: 3,700 to 6,700 of 17,000 to
+    21,000 examples; benchmarks/README.md, section 7, variant 17)."""
+    if patience == 0:
+        return 0
+    return patience_that_fires(math.ceil(patience * per_epoch / full_per_epoch), evaluations)
 
 
 class LoraObjective:
@@ -130,8 +145,9 @@ class LoraObjective:
         """Train ``config`` at ``rung``'s fidelity (``rung_fidelity``): a fresh adapter on a
         larger seeded training sample for its epochs, scored on a larger validation sample,
         never pruned, evaluated as often per epoch as its full run is (its eval_steps over
-        the whole split), up to RUNG_EVALUATIONS_PER_EPOCH; its early-stopping patience counts
-        those evaluations. Pass the config as its full run trains it (``rederive_for_dataset``):
+        the whole split), up to RUNG_EVALUATIONS_PER_EPOCH, with an early-stopping patience
+        spanning as much of an epoch as the full run's (``rung_patience``). Pass the config as
+        its full run trains it (``rederive_for_dataset``):
         the value then approximates the best checkpoint that run keeps, on fewer rows. The
         proxy's grid of 3 to 4 evaluations in all missed a config whose best lay between
         them (benchmarks/README.md, section 7, variant 12). Returns what the run left:
@@ -157,8 +173,11 @@ class LoraObjective:
             self._rung_rows[rung] = (self._tokenized("train", train_examples), self._tokenized("eval", eval_examples))
         record = optuna.trial.FixedTrial({})  # holds the user attrs a run sets; nothing is reported or pruned
         precision = training_precision(config.precision, self.base_precision)
-        per_epoch = min(self._full_run_evaluations_per_epoch(config), RUNG_EVALUATIONS_PER_EPOCH)
+        full_per_epoch = self._full_run_evaluations_per_epoch(config)
+        per_epoch = min(full_per_epoch, RUNG_EVALUATIONS_PER_EPOCH)
         evaluations = round(config.num_train_epochs * per_epoch)
+        config = config.replace(early_stopping_patience=rung_patience(config.early_stopping_patience, full_per_epoch,
+                                                                      per_epoch, evaluations))
         run = self._train_run(record, config, *self._rung_rows[rung], precision, tracked, evaluations, report=False,
                               on_progress=on_progress)
         result: dict[str, Any] = {"examples_seen": run.examples, "seconds": round(run.train_seconds, 1)}

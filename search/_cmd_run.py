@@ -46,13 +46,14 @@ config at the top rung; the summary says how much compute the rungs saved agains
 trial at the top rung. Each result is stored as it comes: an interrupted run resumes with
 the configs still to train, a longer search trains only newcomers; on a terminal a live
 line shows the config training. A rung trains each config as export writes it for the
-full run and evaluates it as often per epoch as that run does, up to 4 times. The
+full run and evaluates it as often per epoch as that run does, up to 4 times, its
+patience spanning as much of an epoch as the run's. The
 baseline is the guide preset fitted to the data, so where it wins the top rung, export
 writes that preset.
 Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 14, 16
 trials), --rungs 3 saved 56% to 65% against every trial trained in full at the top rung;
-on standard (variant 15) its pick beat the fitted guide preset by 14% in test loss on
-each of 3 seeds, where one fidelity lost on one.
+on standard (variant 17) its pick beat the fitted guide preset by 9% to 14% in test loss
+on each of 3 seeds, where one fidelity lost on one, at 4.0 to 5.2 full trainings of compute.
 Default: for a new study, the space's study.rungs (3 for standard; see lora-search spaces
 show NAME), else one rung; --rungs 1 for one fidelity. A resumed study keeps its own.
 """

@@ -12,7 +12,8 @@ the highest rung.
 
 A rung trains each config as its full run would (``full_run_config``: what ``export``
 writes, with patience of at least an epoch) and evaluates it as often per epoch as that
-run, up to 4 times, so its value approximates the checkpoint the full run keeps. On the
+run, up to 4 times, with its patience spanning as much of an epoch (``rung_patience``),
+so its value approximates the checkpoint the full run keeps. On the
 proxy's grid of 3 to 4 evaluations in all, the top rung missed a config whose best lay
 half an epoch off the grid and picked the guide instead (benchmarks/README.md, section
 7, variant 12).

@@ -33,13 +33,15 @@ ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
 ATTR_RUNG_RESULTS = ATTR_PREFIX + "rung_results"  # with --rungs: each rung's fidelity and results (_rungs)
-# With --rungs: the rules the study's rungs follow. 4: successive halving over whole rungs
+# With --rungs: the rules the study's rungs follow. 5: successive halving over whole rungs
 # after the search (_rungs), each config trained as its full run (re-derived), evaluated at
-# that run's cadence. 3: the same on the trial's settings and the proxy's 3-4 evaluations.
+# that run's cadence (up to 4 per epoch) with its patience spanning as much of an epoch.
+# 4: the same with the full run's patience counted in the rung's sparser evaluations.
+# 3: the same on the trial's settings and the proxy's 3-4 evaluations.
 # Before, the trials climbed rungs themselves, promoted as each finished one (2: each rung
 # with its own validation rows; none: one sample for all).
 ATTR_RUNG_RULES = ATTR_PREFIX + "rung_rules"
-RUNG_RULES = 4
+RUNG_RULES = 5
 # on the baseline trial: the guide preset fitted to the data, the settings it trains (trained_config),
 # and their values under the searched parameters' names (what trial lines show: trained_params)
 TRIAL_GUIDE_CONFIG = "guide_config"

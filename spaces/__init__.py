@@ -10,7 +10,7 @@ from ._formats import trainer_values
 from ._presets import get_preset, load_config_file, preset_names, read_preset_file
 from ._profile import RunProfile
 from ._resolve import ResolvedSpace
-from ._rules import QUANTIZATIONS, base_weights_gb, bf16_assumed, quantization_for
+from ._rules import QUANTIZATIONS, base_weights_gb, bf16_assumed, patience_that_fires, quantization_for
 from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
 from ._suggest import suggest_scenario
 from ._training_config import PEFT_TASK_TYPES, LoraSettings, TrainingConfig
@@ -38,6 +38,7 @@ __all__ = [
     "parse_count",
     "parse_duration",
     "parse_memory",
+    "patience_that_fires",
     "preset_names",
     "quantization_for",
     "read_preset_file",

@@ -74,6 +74,20 @@ def test_a_rung_evaluates_as_often_per_epoch_as_the_full_run(rung_objective, goo
     assert [e["step"] for e in result["evaluations"]] == [round(128 * (i + 1) / per_epoch) for i in range(2 * per_epoch)]
 
 
+@pytest.mark.parametrize(("patience", "rung_patience"), [(6, 4), (12, 8), (7, 5), (0, 0)])
+def test_a_rungs_patience_spans_as_much_of_an_epoch_as_the_full_runs(rung_objective, good_config, patience, rung_patience):
+    """The full run evaluates every 3 of its 18 steps per epoch (6 per epoch), the rung 4 times
+    per epoch: a patience of 6 (one epoch) is 4 rung evaluations, 12 is 8, 7 rounds up to 5.
+    At a learning rate that changes nothing, no evaluation gains the threshold on the first,
+    so the rung stops that many evaluations after it (3 epochs: 12 evaluations planned)."""
+    config = good_config.replace(num_train_epochs=3, gradient_accumulation_steps=1, eval_strategy="steps", eval_steps=3,
+                                 learning_rate=1e-9, early_stopping_patience=patience, early_stopping_threshold=0.01)
+    result = rung_objective.train_at_rung(config, 1)
+    stopped = patience > 0
+    assert len(result["evaluations"]) == (1 + rung_patience if stopped else 12)
+    assert result["stop_reason"] == ("early-stopped" if stopped else "completed")
+
+
 def test_a_baseline_that_learns_nothing_at_the_first_rung_says_how_to_raise_it(rung_objective, good_config):
     study = optuna.create_study(direction=rung_objective.direction)
     study.enqueue_trial({}, user_attrs={"baseline": True})

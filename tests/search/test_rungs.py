@@ -45,7 +45,7 @@ def best(values: dict[int, float], count: int) -> list[int]:
 
 def test_the_best_quarter_of_each_rung_trains_again_on_four_times_the_data_and_the_baseline_at_the_top(rung_search):
     study = load(rung_search)
-    assert study.user_attrs["lora_search.rung_rules"] == 4
+    assert study.user_attrs["lora_search.rung_rules"] == 5
     rungs = study.user_attrs[ATTR]["rungs"]
     assert [(r["rung"], r["train_examples"], r["eval_examples"]) for r in rungs] == [(1, 64, 32), (2, 96, 32)]
     assert len(study.trials) == 12, "rungs are not trials: they neither count nor feed the sampler"
@@ -332,11 +332,12 @@ def test_resume_keeps_the_rungs_and_refuses_others(rung_search, cli):
     assert "--rungs 3" in refused.err
 
 
-@pytest.mark.parametrize("rules", ["2", "3"])
+@pytest.mark.parametrize("rules", ["2", "3", "4"])
 def test_a_study_whose_rungs_followed_earlier_rules_is_not_resumed(rung_search, cli, tmp_path, rules):
     """Until 2026-11-28 each trial climbed the rungs itself (rung_rules 2, or none before); until
-    2026-11-29 rungs trained the trial's settings on the proxy's evaluation grid (3). New results
-    would not compare with its own, so the resume is refused and the study left as it was."""
+    2026-11-29 rungs trained the trial's settings on the proxy's evaluation grid (3), then the
+    full run's patience in the rung's evaluations (4). New results would not compare with its
+    own, so the resume is refused and the study left as it was."""
     import sqlite3
 
     old = tmp_path / "old.db"
