@@ -75,7 +75,7 @@ from typing import Any
 
 import _common
 
-FIRST_SEED = 42  # seeds are 42, 43, ...; the rank run's random study draws with the first
+FIRST_SEED = 42  # seeds are 42, 43, ... unless --first-seed; the rank run's random study draws with the first
 VALIDATION_ROWS = 800  # as the embedded default holds out of training_data (20% of 4,000)
 QUICK_ROWS = {"train": 64, "validation": 32, "test": 48}
 TEST_SCORES = {"eval_loss": "test_loss", "perplexity": "test_perplexity"}  # study metric -> training.json key
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           "space's name (default: all five; quick-experiment with --quick)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per scenario (default 3; 1 with --quick; 0: no searches, "
                                                                "the rank run alone, with --spearman-sampler random)")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help=f"the first seed; the others follow it (default {FIRST_SEED}: a later one gives seeds no earlier run chose with)")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 30, the run default; 3 with --quick)")
     parser.add_argument("--rungs", type=int, default=None, help="run --rungs K for every search (default: run's own default; 2 with --quick)")
     parser.add_argument("--train-rows", type=int, default=2000, help="cap on the training split of the full runs (0: all 3,200)")
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces = {space.name: entry if entry in scenario_names() else str(Path(entry).resolve()) for entry, space in loaded.items()}
     guides = {space.name: space.baseline_preset for space in loaded.values()}
     scenarios = list(spaces)
-    seeds = list(range(FIRST_SEED, FIRST_SEED + (args.seeds if args.seeds is not None else (1 if args.quick else 3))))
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds if args.seeds is not None else (1 if args.quick else 3))))
     trials = args.trials or (3 if args.quick else 30)
     rungs = args.rungs or (2 if args.quick else None)  # quick: 32 then 64 examples, so the rung path runs too
     configs = args.spearman_configs if args.spearman_configs is not None else (3 if args.quick else 12)
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             # one fidelity, never pruned: every config has its own value
             lora_search(folder, "run", "--space", spaces[rank_scenario], "--sampler", "random", "--pruner", "none", "--rungs", "1",
-                        "--trials", str(configs), "--study", folder.name, "--seed", str(FIRST_SEED), *options)
+                        "--trials", str(configs), "--study", folder.name, "--seed", str(args.first_seed), *options)
             rank = rank_run(folder, configs, options, "random", args.spearman_rungs)
         elif configs:
             rank = rank_run(work / f"{rank_scenario}.{seeds[0]}", configs, options, "study", args.spearman_rungs)

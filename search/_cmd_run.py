@@ -40,8 +40,9 @@ halving over whole rungs. The trials are rung 0 (--train-sample examples, scored
 --eval-sample validation rows, pruned as without rungs). Once the study holds its target,
 rung 1 trains the best quarter of rung 0 (at least 2) again, each a fresh adapter on 4x
 the examples for its epochs, scored on 4x the validation rows, unpruned; rung 2 the best
-quarter of rung 1, and so on (sizes capped at the splits); the baseline trains again at
-the top rung only, the one that decides. The winner (summary, show, export) is the best
+quarter of rung 1, and so on (sizes capped at the splits), a top rung above rung 1 the
+best config of the rung below alone; the baseline trains again at the top rung only, the
+one that decides. The winner (summary, show, export) is the best
 config at the top rung; the summary says how much compute the rungs saved against every
 trial at the top rung. Each result is stored as it comes: an interrupted run resumes with
 the configs still to train, a longer search trains only newcomers; on a terminal a live

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = study_rungs(study)
     if len(sizes) > 1:
         print(f"  rungs: {', '.join(f'{size:,}' for size in sizes)} training examples (the trials are rung 0; after them the "
-              "best quarter of each rung trains again at the next, and the baseline at the top)")
+              "best quarter of each rung trains again at the next; the top rung, the best of the rung below and the baseline)")
     rungs = rung_record(attrs)
     print(f"  trials: {count_states(trials).as_text()}")
 

@@ -5,7 +5,8 @@ validation rows, pruned per evaluation as without rungs. Once the study holds it
 target, rung 1 trains again the best quarter of rung 0, each a fresh adapter on
 RUNG_FACTOR times the proxy's training examples for its epochs, scored on RUNG_FACTOR
 times its validation rows, unpruned; rung 2 the best quarter of rung 1, and so on up to
-rung K-1 (sizes capped at the splits). The guide's baseline trains again at the top rung
+rung K-1 (sizes capped at the splits), which trains the best config of the rung below
+alone when it is rung 2 or higher. The guide's baseline trains again at the top rung
 only: it climbs whatever its value, so its value at a rung between decides nothing (at
 16 trials and 3 rungs that was half a full training). The winner is the best trial at
 the highest rung.
@@ -23,9 +24,16 @@ finished a rung (asynchronously, inside the trial: lora-search until 2026-11-28)
 near-twins that a converging sampler proposes one after another each climb as the best
 so far: 40% to 52% of the compute saved against every trial trained in full at the top
 rung, where whole rungs saved 56% to 58% (benchmarks/README.md, section 7, variants 10
-and 11). A rung keeps at least MIN_PROMOTED of the search's configs besides the
-baseline: one alone is compared only with the guide, and neighbouring configs trade
-places between rungs (variant 10's seed 43: the second at rung 1 was the best at the top).
+and 11). A rung below the top keeps at least MIN_PROMOTED of the search's configs
+besides the baseline: neighbouring configs trade places between the proxy and rung 1.
+The top rung from rung 2 up trains only the best config of the rung below, beside the
+baseline: the configs there already train as their full run on at least a quarter of the
+top's examples, and a second finalist bought nothing in test. In variant 18 the values of
+standard's converged configs at rung 1 ranked their full-run test losses at 0.55, at the
+top rung (the full run itself) at 0.12; in variant 17 the top swapped rung 1's best for
+its second in two seeds of three, both times for a worse test loss (0.4375 -> 0.4569,
+0.4449 -> 0.4724), and the second cost 0.6 to 0.75 full trainings a search. With 2 rungs
+the top is rung 1, decided on the proxy's values alone, and keeps the quarter.
 
 The results are a study user attr (``lora_search.rung_results``), not trials: a value at
 rung k is at another fidelity than the rung-0 values the sampler and pruner compare, and
@@ -96,7 +104,8 @@ def rung_text(entry: dict[str, Any]) -> str:
 def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], rung: int, top: int) -> list[int]:
     """The trials ``rung`` (1 or more) trains, best first: the best quarter (at least
     MIN_PROMOTED) of the search's configs that rung ``rung - 1`` decided between, by their
-    values there, then the baseline at the ``top`` rung. At rung 1 the pool is every finished
+    values there (the best one alone at a ``top`` rung of 2 or more), then the baseline at
+    the ``top`` rung. At rung 1 the pool is every finished
     trial of the search (a pruned or infeasible one lost at rung 0); above, the configs the
     rung below trained.
 
@@ -117,7 +126,7 @@ def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list
         pool = [number for number in below if base is None or number != base.number]
         scored = {number: results[str(number)]["value"] for number in pool
                   if str(number) in results and results[str(number)]["value"] is not None}
-    count = max(MIN_PROMOTED, math.ceil(len(pool) / RUNG_FACTOR))
+    count = 1 if rung == top and rung > 1 else max(MIN_PROMOTED, math.ceil(len(pool) / RUNG_FACTOR))
     best = sorted(scored, key=lambda number: scored[number], reverse=direction == "maximize")[:count]
     if base is None:
         return best
@@ -230,9 +239,9 @@ def full_split_rungs(first: int, dataset_size: int) -> list[int]:
 
 def full_split_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[str, Any]], full: list[int]) -> float:
     """About the training examples a search with rungs ``full`` would spend: the same trials,
-    as many of the search's configs at each rung as here, above the top the best quarter (at
-    least MIN_PROMOTED) of the rung below, and the baseline at the top rung only, each making
-    as many passes over its sample as the configs here did over theirs."""
+    as many of the search's configs at rung 1 as here, above it the best quarter (at least
+    MIN_PROMOTED) of the rung below and at the top the best one, and the baseline at the top
+    rung only, each making as many passes over its sample as the configs here did over theirs."""
     from ._trials import baseline_trial
     from .objectives import RUNG_FACTOR
 
@@ -241,11 +250,12 @@ def full_split_compute(trials: list[optuna.trial.FrozenTrial], rungs: list[dict[
     results = [result for rung in rungs for result in rung["results"].values()]
     passes = sum(r["examples_seen"] for r in results) / sum(rung["train_examples"] * len(rung["results"]) for rung in rungs)
     examples = float(sum(t.user_attrs["examples_seen"] for t in trials))
-    searched = [sum(key != baseline_key for key in rung["results"]) for rung in rungs]
+    top = len(full) - 1
+    searched = sum(key != baseline_key for key in rungs[0]["results"])
     for rung, size in enumerate(full[1:], start=1):
-        if rung > len(searched):
-            searched.append(max(MIN_PROMOTED, math.ceil(searched[-1] / RUNG_FACTOR)))
-        examples += (searched[rung - 1] + (base is not None and rung == len(full) - 1)) * passes * size
+        if rung > 1:
+            searched = 1 if rung == top else max(MIN_PROMOTED, math.ceil(searched / RUNG_FACTOR))
+        examples += (searched + (base is not None and rung == top)) * passes * size
     return examples
 
 

@@ -280,9 +280,9 @@ def test_transfer_reads_the_guide_arms_of_an_earlier_run(results, quick_runs, tm
     """--guides-from: the search and the winner are new, the guide arms are the earlier run's, untrained."""
     _, record = run_quick("transfer", results, quick_runs)
 
-    def transfer(earlier: Path, out: str) -> subprocess.CompletedProcess:
+    def transfer(earlier: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
         command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--quick", "--spearman-configs", "0", "--guides-from", str(earlier),
-                   "--work", str(tmp_path / "work"), "--results", str(tmp_path / out)]
+                   "--work", str(tmp_path / "work"), "--results", str(tmp_path / out), *extra]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     finished = transfer(results, "out")
@@ -301,8 +301,10 @@ def test_transfer_reads_the_guide_arms_of_an_earlier_run(results, quick_runs, tm
     unlike = tmp_path / "unlike"
     unlike.mkdir()
     (unlike / "transfer.json").write_text(json.dumps({**record, "parameters": {**record["parameters"], "train_rows": 7}}))
-    for earlier, says in ((unlike, "differs from this run in train_rows"), (tmp_path / "nowhere", "does not exist")):
-        refused = transfer(earlier, "refused")
+    seed = record["parameters"]["seeds"][0] + 1  # --first-seed: seeds the earlier run never searched with
+    for earlier, extra, says in ((unlike, [], "differs from this run in train_rows"), (tmp_path / "nowhere", [], "does not exist"),
+                                 (results, ["--first-seed", str(seed)], f"has no guide arms for quick-experiment seed {seed}")):
+        refused = transfer(earlier, "refused", *extra)
         assert refused.returncode != 0 and says in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
 

@@ -43,7 +43,7 @@ def best(values: dict[int, float], count: int) -> list[int]:
     return sorted(values, key=values.get)[:count]
 
 
-def test_the_best_quarter_of_each_rung_trains_again_on_four_times_the_data_and_the_baseline_at_the_top(rung_search):
+def test_the_best_quarter_trains_again_on_four_times_the_data_and_the_best_of_it_with_the_baseline_at_the_top(rung_search):
     study = load(rung_search)
     assert study.user_attrs["lora_search.rung_rules"] == 5
     rungs = study.user_attrs[ATTR]["rungs"]
@@ -52,11 +52,11 @@ def test_the_best_quarter_of_each_rung_trains_again_on_four_times_the_data_and_t
     searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
     assert study.trials[0].user_attrs["baseline"] and all(t.state.is_finished() for t in searched)
     complete = {t.number: t.value for t in searched if t.state == optuna.trial.TrialState.COMPLETE}
-    # rung 1: the best quarter of the 11 searched trials (3), pruned ones counting as losers; rung 2:
-    # the best quarter of those 3, but at least 2; the baseline (trial 0) at the top rung only
+    # rung 1: the best quarter of the 11 searched trials (3), pruned ones counting as losers; rung 2,
+    # the top: the best of those 3 alone; the baseline (trial 0) at the top rung only
     first = best(complete, 3)
     assert set(values_at(study, 1)) == set(first)
-    assert set(values_at(study, 2)) == {*best({n: values_at(study, 1)[n] for n in first}, 2), 0}
+    assert set(values_at(study, 2)) == {*best({n: values_at(study, 1)[n] for n in first}, 1), 0}
     for rung in rungs:
         for number, result in rung["results"].items():
             trial = study.trials[int(number)]
@@ -71,8 +71,8 @@ def test_the_winner_is_the_best_at_the_top_rung_everywhere(rung_search, cli, tmp
     winner = min(top, key=top.get)
     out, err = rung_search["first"].out, rung_search["first"].err
     assert "rung 1: 3 of 3 config(s) train on 64 examples, scored on 32 validation rows" in err
-    assert "rung 2: 3 of 3 config(s) train on 96 examples, scored on 32 validation rows" in err
-    assert "  rung 2 3/3: trial 0 (baseline)  eval_loss" in err and f"(rung 0 {study.trials[0].value:.4g}, " in err
+    assert "rung 2: 2 of 2 config(s) train on 96 examples, scored on 32 validation rows" in err
+    assert "  rung 2 2/2: trial 0 (baseline)  eval_loss" in err and f"(rung 0 {study.trials[0].value:.4g}, " in err
     fidelity = "at rung 2 (96 examples, 32 validation rows)"
     assert f"best: trial {winner}, eval_loss {top[winner]:.4g} {fidelity}" in out
     assert f"baseline (guide preset, trial 0): eval_loss {top[0]:.4g} {fidelity}" in out
@@ -161,21 +161,21 @@ def test_a_rerun_trains_nothing_again_and_a_longer_search_only_the_newcomers(run
 
 
 def test_the_cost_of_rungs_up_to_the_whole_split_counts_the_baseline_once_at_the_top(rung_search):
-    """The summary's estimate for a split larger than the top rung: the configs each stored rung
-    trained, a quarter (at least 2) of the rung below above it, the baseline at the new top only."""
+    """The summary's estimate for a split larger than the top rung: the configs stored rung 1
+    trained, above it a quarter (at least 2) of the rung below, at the new top the best one and
+    the baseline."""
     from lora_search._rungs import full_split_compute, rung_notes
 
     study = load(rung_search)
     rungs = study.user_attrs[ATTR]["rungs"]
     results = [r for rung in rungs for r in rung["results"].values()]
     passes = sum(r["examples_seen"] for r in results) / sum(rung["train_examples"] * len(rung["results"]) for rung in rungs)
-    # 16 x 4^k up to 1,000 rows: 16, 64, 256, 1,000; the stored rungs' searched configs (the baseline,
-    # trial 0, trained at the stored top) train at 64 and 256, a quarter of them (at least 2) and the
-    # baseline at 1,000
-    first, second = (sum(number != "0" for number in rung["results"]) for rung in rungs)
+    # 16 x 4^k up to 1,000 rows: 16, 64, 256, 1,000; stored rung 1's searched configs train at 64, a
+    # quarter of them (at least 2) at 256, the best of those and the baseline (trial 0) at 1,000
+    first = sum(number != "0" for number in rungs[0]["results"])
     assert "0" in rungs[1]["results"] and "0" not in rungs[0]["results"]
-    above = max(2, math.ceil(second / 4))
-    expected = sum(t.user_attrs["examples_seen"] for t in study.trials) + passes * (first * 64 + second * 256 + (above + 1) * 1000)
+    expected = sum(t.user_attrs["examples_seen"] for t in study.trials) + passes * (
+        first * 64 + max(2, math.ceil(first / 4)) * 256 + (1 + 1) * 1000)
     assert full_split_compute(study.trials, rungs, [16, 64, 256, 1000]) == pytest.approx(expected)
     notes = rung_notes(study.trials, "minimize", rungs, [16, 64, 96], 1000)
     assert any(line.startswith("a search up to the whole training split (1,000 examples, --rungs 4) would train "
@@ -213,6 +213,40 @@ def test_a_baseline_an_earlier_lora_search_trained_between_rungs_still_counts(ru
     assert 0 in wanted and len(wanted) == len(record["rungs"][0]["results"])
     assert "config(s) train on" not in again.err
     assert f"rung 1: {len(wanted)} of {len(wanted)} config(s) trained on 64 examples" in again.out
+    assert optuna.load_study(study_name=STUDY, storage=storage).user_attrs[ATTR] == record
+
+
+def test_a_second_finalist_an_earlier_lora_search_trained_at_the_top_still_counts(rung_search, cli, tmp_path):
+    """Until 2026-11-29 the top rung trained the best 2 of the rung below: the second's value
+    there competes for the winner, and a resume trains nothing again."""
+    import sqlite3
+
+    from lora_search._study import full_run_config, stored_space
+    from lora_search._trials import plain
+    from lora_search.objectives import LoraObjective, Workload
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(rung_search["storage"].removeprefix("sqlite:///")) as source, sqlite3.connect(old) as copy:
+        source.backup(copy)
+    storage = f"sqlite:///{old}"
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    below = {number: value for number, value in values_at(study, 1).items() if number not in values_at(study, 2)}
+    second = best(below, 1)[0]
+    objective = LoraObjective(Workload.from_dict(study.user_attrs["lora_search.workload"]))
+    result = plain(objective.train_at_rung(full_run_config(stored_space(study), study.trials[second])[0], 2))
+    record = study.user_attrs[ATTR]
+    record["rungs"][1]["results"][str(second)] = result
+    study.set_user_attr(ATTR, record)
+    top = values_at(study, 2)
+    winner = min(top, key=top.get)
+
+    again = cli("run", "--study", STUDY, "--storage", storage, "--trials", len(study.trials))
+    assert again.code == 0, again.err
+    assert "config(s) train on" not in again.err
+    assert f"best: trial {winner}, eval_loss {top[winner]:.4g} at rung 2 (96 examples" in again.out
+    shown = cli("show", STUDY, "--storage", storage, "--top", 20)
+    assert shown.code == 0, shown.err
+    assert f"trial {second}: eval_loss {result['value']:.4g} at rung 2 (96 examples, 32 validation rows)" in shown.out
     assert optuna.load_study(study_name=STUDY, storage=storage).user_attrs[ATTR] == record
 
 
