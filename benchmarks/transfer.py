@@ -351,13 +351,14 @@ def rank_rung_values(folder: Path, study: Any, number: int, values: list[float |
     """``values`` (trial ``number``'s, from rung 0) completed up to rung ``rungs`` - 1: a rung
     with no value in the study is trained as ``run --rungs`` trains it
     (``LoraObjective.train_at_rung`` on the settings export writes), once: the results stay in
-    folder/rank-rungs.json, which a rerun reads. They are kept out of the study, where they
+    folder/rank-rungs-rulesN.json (N: lora-search's RUNG_RULES, so values a rung trained by
+    other rules are not read back), which a rerun reads. They are kept out of the study, where they
     would count as promotions. ``loaded`` keeps the objective between the rank run's configs."""
-    from lora_search._study import full_run_config, stored_search_space
+    from lora_search._study import RUNG_RULES, full_run_config, stored_search_space
     from lora_search.objectives import LoraObjective, Workload, rung_sizes
     from lora_search.spaces import RunProfile
 
-    path = folder / "rank-rungs.json"
+    path = folder / f"rank-rungs-rules{RUNG_RULES}.json"
     trained = json.loads(path.read_text()) if path.exists() else {}
     attrs = study.user_attrs
     workload = Workload.from_dict({**attrs["lora_search.workload"], "rungs": rungs})

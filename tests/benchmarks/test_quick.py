@@ -327,7 +327,9 @@ def test_transfer_rank_run_alone_over_random_configs(tmp_path):
     assert sorted(point["trial"] for point in rank["points"]) == [0, 1, 2]
     # --spearman-rungs 2: each also trained at rung 1 (all 64 training rows), outside the study, once
     assert all(len(point["values"]) == 2 and math.isfinite(point["test"]) for point in rank["points"])
-    trained = json.loads((tmp_path / "work" / "standard.random" / "rank-rungs.json").read_text())
+    from lora_search._study import RUNG_RULES
+
+    trained = json.loads((tmp_path / "work" / "standard.random" / f"rank-rungs-rules{RUNG_RULES}.json").read_text())
     assert trained == {f"trial-{p['trial']}-rung-1": p["values"][1] for p in rank["points"]}
     assert [r["configs"] for r in rank["by_rung"]] == [3, 3] and rank["trained_rungs"] == 2
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
