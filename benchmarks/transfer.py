@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--combine", default=None, help="comma-separated results folders of earlier runs with the same seeds, rows "
                                                         "and versions (one per scenario, each with its own trials and rungs, say): "
                                                         "write one report of all their rows")
+    parser.add_argument("--rank-from", default=None, metavar="RESULTS",
+                        help="with --combine: comma-separated results folders whose rank runs the report adds (a --seeds 0 "
+                             "random rank run, say; same rows and versions), each beside the combined runs' own")
     args = parser.parse_args(argv)
+    if args.rank_from and not args.combine:
+        parser.error("--rank-from adds rank runs to a --combine report: give --combine too")
     if args.combine:
         return combine([Path(folder) for folder in args.combine.split(",")], args)
     import pandas
@@ -416,21 +421,39 @@ SHARED_PARAMETERS = ("seeds", "train_rows", "rows")
 SEARCH_PARAMETERS = ("trials", "rungs")
 
 
-def combine(folders: list[Path], args: Any) -> int:
-    """Write one report of the rows of earlier runs' results (their transfer.json); nothing is trained."""
+def _records(folders: list[Path]) -> list[dict[str, Any]]:
     records = []
     for folder in folders:
         path = folder / "transfer.json"
         if not path.exists():
             raise SystemExit(f"transfer: {path} does not exist: give the --results folders of finished transfer runs")
         records.append(json.loads(path.read_text()))
+    return records
+
+
+def _differences(record: dict[str, Any], first: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    # a parameter older runs predate ran at its default (None)
+    differs = [key for key in keys if record["parameters"].get(key) != first["parameters"].get(key)]
+    return differs + ["mode"] * (record["mode"] != first["mode"]) + ["versions"] * (record["versions"] != first["versions"])
+
+
+def combine(folders: list[Path], args: Any) -> int:
+    """Write one report of the rows of earlier runs' results (their transfer.json), with the
+    rank runs of --rank-from beside theirs; nothing is trained."""
+    records = _records(folders)
     first = records[0]
     for folder, record in zip(folders, records):
-        # a parameter older runs predate ran at its default (None)
-        differs = [key for key in SHARED_PARAMETERS if record["parameters"].get(key) != first["parameters"].get(key)]
-        differs += ["mode"] * (record["mode"] != first["mode"]) + ["versions"] * (record["versions"] != first["versions"])
-        if differs:
+        if differs := _differences(record, first, SHARED_PARAMETERS):
             raise SystemExit(f"transfer: {folder} differs from {folders[0]} in {', '.join(differs)}: only like runs combine")
+    rank_folders = [Path(folder) for folder in args.rank_from.split(",")] if args.rank_from else []
+    borrowed, rank_records = [], _records(rank_folders)
+    for folder, record in zip(rank_folders, rank_records):
+        # its seeds are its own: a rank run trains its configs apart from the searches
+        if differs := _differences(record, first, tuple(key for key in SHARED_PARAMETERS if key != "seeds")):
+            raise SystemExit(f"transfer: {folder} differs from {folders[0]} in {', '.join(differs)}: its rank run is not like theirs")
+        if not record["summary"]["rank"]:
+            raise SystemExit(f"transfer: {folder} has no rank run: --rank-from takes the results of a run with --spearman-configs")
+        borrowed.append({**record["summary"]["rank"], "results": str(folder)})
     scenarios = [scenario for record in records for scenario in record["parameters"]["scenarios"]]
     if len(set(scenarios)) < len(scenarios):
         raise SystemExit(f"transfer: a scenario appears in more than one folder ({', '.join(scenarios)}): combine each once")
@@ -443,17 +466,23 @@ def combine(folders: list[Path], args: Any) -> int:
     parameters = {**{key: first["parameters"].get(key) for key in SHARED_PARAMETERS}, "scenarios": scenarios, "searches": searches,
                   "sources": [{"results": str(folder), "command": record["command"], "date": record["date"],
                                "duration_s": record["duration_s"], "threads": record["parameters"]["threads"]}
-                              for folder, record in zip(folders, records)]}
+                              for folder, record in zip(folders, records)],
+                  "rank_sources": [{"results": str(folder), "command": record["command"], "date": record["date"],
+                                    "duration_s": record["duration_s"]} for folder, record in zip(rank_folders, rank_records)]}
     args.quick = first["mode"] == "quick"  # the sources' mode decides the default results folder
     run = _common.Run("transfer", args.quick, parameters)
-    summary = summarize(rows, scenarios, ranks[0] if ranks else None)
-    sources = "\n".join(f"- `{s['command']}`: {s['date']} UTC, {s['duration_s']:.0f} s" for s in parameters["sources"])
+    summary = summarize(rows, scenarios, ranks[0] if ranks else None, borrowed)
+    sources = "\n".join([*(f"- `{s['command']}`: {s['date']} UTC, {s['duration_s']:.0f} s" for s in parameters["sources"]),
+                         *(f"- `{s['command']}` (its rank run, --rank-from): {s['date']} UTC, {s['duration_s']:.0f} s"
+                           for s in parameters["rank_sources"])])
     body = f"Combined from {len(records)} runs (each resumes from its own --work folder):\n\n{sources}\n\n" + report(rows, summary, parameters)
     _common.write(run.record(rows, summary), body + "\n", _common.results_folder(args))
     return 0
 
 
-def summarize(rows: list[dict[str, Any]], scenarios: list[str], rank: dict[str, Any] | None) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], scenarios: list[str], rank: dict[str, Any] | None,
+              borrowed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The verdicts; ``rank`` is the rank run of these rows' searches, ``borrowed`` those --rank-from adds."""
     per_scenario = {}
     for scenario in scenarios:
         mine = [r for r in rows if r["scenario"] == scenario]
@@ -464,7 +493,7 @@ def summarize(rows: list[dict[str, Any]], scenarios: list[str], rank: dict[str, 
     compute_trained = [r["search_compute_trained"] for r in rows if "search_compute_trained" in r]
     saved = [r["compute_saved"] for r in rows if r["compute_saved"] is not None]
     return {"scenarios": per_scenario, "won": won["over_guide"], "won_over_fitted": won["over_fitted_guide"],
-            "spearman": rank["spearman"] if rank else None, "rank": rank,
+            "spearman": rank["spearman"] if rank else None, "rank": rank, "borrowed_ranks": borrowed or [],
             "search_compute_max": max(compute) if compute else None,
             "search_compute_trained_max": max(compute_trained) if compute_trained else None, "compute_saved_min": min(saved) if saved else None}
 
@@ -537,13 +566,14 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
     lines.append(_common.markdown_table([("scenario", "scenario"), ("mean gain over guide", "mean"), ("seed sd", "sd"),
                                          ("won (mean > 0 and > 2 sd)", "won"), ("mean gain over fitted guide", "mean_fitted"),
                                          ("its seed sd", "sd_fitted"), ("won over fitted guide", "won_fitted")], per))
-    if rank:
-        lines += rank_lines(rank, metric)
+    ranks = [rank] * bool(rank) + summary.get("borrowed_ranks", [])
+    for shown_rank in ranks:
+        lines += rank_lines(shown_rank, metric)
     compute = summary["search_compute_max"]
     lines.append(
         f"**The winner beats the guide preset in {summary['won']} of {len(summary['scenarios'])} scenarios (target: 4 of 5), "
         f"the guide preset fitted to the data in {summary['won_over_fitted']}; "
-        + (f"Spearman at the first rung {_common.fmt(summary['spearman'])} (target: at least 0.6)" if rank else "no rank run")
+        + (f"Spearman at the first rung {'; '.join(map(spearman_text, ranks))} (target: at least 0.6)" if ranks else "no rank run")
         + "; search compute at most "
         f"{_common.fmt(compute)} full trainings as planned (target: at most 5; at most "
         f"{_common.fmt(summary['search_compute_trained_max'])} against the winners' runs as trained, which early stopping cut)"
@@ -553,6 +583,13 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], parameters: dict
         + ".**"
     )
     return "\n".join(lines)
+
+
+def spearman_text(rank: dict[str, Any]) -> str:
+    """'0.95 over 12 (study qe.random: random configs)': a rank run's first-rung figure and where it comes from."""
+    origin = "random configs" if rank.get("sampler") == "random" else "its search's trials"
+    source = f", {rank['results']}" if "results" in rank else ""
+    return f"{_common.fmt(rank['spearman'])} over {rank['configs']} (study {rank['study']}: {origin}{source})"
 
 
 def rank_lines(rank: dict[str, Any], metric: str) -> list[str]:
@@ -565,7 +602,8 @@ def rank_lines(rank: dict[str, Any], metric: str) -> list[str]:
     above = rank.get("trained_rungs") and ("rung 1" if rank["trained_rungs"] == 2 else f"rungs 1 to {rank['trained_rungs'] - 1}")
     at_rungs = (f", each also trained at {above} where its study had no value (--spearman-rungs {rank['trained_rungs']})"
                 if above else "")
-    return [f"Rank run, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung value "
+    source = f" (from {rank['results']}, --rank-from)" if "results" in rank else ""
+    return [f"Rank run{source}, study {rank['study']}: {rank['configs']} of its {rank['candidates']} trials with a first-rung value "
             f"({origin}), trained in full{at_rungs}. Spearman between the trial's value at a rung and the full run's test score, "
             f"over the configs that reached that rung: {per_rung}.\n",
             _common.markdown_table([("first-rung rank", "first_rung_rank"), ("trial", "trial"), ("value at each rung", "values"),

@@ -252,8 +252,9 @@ def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs,
         folder.mkdir()
         (folder / "transfer.json").write_text(json.dumps(content))
 
-    def combine(*folders: Path) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--combine", ",".join(map(str, folders)), "--results", str(tmp_path / "out")]
+    def combine(*folders: Path, rank_from: Path | None = None) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(BENCHMARKS / "transfer.py"), "--combine", ",".join(map(str, folders)), "--results", str(tmp_path / "out"),
+                   *(["--rank-from", str(rank_from)] if rank_from else [])]
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     finished = combine(first, second)
@@ -271,9 +272,31 @@ def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs,
     for table in tables(markdown):
         assert_well_formed(table)
 
-    for folders, says in (((first, first), "more than one folder"), ((first, unlike), "differs from"), ((first, tmp_path), "does not exist")):
-        refused = combine(*folders)
+    # --rank-from: a rank run of its own (--seeds 0, random configs) reported beside the searches' one
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    rank = {**record["summary"]["rank"], "study": "quick-experiment.random", "sampler": "random"}
+    (alone / "transfer.json").write_text(json.dumps({**record, "parameters": {**record["parameters"], "seeds": []}, "rows": [],
+                                                     "summary": {**record["summary"], "rank": rank}}))
+    finished = combine(first, second, rank_from=alone)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    combined = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    assert combined["summary"]["rank"] == record["summary"]["rank"]
+    assert combined["summary"]["borrowed_ranks"] == [{**rank, "results": str(alone)}]
+    assert combined["rows"] == record["rows"] + other["rows"]
+    markdown = (tmp_path / "out" / "transfer.md").read_text()
+    assert f"Rank run (from {alone}, --rank-from), study quick-experiment.random:" in markdown
+    assert f"(study quick-experiment.random: random configs, {alone})" in markdown.splitlines()[-1]
+    assert "(study quick-experiment.42: its search's trials)" in markdown.splitlines()[-1]
+
+    for folders, rank_from, says in (((first, first), None, "more than one folder"), ((first, unlike), None, "differs from"),
+                                     ((first, tmp_path), None, "does not exist"), ((first,), second, "has no rank run"),
+                                     ((first,), unlike, "its rank run is not like theirs")):
+        refused = combine(*folders, rank_from=rank_from)
         assert refused.returncode != 0 and says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    alone_flag = subprocess.run([sys.executable, str(BENCHMARKS / "transfer.py"), "--rank-from", str(alone)], capture_output=True, text=True,
+                                timeout=120)
+    assert alone_flag.returncode == 2 and "give --combine too" in alone_flag.stderr
 
 
 def test_transfer_reads_the_guide_arms_of_an_earlier_run(results, quick_runs, tmp_path):
