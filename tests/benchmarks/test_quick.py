@@ -361,7 +361,7 @@ def test_transfer_rank_run_alone_over_random_configs(tmp_path):
     assert sorted((tmp_path / "work" / "standard.random" / "runs").iterdir()) == [
         tmp_path / "work" / "standard.random" / "runs" / f"trial-{n}" for n in range(3)]
     markdown = (tmp_path / "out" / "transfer.md").read_text()
-    assert "drawn at random" in markdown and "Spearman at the first rung" in markdown and "each also trained at rung 1 where its study had no value" in markdown
+    assert "drawn at random" in markdown and "**Spearman rung 0: " in markdown and "each also trained at rung 1 where its study had no value" in markdown
     for table in tables(markdown):
         assert_well_formed(table)
 
