@@ -32,7 +32,7 @@ top's examples, and a second finalist bought nothing in test. In variant 18 the 
 standard's converged configs at rung 1 ranked their full-run test losses at 0.55, at the
 top rung (the full run itself) at 0.12; in variant 17 the top swapped rung 1's best for
 its second in two seeds of three, both times for a worse test loss (0.4375 -> 0.4569,
-0.4449 -> 0.4724), and the second cost 0.6 to 0.75 full trainings a search. With 2 rungs
+0.4449 -> 0.4724), and the second cost 0.5 to 0.7 full trainings a search. With 2 rungs
 the top is rung 1, decided on the proxy's values alone, and keeps the quarter.
 
 The results are a study user attr (``lora_search.rung_results``), not trials: a value at
