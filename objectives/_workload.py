@@ -90,7 +90,8 @@ class Workload:
     rungs: int = field(
         default=1,
         metadata={"help": "Training-data fidelities: after the trials (rung 0), the best quarter of each rung (at least 2; the "
-                "best one for a top rung above rung 1) and the baseline train again at the next, on 4x the examples and validation rows (capped at the splits). 1 = one fidelity."},
+                "best one for a top rung above rung 1) and the baseline train again at the next, on 4x the examples and "
+                "validation rows (capped at the splits). 1 = one fidelity."},
     )
     eval_sample: int = field(default=128, metadata={"help": "Evaluation examples scored at each of a trial's evaluations (a fixed seeded sample)."})
     max_length: int = field(default=64, metadata={"help": "Tokens per example; longer texts are truncated."})

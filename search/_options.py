@@ -29,7 +29,8 @@ WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--train-sample", "train_sample", int, "training examples each trial samples from the split"),
     ("--rungs", "rungs", int, "data rungs the winner is chosen by: after the trials (rung 0), the best quarter of each rung "
                               "(at least 2; the best one for a top rung above rung 1) trains again on 4x the examples, "
-                              "scored on 4x the validation rows, and the baseline at the top rung (default: the scenario's, see 'spaces show'; else 1, the proxy chooses)"),
+                              "scored on 4x the validation rows, and the baseline at the top rung (default: the scenario's, "
+                              "see 'spaces show'; else 1, the proxy chooses)"),
     ("--eval-sample", "eval_sample", int, "validation examples each trial scores (rung 0)"),
     ("--max-length", "max_length", int, "tokens per example (longer ones are cut)"),
     ("--evaluations", "evaluations_per_trial", int, "evaluations per trial: the points where pruning can stop it"),
