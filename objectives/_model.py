@@ -101,6 +101,7 @@ def load_base_model(
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     _quiet_bitsandbytes()  # before peft imports it, which it does wherever it is installed
+    check_weight_files(name)
     location, label = model_location(name)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if task == "causal-lm" and name is None:
@@ -117,6 +118,9 @@ def load_base_model(
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: index for index, name in enumerate(label_names)},
+            # a classifier saved for another number of classes gets a fresh head for this data's
+            # (seeded above), as a headless encoder does; transformers would refuse the checkpoint
+            ignore_mismatched_sizes=True,
             **placement,
         )
         if model.config.pad_token_id is None:
@@ -177,13 +181,39 @@ def fit_base_to_gpu(workload: Workload) -> tuple[Workload, str | None]:
     )
 
 
-def count_parameters(name: str | None, task: str | None) -> int:
-    """The base's parameters, its head's included where ``task`` is known, without loading its weights."""
+def check_weight_files(name: str | None) -> None:
+    """ModelError where a local model folder has no weights file or a safetensors file that
+    does not open (a download cut short, a copy half done); reads each file's header only,
+    so it costs milliseconds where loading a large base costs minutes."""
+    from safetensors import safe_open
+
+    location, label = model_location(name)
+    if not os.path.isdir(location):  # a hub id: the hub's files are checked as they load
+        return
+    files = sorted(entry for entry in os.listdir(location) if entry.endswith((".safetensors", ".bin")))
+    if not files:
+        raise ModelError(f"model folder {label!r} has no weights (*.safetensors or *.bin): give a folder saved by save_pretrained")
+    for file in files:
+        if file.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(location, file), framework="pt"):
+                    pass
+            except Exception as error:  # safetensors raises its own error type, or OSError
+                raise ModelError(f"model {label!r}: weights file {file} does not open ({first_line(error)}); "
+                                 "save or download the model again") from None
+
+
+def count_parameters(name: str | None, task: str | None, num_labels: int | None = None) -> int:
+    """The base's parameters, its head's included where ``task`` is known (a classification
+    head for ``num_labels`` classes where given, else the model config's), without loading
+    its weights."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     location, label = model_location(name)
     config = _from_pretrained(AutoConfig, location, label)
+    if num_labels is not None:
+        config.num_labels = num_labels
     auto_class = {"classification": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM}.get(task or "", AutoModel)
     with torch.device("meta"):
         return auto_class.from_config(config).num_parameters()

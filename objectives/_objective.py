@@ -15,7 +15,7 @@ from lora_search.spaces import TrainingConfig, first_line, patience_that_fires
 from ._data import prepare_data, tokenize
 from ._errors import DataError
 from ._memory import estimate_training_memory_gb
-from ._model import fresh_adapter, load_base_model, load_tokenizer, training_device
+from ._model import check_weight_files, count_parameters, fresh_adapter, load_base_model, load_tokenizer, training_device
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TrackedRun, Tracking, rung_result_record, trial_record
 from ._trainer import build_trainer, perplexity, training_precision
@@ -69,9 +69,14 @@ class LoraObjective:
     With ``tracking``, each trial is a tracked run ``STUDY/trial-N`` in the study's group:
     the Trainer logs its training loss and evaluations, the trial its parameters, user
     attributes and value; each rung's training of it is ``STUDY/trial-N-rung-K``.
+
+    ``load_base=False`` builds one that samples and counts but never trains: the data, the
+    tokenizer and the base's parameter count (from its config), not its weights. The parent
+    of ``run --workers N`` needs no more; with the weights it kept a copy of the base on GPU
+    0 beside worker 0's, even where ``--devices`` left GPU 0 out.
     """
 
-    def __init__(self, workload: Workload, tracking: Tracking | None = None) -> None:
+    def __init__(self, workload: Workload, tracking: Tracking | None = None, load_base: bool = True) -> None:
         import torch
         from transformers import set_seed
 
@@ -86,11 +91,18 @@ class LoraObjective:
         self.tokenizer = load_tokenizer(workload.model)
         self.device, self.base_precision = training_device()
         set_seed(workload.seed)  # the classification head is initialised here, the same in every process
-        self.base_model = load_base_model(
-            workload.model, self.task, self.data.label_names, self.tokenizer, self.device, self.base_precision, workload.quantization
-        )
-        # all of the base's weights, by elements whatever their precision: what the guide's size rules mean
-        self.model_parameters = self.base_model.num_parameters()
+        if load_base:
+            self.base_model = load_base_model(
+                workload.model, self.task, self.data.label_names, self.tokenizer, self.device, self.base_precision, workload.quantization
+            )
+            # all of the base's weights, by elements whatever their precision: what the guide's size rules mean
+            self.model_parameters = self.base_model.num_parameters()
+        else:
+            self.base_model = None
+            check_weight_files(workload.model)  # what loading them would refuse, refused before any write
+            self.model_parameters = count_parameters(
+                workload.model, self.task, len(self.data.label_names) if self.task == "classification" else None
+            )
         # rung 0 is the proxy; rung k (train_at_rung) a seeded sample of train_sample x RUNG_FACTOR^k rows
         self.rung_examples = rung_sizes(workload.train_sample, workload.rungs, self.dataset_size)
         self.train_rows = self._tokenized("train", workload.train_sample)

@@ -42,19 +42,19 @@ rung 1 trains the best quarter of rung 0 (at least 2) again, each a fresh adapte
 the examples for its epochs, scored on 4x the validation rows, unpruned; rung 2 the best
 quarter of rung 1, and so on (sizes capped at the splits), a top rung above rung 1 the
 best config of the rung below alone; the baseline trains again at the top rung only, the
-one that decides. The winner (summary, show, export) is the best
-config at the top rung; the summary says how much compute the rungs saved against every
-trial at the top rung. Each result is stored as it comes: an interrupted run resumes with
-the configs still to train, a longer search trains only newcomers; on a terminal a live
-line shows the config training. A rung trains each config as export writes it for the
-full run and evaluates it as often per epoch as that run does, up to 4 times, its
-patience spanning as much of an epoch as the run's. The
-baseline is the guide preset fitted to the data, so where it wins the top rung, export
-writes that preset.
+one that decides. The winner (summary, show, export) is the best config at the top rung;
+the summary says how much compute the rungs saved against every trial at the top rung.
+Each result is stored as it comes: an interrupted run resumes with the configs still to
+train, a longer search trains only newcomers; on a terminal a live line shows the config
+training. With --workers N a rung trains N configs at a time, one on each worker's GPU or
+share of the CPU cores. A rung trains each config as export writes it for the full run and
+evaluates it as often per epoch as that run does, up to 4 times, its patience spanning as
+much of an epoch as the run's. The baseline is the guide preset fitted to the data, so
+where it wins the top rung, export writes that preset.
 Measured on quick-experiment (benchmarks/README.md, section 7, variants 11 to 14, 16
 trials), --rungs 3 saved 56% to 65% against every trial trained in full at the top rung;
-on standard (variant 17) its pick beat the fitted guide preset by 9% to 14% in test loss
-on each of 3 seeds, where one fidelity lost on one, at 4.0 to 5.2 full trainings of compute.
+on standard (variants 17 to 19) its pick beat the fitted guide preset by 8% to 18% in test
+loss on each of 6 seeds, at 3.0 to 5.1 full trainings of compute.
 Default: for a new study, the space's study.rungs (3 for standard; see lora-search spaces
 show NAME), else one rung; --rungs 1 for one fidelity. A resumed study keeps its own.
 """
@@ -72,7 +72,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS, help="how parameters are proposed (default tpe)")
     parser.add_argument("--pruner", choices=PRUNERS, help="how hopeless trials are stopped (default: the scenario's, else successive-halving)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="worker processes on this study: one GPU each, or the CPU cores split between them (default 1)")
+                        help="worker processes on this study: one GPU each, or the CPU cores split between them; "
+                        "the rungs train on them too (default 1)")
     parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
     add_report_to_option(parser, runs="Each trial is a run STUDY/trial-N (its search parameters, LoRA settings, "

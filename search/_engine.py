@@ -3,8 +3,9 @@
 ``run_search(request)``, what ``lora-search run`` and the Python API call, prepares the
 study (``_prepare``), runs trials (``_loop``, here or in ``--workers N`` processes) until
 it holds ``trials`` finished ones (complete, pruned or infeasible) or the timeout passes
-(a rerun with a larger target adds the difference), and summarizes it, on the terminal
-and as the study's note in optuna-dashboard.
+(a rerun with a larger target adds the difference), trains the rungs (``_rungs``, on the
+same workers), and summarizes it, on the terminal and as the study's note in
+optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class RunRequest:
         if self.study is not None and not self.study.strip():
             raise SearchError("--study must not be empty")
         check_report_to(self.report_to)  # before the study is created or changed
+
+    @property
+    def uses_workers(self) -> bool:
+        """Trials and rungs train in worker processes (``--workers`` or ``--devices`` given), not here."""
+        return self.workers != 1 or self.devices is not None
 
 
 @dataclass
@@ -200,7 +206,7 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
         raise TypeError("pass either a RunRequest or keyword options, not both")
     started = time.monotonic()
     slots = None
-    if request.workers != 1 or request.devices is not None:
+    if request.uses_workers:
         from ._workers import local_slots
 
         slots = local_slots(request.workers, request.devices)  # checked before the study is touched
@@ -235,7 +241,13 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     rungs = len(prepared.objective.rung_examples) > 1
     if stopped in ("target", "already done") and rungs:
         try:
-            run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet)
+            if slots is None:
+                run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet)
+            else:  # on the workers' devices, as many configs at once as there are workers
+                from ._rung_workers import RungWorkers
+
+                with RungWorkers(plan, slots) as workers:
+                    run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet, workers=workers)
         except KeyboardInterrupt:
             stopped = "interrupted"
     elif stopped == "timeout" and rungs:  # a deadline bounds the run: no rung starts after it

@@ -164,7 +164,9 @@ def prepare(request: RunRequest) -> Prepared:
         if chosen is not None:
             print(f"lora-search run: {chosen}", file=sys.stderr)
     tracking = tracking_for(request.report_to, request.storage)
-    objective = LoraObjective(workload, tracking)  # loads model and data: bad input fails here, before any write
+    # loads model and data: bad input fails here, before any write; with workers, the base's
+    # config alone (each worker loads the weights on its own device)
+    objective = LoraObjective(workload, tracking, load_base=not request.uses_workers)
     if existing:
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
     else:

@@ -36,6 +36,10 @@ its second in two seeds of three, both times for a worse test loss (0.4375 -> 0.
 0.4371); the second cost 0.5 to 0.7 full trainings a search. With 2 rungs
 the top is rung 1, decided on the proxy's values alone, and keeps the quarter.
 
+A rung's configs train in this process one after another, or with ``--workers N`` on the
+worker processes, N at a time (``_rung_workers``); either way this process alone stores
+the results.
+
 The results are a study user attr (``lora_search.rung_results``), not trials: a value at
 rung k is at another fidelity than the rung-0 values the sampler and pruner compare, and
 it must not count towards ``--trials``. Each result is stored as soon as it exists, so an
@@ -47,13 +51,14 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ._study import ATTR_RUNG_RESULTS
 
 if TYPE_CHECKING:
     import optuna
 
+    from ._rung_workers import RungOutcome, RungWorkers
     from .objectives import LoraObjective
     from .spaces import ResolvedSpace
 
@@ -136,14 +141,14 @@ def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list
     return best + ([base.number] if trained_here or (rung == top and feasible_below) else [])
 
 
-def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedSpace, quiet: bool = False) -> None:
+def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedSpace, quiet: bool = False,
+              workers: RungWorkers | None = None) -> None:
     """Train each rung above the proxy: the configs ``promoted`` to it that have no result
-    there yet, storing each result as it comes. Ctrl-C stops between or inside configs;
-    what finished is kept."""
-    from ._progress import RungLine, format_duration, format_value
-    from ._study import full_run_config, study_metric
-    from ._trials import plain
-    from .spaces import first_line
+    there yet, here one after another or on ``workers`` as many at once as they have slots,
+    storing each result as it comes. Ctrl-C stops between or inside configs; what finished
+    is kept. After a config fails no rung above starts: the next run trains it again."""
+    from ._progress import format_duration, format_value
+    from ._study import study_metric
 
     metric, direction = study_metric(study)
     trials = study.get_trials(deepcopy=False)
@@ -158,26 +163,52 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
         wanted = promoted(trials, direction, rungs, rung, top)
         todo = [number for number in wanted if str(number) not in current["results"]]
         if todo and not quiet:
+            at_once = f", {min(workers.size, len(todo))} at a time" if workers is not None else ""
             print(f"rung {rung}: {len(todo)} of {len(wanted)} config(s) train on {current['train_examples']:,} examples, "
-                  f"scored on {current['eval_examples']:,} validation rows", file=sys.stderr)
-        for index, number in enumerate(todo, start=1):
-            trial = trials[number]
-            label = " (baseline)" if trial.user_attrs.get("baseline") else ""
-            try:
-                with RungLine(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}", metric, quiet) as line:
-                    result = objective.train_at_rung(full_run_config(resolved, trial)[0], rung, study.study_name, number,
-                                                     on_progress=line if line.live else None)
-            except Exception as error:  # nothing is stored: the next run trains it again
-                print(f"  rung {rung} {index}/{len(todo)}: trial {number} failed ({type(error).__name__}: {first_line(error)}); "
-                      "run the same command again to retry it", file=sys.stderr)
-                return
-            current["results"][str(number)] = plain(result)
+                  f"scored on {current['eval_examples']:,} validation rows{at_once}", file=sys.stderr)
+        outcomes = (workers.train(rung, todo) if workers is not None
+                    else _train_here(objective, resolved, trials, rung, todo, study.study_name, metric, quiet))
+        failed = False
+        for index, outcome in enumerate(outcomes, start=1):
+            trial = trials[outcome.number]
+            label = f"  rung {rung} {index}/{len(todo)}: trial {outcome.number}" + (" (baseline)" if trial.user_attrs.get("baseline") else "")
+            if outcome.result is None:
+                failed = True
+                print(f"{label} failed ({outcome.error}); run the same command again to retry it", file=sys.stderr)
+                continue
+            current["results"][str(outcome.number)] = outcome.result
             study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
             if not quiet:
+                result = outcome.result
                 shown = f"{metric} {format_value(result['value'])}" if result["value"] is not None else result["stop_reason"]
                 below = [entry for entry in rung_values(trial, rungs) if entry["rung"] < rung][-1]
-                print(f"  rung {rung} {index}/{len(todo)}: trial {number}{label}  {shown}  (rung {below['rung']} "
-                      f"{format_value(below['value'])}, {format_duration(result['seconds'])})", file=sys.stderr)
+                where = f" on {outcome.device}" if workers is not None else ""
+                print(f"{label}  {shown}  (rung {below['rung']} {format_value(below['value'])}, "
+                      f"{format_duration(result['seconds'])}{where})", file=sys.stderr)
+        if failed:
+            return
+
+
+def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[optuna.trial.FrozenTrial], rung: int,
+                numbers: list[int], study_name: str, metric: str, quiet: bool) -> Iterator[RungOutcome]:
+    """Train ``numbers`` at ``rung`` in this process, one after another, each with its live
+    line on a terminal; nothing starts after an error."""
+    from ._progress import RungLine
+    from ._rung_workers import RungOutcome
+    from ._study import full_run_config
+    from ._trials import plain
+    from .spaces import first_line
+
+    for index, number in enumerate(numbers, start=1):
+        label = " (baseline)" if trials[number].user_attrs.get("baseline") else ""
+        try:
+            with RungLine(f"  rung {rung} {index}/{len(numbers)}: trial {number}{label}", metric, quiet) as line:
+                result = objective.train_at_rung(full_run_config(resolved, trials[number])[0], rung, study_name, number,
+                                                 on_progress=line if line.live else None)
+        except Exception as error:  # nothing is stored: the next run trains it again
+            yield RungOutcome(number, None, f"{type(error).__name__}: {first_line(error)}", str(objective.device))
+            return
+        yield RungOutcome(number, plain(result), None, str(objective.device))
 
 
 def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], sizes: list[int],
@@ -199,7 +230,7 @@ def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: li
     if missing or len(rungs) < len(sizes) - 1:
         lines.append("rungs still to train: run the same command again")
     searched = [t for t in trials if t.user_attrs.get("examples_seen") and t.user_attrs.get("proxy.train_examples")]
-    if not searched or not rungs:
+    if not searched or not any(rung["results"] for rung in rungs):  # interrupted before a rung's first result
         return lines
     spent, in_full, as_pruned = rung_compute(searched, rungs)
     saved, saved_pruned = 1 - spent / in_full, 1 - spent / as_pruned

@@ -219,7 +219,7 @@ def run_worker_processes(plan: SearchPlan, slots: list[WorkerSlot], *,
         return "target"
     if plan.deadline is not None and time.time() >= plan.deadline:
         return "timeout"
-    killed = [f"worker {w.slot.worker_id} ({_describe_exit(w.returncode)})" for w in workers if w.returncode != EXIT_DONE]
+    killed = [f"worker {w.slot.worker_id} ({describe_exit(w.returncode)})" for w in workers if w.returncode != EXIT_DONE]
     raise WorkerError(
         f"the workers stopped with {counts.finished}/{plan.target} trials finished"
         + (f": {', '.join(killed)}" if killed else "")
@@ -227,7 +227,7 @@ def run_worker_processes(plan: SearchPlan, slots: list[WorkerSlot], *,
     )
 
 
-def _describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

@@ -166,6 +166,10 @@ def check_workers(record: dict) -> None:
         assert row["finished"] == trials and row["failed"] == 0, f"{row['arrangement']}: {row['failures']}"
         # two workers may both start the last trial; the later one ends as surplus, untrained
         assert row["surplus"] <= (1 if row["arrangement"].startswith("2 workers") else 0)
+        # the rung after the trials: the best quarter of the searched trials (at least 2 where there are) and the baseline
+        searched = trials - 1
+        assert len(row["rung_configs"]) == min(searched, max(2, math.ceil(searched / 4))) + 1 and 0 in row["rung_configs"]
+        assert row["rung_examples"] > 0 and 0 < row["rung_wall_s"] < row["wall_s"]
     examples = {row["examples"] for row in record["rows"]}
     assert len(examples) == 1, f"both arrangements must run the same trials, trained {examples}"
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pandas
 import pytest
+import torch
 
 from lora_search.objectives import DataError, LoraObjective, ModelError, Workload
 
@@ -78,6 +82,26 @@ def test_bad_model_paths(tmp_path, sentiment_csv, model, message):
     model = model.replace("{empty}", str(tmp_path))
     with pytest.raises(ModelError, match=message):
         LoraObjective(Workload(model=model, data=sentiment_csv))
+
+
+def test_a_model_folder_without_weights_is_refused(tmp_path, tiny_bert, sentiment_csv):
+    shutil.copy(Path(tiny_bert) / "config.json", tmp_path / "config.json")
+    for load_base in (True, False):  # the parent of workers checks the folder without loading it
+        with pytest.raises(ModelError, match=r"has no weights \(\*\.safetensors or \*\.bin\)"):
+            LoraObjective(Workload(model=str(tmp_path), data=sentiment_csv), load_base=load_base)
+
+
+def test_a_classifier_saved_for_another_number_of_classes_gets_a_new_head(tmp_path, tiny_bert):
+    """The tiny BERT's head has two classes; three-class data gets a fresh seeded head of three,
+    where transformers refused the checkpoint, and the parent of workers counts it alike."""
+    path = write(tmp_path, "three.csv", [{"text": f"the tea was {word}", "label": word} for word in ["good", "bad", "fine"] * 10])
+    objective = objective_for(tiny_bert, data=path)
+    assert objective.base_model.classifier.out_features == 3
+    assert objective.model_parameters == sum(p.numel() for p in objective.base_model.parameters())
+    workload = objective.workload
+    assert LoraObjective(workload, load_base=False).model_parameters == objective.model_parameters
+    again = LoraObjective(workload)
+    assert torch.equal(again.base_model.classifier.weight, objective.base_model.classifier.weight)  # seeded
 
 
 def test_embedded_model_cannot_do_causal_lm(tmp_path):

@@ -109,3 +109,21 @@ def test_unknown_presets_are_refused(cli, tmp_path, monkeypatch):
     assert_refused(cli("train", "--preset", "no-such-preset", "--output", tmp_path / "out"), "no preset named 'no-such-preset'")
     assert_refused(cli("train", "--preset", "missing/preset.yaml", "--output", tmp_path / "out"), "no preset file")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_run_refuses_a_model_whose_weights_file_is_cut_short_before_the_study_exists(cli, tiny_bert, tiny_options, tmp_path,
+                                                                                      workers):
+    """A download cut short: one line naming the file, with workers too (whose parent counts the
+    base from its config and leaves the weights to them), and no study made."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    weights = (model / "model.safetensors").read_bytes()
+    (model / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    options = [*tiny_options(), "--model", str(model)]  # the later --model wins
+    result = cli("run", "--space", "quick-experiment", "--trials", "2", "--storage", storage, *options, *workers)
+    assert_refused(result, f"model '{model}': weights file model.safetensors does not open (")
+    assert studies_snapshot(storage) == {}

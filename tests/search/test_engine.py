@@ -70,3 +70,32 @@ def test_a_note_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, cli
     assert resumed.err == "warning: the study's dashboard note was not written: attempt to write a readonly database\n"
     assert "2/2 finished" in resumed.out
     assert old.metric_names == ["eval_loss"]  # a resumed study is named too
+
+
+def test_with_workers_the_parent_counts_the_base_from_its_config_and_stores_the_same_profile(tmp_path, tiny_bert):
+    """The parent of worker processes trains nothing: it leaves the weights to the workers (on a
+    GPU host its copy sat on GPU 0), yet stores the profile a one-process run stores, with the
+    head sized for the data's three classes, not the model config's two."""
+    import csv
+
+    from transformers import AutoTokenizer, BertModel
+
+    from lora_search._prepare import prepare
+
+    encoder = tmp_path / "encoder"  # the tiny BERT without its two-class head
+    BertModel.from_pretrained(tiny_bert).save_pretrained(encoder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(encoder)
+
+    data = tmp_path / "three-classes.csv"
+    with data.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        for index in range(90):
+            writer.writerow([f"the tea was {['good', 'bad', 'fine'][index % 3]}", ["pos", "neg", "mixed"][index % 3]])
+    workload = {"model": str(encoder), "data": str(data), "train_sample": 16, "eval_sample": 16, "max_length": 16}
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    alone = prepare(RunRequest(space="quick-experiment", study="alone", storage=storage, workload=workload))
+    parent = prepare(RunRequest(space="quick-experiment", study="parent", storage=storage, workload=workload, workers=2))
+    assert alone.objective.base_model is not None and parent.objective.base_model is None
+    assert parent.objective.model_parameters == alone.objective.model_parameters
+    assert parent.study.user_attrs["lora_search.profile"] == alone.study.user_attrs["lora_search.profile"]

@@ -25,6 +25,7 @@ from lora_search._workers import parse_devices, plan_workers, sigterm_as_interru
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # ask/tell by hand on an SQLite storage with heartbeats: Optuna warns that it expects optimize()
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+RUNG_RESULTS = "lora_search.rung_results"
 
 
 # --- devices and threads (pure) ---------------------------------------------------------
@@ -208,16 +209,108 @@ def test_two_workers_on_the_default_sqlite_file(tiny_workload, tmp_path):
     _assert_consistent(_load(None, tmp_path), target=5, workers=2)
 
 
-def test_two_workers_search_and_the_rungs_train_after_them_on_one_journal_study(tiny_workload, tmp_path):
-    args = [*tiny_workload, "--trials", "6", "--workers", "2", "--rungs", "2", "--train-sample", "16", "--storage", "s.journal"]
+def test_two_workers_train_each_rung_two_configs_at_a_time_as_the_parent_would(tiny_workload, tmp_path):
+    from lora_search._rungs import promoted
+
+    args = [*tiny_workload, "--trials", "8", "--workers", "2", "--rungs", "3", "--train-sample", "16", "--storage", "s.journal"]
     result = _lora_search_run(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = _load("s.journal", tmp_path)
-    _assert_consistent(study, target=6, workers=2)
+    _assert_consistent(study, target=8, workers=2)
     assert {t.user_attrs["proxy.train_examples"] for t in _finished(study)} == {16}
-    rung = study.user_attrs["lora_search.rung_results"]["rungs"][0]
-    baseline = next(t for t in _finished(study) if t.user_attrs.get("baseline"))
-    assert rung["train_examples"] == 64 and str(baseline.number) in rung["results"] and len(rung["results"]) >= 2
+    rungs = study.user_attrs[RUNG_RESULTS]["rungs"]
+    assert [(r["train_examples"], r["eval_examples"]) for r in rungs] == [(64, 40), (120, 40)]
+    for rung in rungs:  # the same configs as without workers, each trained once, the top's finalist beside the baseline
+        wanted = promoted(study.trials, "minimize", rungs, rung["rung"], 2)
+        assert set(rung["results"]) == {str(number) for number in wanted} and len(wanted) >= 2
+        assert (f"rung {rung['rung']}: {len(wanted)} of {len(wanted)} config(s) train on {rung['train_examples']} examples, "
+                f"scored on 40 validation rows, 2 at a time") in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  rung ")]
+    assert len(lines) == sum(len(r["results"]) for r in rungs) and all(line.endswith(" on cpu)") for line in lines), lines
+
+    # the same study with its rungs removed, resumed without workers: the parent trains each config alone
+    # (two threads where each worker had one) to the same value
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "s.journal").write_bytes((tmp_path / "s.journal").read_bytes())
+    _load("s.journal", copy).set_user_attr(RUNG_RESULTS, {"rungs": []})
+    resumed = _lora_search_run([*tiny_workload, "--trials", "8", "--rungs", "3", "--train-sample", "16",
+                                "--storage", "s.journal"], copy)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = _load("s.journal", copy).user_attrs[RUNG_RESULTS]["rungs"]
+    for rung, retrained in zip(rungs, again):
+        assert set(retrained["results"]) == set(rung["results"])
+        for number, stored in rung["results"].items():
+            assert retrained["results"][number]["value"] == pytest.approx(stored["value"], rel=1e-4)
+            assert retrained["results"][number]["examples_seen"] == stored["examples_seen"]
+
+
+def test_a_rung_worker_killed_mid_rung_loses_its_config_alone_and_the_next_run_trains_it(tiny_workload, tmp_path):
+    args = [*tiny_workload, "--trials", "8", "--workers", "2", "--rungs", "2", "--train-sample", "16", "--storage", "s.journal"]
+    run = subprocess.Popen(_run_command(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = []
+    for line in run.stderr:  # the rung's header comes as its workers start
+        before.append(line)
+        if "at a time" in line:
+            break
+    victim = min(_rung_worker_pids(run.pid))  # the first started: it has the rung's first config
+    os.kill(victim, signal.SIGKILL)
+    out, err = run.communicate(timeout=240)
+    err = "".join(before) + err
+    assert run.returncode == 0, err[-3000:]
+    assert "failed (the worker process ended (killed by SIGKILL)); run the same command again to retry it" in err
+    assert "rungs still to train: run the same command again" in out
+    rung = _load("s.journal", tmp_path).user_attrs[RUNG_RESULTS]["rungs"][0]
+    # the other worker's config finished and is kept; no config started after the failure
+    (kept,) = rung["results"].items()
+
+    resumed = _lora_search_run(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "rung 1: 2 of 3 config(s) train" in resumed.stderr and "still to train" not in resumed.stdout
+    results = _load("s.journal", tmp_path).user_attrs[RUNG_RESULTS]["rungs"][0]["results"]
+    assert len(results) == 3 and results[kept[0]] == kept[1]
+
+
+def test_sigterm_during_a_rung_on_two_workers_ends_them_and_the_next_run_finishes_it(tiny_workload, tmp_path):
+    from pathlib import Path
+
+    args = [*tiny_workload, "--trials", "8", "--workers", "2", "--rungs", "2", "--train-sample", "16", "--storage", "s.journal"]
+    run = subprocess.Popen(_run_command(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stderr:
+        if "at a time" in line:
+            break
+    workers = _rung_worker_pids(run.pid)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err, err[-3000:]
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a rung worker outlived the run"
+
+    resumed = _lora_search_run(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "still to train" not in resumed.stdout
+    assert len(_load("s.journal", tmp_path).user_attrs[RUNG_RESULTS]["rungs"][0]["results"]) == 3
+
+
+def _rung_worker_pids(parent: int, deadline: float = 60) -> list[int]:
+    """The rung worker processes of `run` process ``parent`` (waiting for the first)."""
+    from pathlib import Path
+
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        pids = []
+        for process in Path("/proc").glob("[0-9]*"):
+            try:
+                ppid = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (process / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):  # ended meanwhile
+                continue
+            if ppid == parent and b"lora_search._worker_main" in command and b"rungs" in command:
+                pids.append(int(process.name))
+        if pids:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError("no rung worker started in time")
 
 
 def _wait_for_training_trial(spec: str, cwd, exclude_pid: int, deadline: float = 120) -> optuna.trial.FrozenTrial:
