@@ -134,6 +134,13 @@ def report(work: Path, out: Path, scale: int, started: float, load_at_start: lis
         sections.append(f"### Default demo\n\nTrials by outcome: {record['demo']['outcomes']}; best eval_loss "
                         f"{_common.fmt(record['demo']['best_value'])}.\n")
 
+    log = work / "logs" / "rung-workers.log"
+    if log.exists():  # each config's line at the rung names the device its worker trained it on
+        trained = re.findall(r"^  rung 1 \d+/\d+: trial \d+.* on (\S+)\)$", log.read_text(), flags=re.MULTILINE)
+        record["rung_workers"] = {"configs": len(trained), "devices": sorted(set(trained))}
+        sections.append(f"### Rung on the workers\n\n{len(trained)} config(s) trained at rung 1, on "
+                        f"{', '.join(record['rung_workers']['devices']) or 'none'}.\n")
+
     record["memory"] = {}
     for filename, study, heading in STUDIES:
         if not (work / filename).exists():

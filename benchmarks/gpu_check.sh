@@ -2,8 +2,8 @@
 # The GPU checks of issue 13 in one run, at most 8 minutes on one H100 or H200, with no network:
 # a causal-LM search on a ~1B random-init Llama with its per-trial memory table (estimate against
 # torch.cuda.max_memory_allocated), the overhead benchmark on that Llama and on MiniLM, the
-# throughput benchmark, a search on the Llama loaded in 4 bits, the default demo (capped) and the
-# objectives tests. Each phase has its own time cap, cut to what is left of the budget; a phase
+# throughput benchmark, a search on the Llama loaded in 4 bits, the default demo (capped), the
+# objectives tests, and a search whose trials and rung train in a worker process on GPU 0. Each phase has its own time cap, cut to what is left of the budget; a phase
 # that would start with under MIN_PHASE seconds left is skipped. Its results: OUT/run.log (the
 # phases' output), OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the README block).
 #
@@ -36,6 +36,7 @@ LLAMA=$WORK/llama
 if [ "$SCALE" = 0 ]; then
   LLAMA_SIZE=tiny
   DEMO="--trials 1 --train-sample 16 --eval-sample 16 --max-length 16 --threads 1"
+  RUNG_WORKERS="--workers 2 --trials 2 --train-sample 16 --eval-sample 16 --max-length 16"  # the CPU has no GPU 0
   LM="--trials 2 --train-sample 16 --eval-sample 8 --max-length 32 --threads 1"
   LM4="--trials 1 --train-sample 16 --eval-sample 8 --max-length 32 --threads 1"
   OVERHEAD_LLAMA="--quick --trials 2 --train-sample 16 --max-length 32"
@@ -45,6 +46,7 @@ if [ "$SCALE" = 0 ]; then
 else
   LLAMA_SIZE=1b
   DEMO="--trials 30 --timeout 60s"  # make run's demo, no new trial after a minute
+  RUNG_WORKERS="--devices 0 --trials 6 --train-sample 64 --eval-sample 32"  # a worker on GPU 0 for trials and rung
   LM="--trials 6 --train-sample 128 --eval-sample 32 --max-length 128"
   LM4="--trials 2 --train-sample 64 --eval-sample 32 --max-length 128"
   OVERHEAD_LLAMA="--trials 3 --train-sample 64 --eval-sample 32 --max-length 128"
@@ -93,6 +95,9 @@ print(o.detect_hardware())" 2>&1
   # pytest-xdist, where installed (the GPU image has it): the objectives tests take ~3 min on one core
   $PY -c "import xdist" 2>/dev/null && XDIST="-n 4" || XDIST=""
   phase tests 120 $PY -m pytest -q -x -p no:cacheprovider $XDIST $TESTS
+  # last: where the budget runs short, the issue's phases come first
+  phase rung-workers 60 $LS run --space quick-experiment --rungs 2 --pruner none $RUNG_WORKERS --study rung-workers \
+    --storage "sqlite:///$WORK/rung-workers.db"
 
   echo "=== report [$(date -u +%T)]"
 } >"$OUT/run.log" 2>&1

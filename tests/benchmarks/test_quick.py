@@ -52,7 +52,8 @@ def assert_well_formed(table: list[list[str]]) -> None:
 
 # the longest first, so the pairs finish close together
 START_ORDER = ("gpu_check", "transfer", "workers", "storage_workers", "pruning", "overhead", "peer", "search_vs_guide", "throughput")
-GPU_CHECK_PHASES = ["llama", "lm-search", "overhead-1b", "throughput", "lm-4bit", "demo", "overhead-minilm", "tests"]
+GPU_CHECK_PHASES = ["llama", "lm-search", "overhead-1b", "throughput", "lm-4bit", "demo", "overhead-minilm", "tests",
+                    "rung-workers"]
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +205,7 @@ def test_gpu_check_dry_run(results, quick_runs):
     assert record["records"]["overhead-1b"]["parameters"]["task"] == "causal-lm"
     assert set(record["records"]) == {"overhead-1b", "overhead-minilm", "throughput"}
     assert record["demo"]["outcomes"] == {"complete": 1} and " passed" in record["tests"]
+    assert record["rung_workers"] == {"configs": 2, "devices": ["cpu"]}  # the one searched trial and the baseline
     assert bool(record["targets"]) == cuda, "the targets are judged on a GPU only"
     found = tables((out / "gpu_check.md").read_text())
     assert len(found) >= 6
