@@ -188,9 +188,14 @@ class RungLine:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Erase the line (before another line is printed); the next call draws it again."""
         if self.live and self._drawn is not None:
             self.stream.write("\r\033[K")
             self.stream.flush()
+            self._drawn = None
 
     def __call__(self, done: int, total: int, best: float | None) -> None:
         now = time.monotonic()

@@ -11,7 +11,8 @@ on one GPU of many, and ``--devices 3`` trained the rungs on GPU 0.
 The protocol is text lines. The parent writes the SearchPlan as JSON, then ``RUNG TRIAL``
 for each config; the worker answers each with ``{"trial": N, "result": {...}}`` or
 ``{"trial": N, "error": "..."}`` on the stdout it started with (whatever else prints there
-goes to stderr). Closing its stdin ends it.
+goes to stderr), and while training, about once a second, ``{"trial": N, "progress": [steps
+done, steps planned, best value]}`` for the parent's live line. Closing its stdin ends it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from ._loop import POLL_SECONDS, raise_if_terminated
 
@@ -83,9 +85,13 @@ class RungWorkers:
     def size(self) -> int:
         return len(self.slots)
 
-    def train(self, rung: int, numbers: list[int]) -> Iterator[RungOutcome]:
+    def train(self, rung: int, numbers: list[int],
+              on_progress: Callable[[dict[int, tuple[int, int, float | None]]], None] | None = None) -> Iterator[RungOutcome]:
         """Train ``numbers`` at ``rung``, as many at once as there are slots, yielding each
-        outcome as it comes. After an error no config starts; those in training finish."""
+        outcome as it comes. After an error no config starts; those in training finish.
+        ``on_progress`` gets, about once a second per worker, each config's optimizer steps
+        done, steps planned and best value so far, by trial number (a finished one with all
+        its steps done)."""
         from ._workers import describe_exit
 
         queue = list(numbers)
@@ -93,6 +99,7 @@ class RungWorkers:
         for slot in [slot for slot in self.slots if slot.worker_id not in held][: len(queue) - len(self._workers)]:
             self._start(slot)
         busy: dict[int, int] = {}  # fd of a worker's answers -> the trial it trains
+        progress: dict[int, tuple[int, int, float | None]] = {}
         by_fd = {worker.process.stdout.fileno(): worker for worker in self._workers}
         stopped = False
         while busy or (queue and not stopped):
@@ -110,6 +117,7 @@ class RungWorkers:
                 chunk = os.read(fd, 65536)
                 if not chunk:  # the worker died (OOM killer, a crash): its config has no result
                     number = busy.pop(fd)
+                    progress.pop(number, None)
                     del by_fd[fd]
                     self._workers.remove(worker)
                     stopped = True
@@ -117,10 +125,18 @@ class RungWorkers:
                                       worker.slot.device)
                     continue
                 worker.pending += chunk
-                if b"\n" in worker.pending:
+                while b"\n" in worker.pending:
                     line, worker.pending = worker.pending.split(b"\n", 1)
                     answer = json.loads(line)
+                    if "progress" in answer:
+                        progress[answer["trial"]] = tuple(answer["progress"])
+                        if on_progress is not None:
+                            on_progress(progress)
+                        continue
                     busy.pop(fd)
+                    if answer["trial"] in progress:  # its steps stay in the rung's count, all done
+                        _, total, best = progress[answer["trial"]]
+                        progress[answer["trial"]] = (total, total, best)
                     stopped = stopped or answer.get("error") is not None
                     yield RungOutcome(answer["trial"], answer.get("result"), answer.get("error"), worker.slot.device)
 
@@ -153,12 +169,31 @@ def serve_rungs(plan: SearchPlan, answers: TextIO) -> None:
     for line in sys.stdin:
         rung, number = map(int, line.split())
         try:
-            result = objective.train_at_rung(full_run_config(resolved, trials[number])[0], rung, plan.study_name, number)
+            result = objective.train_at_rung(full_run_config(resolved, trials[number])[0], rung, plan.study_name, number,
+                                             on_progress=_ProgressAnswers(answers, number))
             answer: dict[str, Any] = {"trial": number, "result": plain(result)}
         except Exception as error:  # nothing is stored: the next run trains it again
             answer = {"trial": number, "error": f"{type(error).__name__}: {first_line(error)}"}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
+
+
+class _ProgressAnswers:
+    """``train_at_rung``'s ``on_progress`` in a worker: the steps done, the steps planned and
+    the best value so far, answered at most once a second (the parent's live line)."""
+
+    def __init__(self, answers: TextIO, number: int) -> None:
+        self.answers = answers
+        self.number = number
+        self.sent: float | None = None
+
+    def __call__(self, done: int, total: int, best: float | None) -> None:
+        now = time.monotonic()
+        if self.sent is not None and now - self.sent < 1.0:
+            return
+        self.sent = now
+        self.answers.write(json.dumps({"trial": self.number, "progress": [done, total, best]}) + "\n")
+        self.answers.flush()
 
 
 __all__ = ["RungOutcome", "RungWorkers", "serve_rungs"]

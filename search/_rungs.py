@@ -58,6 +58,7 @@ from ._study import ATTR_RUNG_RESULTS
 if TYPE_CHECKING:
     import optuna
 
+    from ._progress import RungLine
     from ._rung_workers import RungOutcome, RungWorkers
     from .objectives import LoraObjective
     from .spaces import ResolvedSpace
@@ -147,7 +148,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
     there yet, here one after another or on ``workers`` as many at once as they have slots,
     storing each result as it comes. Ctrl-C stops between or inside configs; what finished
     is kept. After a config fails no rung above starts: the next run trains it again."""
-    from ._progress import format_duration, format_value
+    from ._progress import RungLine, format_duration, format_value
     from ._study import study_metric
 
     metric, direction = study_metric(study)
@@ -166,27 +167,48 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
             at_once = f", {min(workers.size, len(todo))} at a time" if workers is not None else ""
             print(f"rung {rung}: {len(todo)} of {len(wanted)} config(s) train on {current['train_examples']:,} examples, "
                   f"scored on {current['eval_examples']:,} validation rows{at_once}", file=sys.stderr)
-        outcomes = (workers.train(rung, todo) if workers is not None
-                    else _train_here(objective, resolved, trials, rung, todo, study.study_name, metric, quiet))
+        # the workers' configs share one live line; here each config draws its own (_train_here)
+        line = RungLine(f"  rung {rung}", metric, quiet=quiet or workers is None)
+        outcomes = (workers.train(rung, todo, on_progress=_PoolProgress(line, rung, direction) if line.live else None)
+                    if workers is not None else _train_here(objective, resolved, trials, rung, todo, study.study_name, metric, quiet))
         failed = False
-        for index, outcome in enumerate(outcomes, start=1):
-            trial = trials[outcome.number]
-            label = f"  rung {rung} {index}/{len(todo)}: trial {outcome.number}" + (" (baseline)" if trial.user_attrs.get("baseline") else "")
-            if outcome.result is None:
-                failed = True
-                print(f"{label} failed ({outcome.error}); run the same command again to retry it", file=sys.stderr)
-                continue
-            current["results"][str(outcome.number)] = outcome.result
-            study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
-            if not quiet:
-                result = outcome.result
-                shown = f"{metric} {format_value(result['value'])}" if result["value"] is not None else result["stop_reason"]
-                below = [entry for entry in rung_values(trial, rungs) if entry["rung"] < rung][-1]
-                where = f" on {outcome.device}" if workers is not None else ""
-                print(f"{label}  {shown}  (rung {below['rung']} {format_value(below['value'])}, "
-                      f"{format_duration(result['seconds'])}{where})", file=sys.stderr)
+        with line:
+            for index, outcome in enumerate(outcomes, start=1):
+                line.clear()
+                trial = trials[outcome.number]
+                label = f"  rung {rung} {index}/{len(todo)}: trial {outcome.number}" + (" (baseline)" if trial.user_attrs.get("baseline") else "")
+                if outcome.result is None:
+                    failed = True
+                    print(f"{label} failed ({outcome.error}); run the same command again to retry it", file=sys.stderr)
+                    continue
+                current["results"][str(outcome.number)] = outcome.result
+                study.set_user_attr(ATTR_RUNG_RESULTS, {"rungs": rungs})
+                if not quiet:
+                    result = outcome.result
+                    shown = f"{metric} {format_value(result['value'])}" if result["value"] is not None else result["stop_reason"]
+                    below = [entry for entry in rung_values(trial, rungs) if entry["rung"] < rung][-1]
+                    where = f" on {outcome.device}" if workers is not None else ""
+                    print(f"{label}  {shown}  (rung {below['rung']} {format_value(below['value'])}, "
+                          f"{format_duration(result['seconds'])}{where})", file=sys.stderr)
         if failed:
             return
+
+
+class _PoolProgress:
+    """The workers' live line at a rung: the configs in training, the optimizer steps of the
+    configs started so far together, and the best value any of them reached."""
+
+    def __init__(self, line: RungLine, rung: int, direction: str) -> None:
+        self.line = line
+        self.rung = rung
+        self.pick = min if direction == "minimize" else max
+
+    def __call__(self, progress: dict[int, tuple[int, int, float | None]]) -> None:
+        bests = [best for _, _, best in progress.values() if best is not None]
+        training = [number for number, (done, total, _) in progress.items() if done < total]
+        self.line.label = f"  rung {self.rung}: trial {', '.join(map(str, training))}"
+        self.line(sum(done for done, _, _ in progress.values()), sum(total for _, total, _ in progress.values()),
+                  self.pick(bests) if bests else None)
 
 
 def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[optuna.trial.FrozenTrial], rung: int,

@@ -333,6 +333,50 @@ def test_a_config_training_at_a_rung_has_a_live_line_on_a_terminal_only(rung_sea
     assert terminal.getvalue().count("\n") == 1 + len(results)  # the rung's header and one line per config
 
 
+def test_the_workers_configs_at_a_rung_share_one_live_line(rung_search, monkeypatch):
+    """With --workers the rung's configs train at once in other processes, which answer their
+    steps about once a second: one line shows the configs in training, their steps together
+    and the best value so far, cleared before each config's result line."""
+    import io
+    import re
+    import sys
+
+    from lora_search._loop import SearchPlan
+    from lora_search._rung_workers import RungWorkers
+    from lora_search._rungs import promoted, run_rungs
+    from lora_search._study import stored_space
+    from lora_search._workers import plan_workers
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    study, objective = first_trials(rung_search, "live-workers")
+    attrs = study.user_attrs
+    plan = SearchPlan(study_name="live-workers", storage=rung_search["storage"], space=attrs["lora_search.space"],
+                      space_yaml=attrs.get("lora_search.space_yaml"), profile=attrs["lora_search.profile"],
+                      workload={**attrs["lora_search.workload"], "rungs": 2}, direction="minimize", sampler="tpe",
+                      pruner="none", sampler_seed=0, target=6, deadline=None)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("COLUMNS", "200")
+    with RungWorkers(plan, plan_workers(2, accelerator="cpu", gpu_count=0, cpu_cores=2)) as workers:
+        run_rungs(study, objective, stored_space(study), workers=workers)
+    rungs = optuna.load_study(study_name="live-workers", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
+    results = rungs[0]["results"]
+    assert set(results) == {str(number) for number in promoted(study.trials, "minimize", rungs, 1, 1)} and "0" in results
+    parts = terminal.getvalue().split("\r\033[K")
+    drawn = [re.fullmatch(r"  rung 1: trial ([\d, ]+)  \[[#.]+\] step (\d+)/(\d+)  best eval_loss (\S+)  elapsed \S+  left ~\S+", part)
+             for part in parts if part.startswith("  rung 1: trial ")]
+    assert drawn and all(drawn), parts
+    for match in drawn:
+        assert set(match[1].split(", ")) <= set(results) and 0 < int(match[2]) <= int(match[3])
+    for number, result in results.items():  # each result on a line of its own, the live line cleared before it
+        assert any(re.search(rf"^  rung 1 \d/{len(results)}: trial {number}( \(baseline\))?  eval_loss {result['value']:.4g}  .* on cpu\)\n",
+                             part, flags=re.MULTILINE) for part in parts), parts
+    assert terminal.getvalue().count("\n") == 1 + len(results)  # the rung's header and one line per config
+
+
 def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_next_run(rung_search, capsys):
     from lora_search._rungs import run_rungs
     from lora_search._study import stored_space
