@@ -96,7 +96,7 @@ class RungWorkers:
 
         queue = list(numbers)
         held = {worker.slot.worker_id for worker in self._workers}
-        for slot in [slot for slot in self.slots if slot.worker_id not in held][: len(queue) - len(self._workers)]:
+        for slot in [slot for slot in self.slots if slot.worker_id not in held][: max(0, len(queue) - len(self._workers))]:
             self._start(slot)
         busy: dict[int, int] = {}  # fd of a worker's answers -> the trial it trains
         progress: dict[int, tuple[int, int, float | None]] = {}
