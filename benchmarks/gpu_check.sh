@@ -37,6 +37,7 @@ if [ "$SCALE" = 0 ]; then
   LLAMA_SIZE=tiny
   DEMO="--trials 1 --train-sample 16 --eval-sample 16 --max-length 16 --threads 1"
   RUNG_WORKERS="--workers 2 --trials 2 --train-sample 16 --eval-sample 16 --max-length 16"  # the CPU has no GPU 0
+  RUNG_WORKERS_CAP=150  # 5 processes load torch and MiniLM: 30 s on 2 idle cores, over 60 s beside another benchmark
   LM="--trials 2 --train-sample 16 --eval-sample 8 --max-length 32 --threads 1"
   LM4="--trials 1 --train-sample 16 --eval-sample 8 --max-length 32 --threads 1"
   OVERHEAD_LLAMA="--quick --trials 2 --train-sample 16 --max-length 32"
@@ -47,6 +48,7 @@ else
   LLAMA_SIZE=1b
   DEMO="--trials 30 --timeout 60s"  # make run's demo, no new trial after a minute
   RUNG_WORKERS="--devices 0 --trials 6 --train-sample 64 --eval-sample 32"  # a worker on GPU 0 for trials and rung
+  RUNG_WORKERS_CAP=60
   LM="--trials 6 --train-sample 128 --eval-sample 32 --max-length 128"
   LM4="--trials 2 --train-sample 64 --eval-sample 32 --max-length 128"
   OVERHEAD_LLAMA="--trials 3 --train-sample 64 --eval-sample 32 --max-length 128"
@@ -96,7 +98,7 @@ print(o.detect_hardware())" 2>&1
   $PY -c "import xdist" 2>/dev/null && XDIST="-n 4" || XDIST=""
   phase tests 120 $PY -m pytest -q -x -p no:cacheprovider $XDIST $TESTS
   # last: where the budget runs short, the issue's phases come first
-  phase rung-workers 60 $LS run --space quick-experiment --rungs 2 --pruner none $RUNG_WORKERS --study rung-workers \
+  phase rung-workers $RUNG_WORKERS_CAP $LS run --space quick-experiment --rungs 2 --pruner none $RUNG_WORKERS --study rung-workers \
     --storage "sqlite:///$WORK/rung-workers.db"
 
   echo "=== report [$(date -u +%T)]"

@@ -17,6 +17,7 @@ done, steps planned, best value]}`` for the parent's live line. Closing its stdi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -72,7 +73,8 @@ class RungWorkers:
                 if interrupted:  # a config in training stops; its result was never stored
                     worker.process.send_signal(signal.SIGTERM)
                 else:
-                    worker.process.stdin.close()
+                    with contextlib.suppress(BrokenPipeError):
+                        worker.process.stdin.close()
         for worker in self._workers:
             try:
                 worker.process.wait(timeout=60)
@@ -103,11 +105,21 @@ class RungWorkers:
         by_fd = {worker.process.stdout.fileno(): worker for worker in self._workers}
         stopped = False
         while busy or (queue and not stopped):
-            for fd, worker in by_fd.items():
-                if queue and not stopped and fd not in busy and worker.process.poll() is None:
-                    busy[fd] = queue.pop(0)
-                    worker.process.stdin.write(f"{rung} {busy[fd]}\n")
+            for fd, worker in list(by_fd.items()):
+                if not queue or stopped or fd in busy:
+                    continue
+                number = queue.pop(0)
+                try:
+                    worker.process.stdin.write(f"{rung} {number}\n")
                     worker.process.stdin.flush()
+                except BrokenPipeError:  # it died while idle: the config it was handed has no result
+                    del by_fd[fd]
+                    self._workers.remove(worker)
+                    stopped = True
+                    yield RungOutcome(number, None, f"the worker process ended ({describe_exit(worker.process.wait())})",
+                                      worker.slot.device)
+                    continue
+                busy[fd] = number
             if not busy:
                 break
             readable, _, _ = select.select(list(busy), [], [], POLL_SECONDS)
@@ -149,9 +161,10 @@ class RungWorkers:
             env={**os.environ, **slot.env},
             text=True,
         )
-        process.stdin.write(json.dumps(dataclasses.asdict(worker_plan)) + "\n")
-        process.stdin.flush()
-        self._workers.append(_RungWorker(slot, process))
+        self._workers.append(_RungWorker(slot, process))  # before anything can interrupt: __exit__ ends it
+        with contextlib.suppress(BrokenPipeError):  # dead at once: handing it a config says so (train)
+            process.stdin.write(json.dumps(dataclasses.asdict(worker_plan)) + "\n")
+            process.stdin.flush()
 
 
 def serve_rungs(plan: SearchPlan, answers: TextIO) -> None:
