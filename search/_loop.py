@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import logging
 import os
 import socket
 import threading
@@ -188,6 +189,25 @@ class SurplusTrial(RuntimeError):
     """This trial started when the target was already taken by other running trials."""
 
 
+class _QuietSurplus(logging.Filter):
+    """Drops Optuna's two warnings on a surplus trial, the first with a traceback: it fails on
+    purpose before training, and its progress line already says so in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.surplus: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SurplusTrial):
+            self.surplus.add(int(record.getMessage().split()[1]))  # "Trial 8 failed with parameters: ..."
+            return False
+        words = record.getMessage().split()
+        return not (words[:1] == ["Trial"] and words[2:5] == ["failed", "with", "value"] and int(words[1]) in self.surplus)
+
+
+_QUIET_SURPLUS = _QuietSurplus()
+
+
 # Set by the launcher's SIGTERM handler, which also raises KeyboardInterrupt. Python
 # swallows an exception raised while a __del__ runs ("Exception ignored in ..."), so the
 # loops look here as well: a stop asked for is never lost, at worst it waits for a check.
@@ -304,6 +324,7 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
     # (0.4-0.5 s per collection before, 0.012 s after: benchmarks/README.md, overhead).
     gc.collect()
     gc.freeze()
+    logging.getLogger("optuna.study._optimize").addFilter(_QUIET_SURPLUS)  # once: a filter already there is not added again
     try:
         study.optimize(one_trial, catch=(Exception,), callbacks=[*callbacks, gate])
     except KeyboardInterrupt:

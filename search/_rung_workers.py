@@ -94,8 +94,6 @@ class RungWorkers:
         ``on_progress`` gets, about once a second per worker, each config's optimizer steps
         done, steps planned and best value so far, by trial number (a finished one with all
         its steps done)."""
-        from ._workers import describe_exit
-
         queue = list(numbers)
         held = {worker.slot.worker_id for worker in self._workers}
         for slot in [slot for slot in self.slots if slot.worker_id not in held][: max(0, len(queue) - len(self._workers))]:
@@ -114,10 +112,8 @@ class RungWorkers:
                     worker.process.stdin.flush()
                 except BrokenPipeError:  # it died while idle: the config it was handed has no result
                     del by_fd[fd]
-                    self._workers.remove(worker)
                     stopped = True
-                    yield RungOutcome(number, None, f"the worker process ended ({describe_exit(worker.process.wait())})",
-                                      worker.slot.device)
+                    yield self._lost(worker, number)
                     continue
                 busy[fd] = number
             if not busy:
@@ -131,10 +127,8 @@ class RungWorkers:
                     number = busy.pop(fd)
                     progress.pop(number, None)
                     del by_fd[fd]
-                    self._workers.remove(worker)
                     stopped = True
-                    yield RungOutcome(number, None, f"the worker process ended ({describe_exit(worker.process.wait())})",
-                                      worker.slot.device)
+                    yield self._lost(worker, number)
                     continue
                 worker.pending += chunk
                 while b"\n" in worker.pending:
@@ -151,6 +145,13 @@ class RungWorkers:
                         progress[answer["trial"]] = (total, total, best)
                     stopped = stopped or answer.get("error") is not None
                     yield RungOutcome(answer["trial"], answer.get("result"), answer.get("error"), worker.slot.device)
+
+    def _lost(self, worker: _RungWorker, number: int) -> RungOutcome:
+        """The outcome of config ``number``, which ``worker`` held when it died; it leaves the pool."""
+        from ._workers import describe_exit
+
+        self._workers.remove(worker)
+        return RungOutcome(number, None, f"the worker process ended ({describe_exit(worker.process.wait())})", worker.slot.device)
 
     def _start(self, slot: WorkerSlot) -> None:
         worker_plan = dataclasses.replace(self.plan, workload={**self.plan.workload, "torch_threads": slot.torch_threads})

@@ -150,13 +150,52 @@ def test_the_loop_runs_to_exactly_the_target(study):
     assert len(study.get_trials()) == 3  # a study already at its target starts nothing
 
 
-def test_the_loop_stops_after_three_failures_in_a_row(study):
+@pytest.fixture
+def optuna_messages():
+    """What Optuna logs while the test runs (its own handler writes to the stderr of import time)."""
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append((record.getMessage(), record.exc_info))
+    logging.getLogger("optuna").addHandler(handler)
+    yield messages
+    logging.getLogger("optuna").removeHandler(handler)
+
+
+def test_the_loop_stops_after_three_failures_in_a_row(study, optuna_messages):
     def broken(trial, config):
         raise ValueError("broken config")
 
     with pytest.raises(SearchError, match="3 trials in a row failed"):
         run_trials(study, broken, _Line(), TrialGate(target=10, deadline=None))
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL] * 3
+    # Optuna says why, with the traceback
+    assert any("because of the following error: ValueError('broken config')" in text and exc_info for text, exc_info in optuna_messages)
+
+
+def test_a_surplus_trial_ends_without_optunas_traceback(study, optuna_messages):
+    """Another worker starts the last trial just after this process looked: this process's
+    trial waits for room, the other completes, and this one fails as surplus before training,
+    on its progress line alone (Optuna's two warnings and traceback for it are dropped)."""
+    others = []
+
+    class AnotherWorkerStartsFirst(TrialGate):
+        def should_stop(self, study):
+            if not others:
+                others.append(study.ask())
+                others[0].set_user_attr(ATTR_HOST, socket.gethostname())
+                others[0].set_user_attr(ATTR_PID, os.getpid())  # alive: not reclaimed
+                return False
+            return super().should_stop(study)
+
+    def nap(seconds):  # the other worker's trial completes while this one waits for room
+        study.tell(others[0], 0.5)
+
+    assert run_trials(study, lambda trial, x: x, _Line(), AnotherWorkerStartsFirst(target=1, deadline=None, sleep=nap)) == "target"
+    other, surplus = study.get_trials()
+    assert other.state == TrialState.COMPLETE and surplus.state == TrialState.FAIL and surplus.user_attrs[ATTR_SURPLUS]
+    assert not [text for text, _ in optuna_messages if f"Trial {surplus.number} " in text], optuna_messages
 
 
 def test_interrupted_trial_is_marked_and_requeued(study):
