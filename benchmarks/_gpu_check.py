@@ -37,6 +37,31 @@ RECORDS = (("overhead-1b", "overhead", "Overhead, random-init Llama"), ("overhea
            ("throughput", "throughput", "Throughput, MiniLM"))
 
 
+def gpu_process_memory(text: str) -> dict[str, Any]:
+    """The most MiB nvidia-smi showed for each kind of process in gpu_check.sh's samples
+    ("PID MIB COMMAND" lines): the parent of the workers (``lora_search run``), the workers
+    (``lora_search._worker_main``), and processes whose command /proc did not show."""
+    most: dict[str, Any] = {"parent_mib": None, "workers_mib": None, "unnamed_mib": None, "samples": 0}
+    for line in text.splitlines():
+        pid, mib, *command = line.split()
+        if not mib.isdigit():  # nvidia-smi's "[N/A]" or an error line
+            continue
+        joined = " ".join(command)
+        kind = ("workers_mib" if "lora_search._worker_main" in joined else
+                "parent_mib" if "lora_search run" in joined else "unnamed_mib")
+        most[kind] = max(most[kind] or 0, int(mib))
+        most["samples"] += 1
+    return most
+
+
+def gpu_process_text(most: dict[str, Any]) -> str:
+    if not most["samples"]:
+        return "nvidia-smi listed no process (a container can hide them)"
+    shown = {"parent_mib": "parent of the workers", "workers_mib": "workers", "unnamed_mib": "processes /proc did not name"}
+    return "; ".join(f"{what} at most {most[key]:,} MiB" if most[key] is not None else f"{what} none"
+                     for key, what in shown.items() if key != "unnamed_mib" or most[key] is not None)
+
+
 def build_llama(folder: Path, size: str) -> int:
     """A seeded random-init LlamaForCausalLM with MiniLM's tokenizer (offline: no download),
     built on the GPU in bf16 when there is one (fast to make and to save), else on the CPU in fp32."""
@@ -140,6 +165,11 @@ def report(work: Path, out: Path, scale: int, started: float, load_at_start: lis
         record["rung_workers"] = {"configs": len(trained), "devices": sorted(set(trained))}
         sections.append(f"### Rung on the workers\n\n{len(trained)} config(s) trained at rung 1, on "
                         f"{', '.join(record['rung_workers']['devices']) or 'none'}.\n")
+    sampled = work / "logs" / "gpu-processes.log"
+    if sampled.exists():
+        record["gpu_processes"] = gpu_process_memory(sampled.read_text())
+        sections.append(f"GPU memory by process during that phase (nvidia-smi, twice a second): "
+                        f"{gpu_process_text(record['gpu_processes'])}.\n")
 
     record["memory"] = {}
     for filename, study, heading in STUDIES:

@@ -3,7 +3,8 @@
 # a causal-LM search on a ~1B random-init Llama with its per-trial memory table (estimate against
 # torch.cuda.max_memory_allocated), the overhead benchmark on that Llama and on MiniLM, the
 # throughput benchmark, a search on the Llama loaded in 4 bits, the default demo (capped), the
-# objectives tests, and a search whose trials and rung train in a worker process on GPU 0. Each phase has its own time cap, cut to what is left of the budget; a phase
+# objectives tests, and a search whose trials and rung train in a worker process on GPU 0 (with
+# the GPU memory of each process beside it). Each phase has its own time cap, cut to what is left of the budget; a phase
 # that would start with under MIN_PHASE seconds left is skipped. Its results: OUT/run.log (the
 # phases' output), OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the README block).
 #
@@ -78,6 +79,18 @@ phase() {
   printf '%s\t%s\t%d.%03d\t%s\t%s\n' "$name" "$status" $((ms / 1000)) $((ms % 1000)) "$cap" "$*" >>"$WORK/phases.tsv"
 }
 
+# gpu_processes: twice a second, "PID MIB COMMAND" for each process nvidia-smi lists on a GPU (the
+# command from /proc, empty where the GPU's process ids are another namespace's)
+gpu_processes() {
+  while :; do
+    nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits |
+      while IFS=', ' read -r pid mib; do
+        echo "$pid $mib $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
+      done
+    sleep 0.5
+  done
+}
+
 {
   echo "=== environment [$(date -u +%T)] SCALE=$SCALE PY=$PY OUT=$OUT"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi: no GPU"
@@ -97,9 +110,15 @@ print(o.detect_hardware())" 2>&1
   # pytest-xdist, where installed (the GPU image has it): the objectives tests take ~3 min on one core
   $PY -c "import xdist" 2>/dev/null && XDIST="-n 4" || XDIST=""
   phase tests 120 $PY -m pytest -q -x -p no:cacheprovider $XDIST $TESTS
-  # last: where the budget runs short, the issue's phases come first
+  # last: where the budget runs short, the issue's phases come first. Beside it, the GPU memory each
+  # process holds: the parent of the workers trains nothing, so it should hold none (not even a CUDA context)
+  if command -v nvidia-smi >/dev/null; then
+    gpu_processes >"$WORK/logs/gpu-processes.log" 2>&1 &
+    SAMPLER=$!
+  fi
   phase rung-workers $RUNG_WORKERS_CAP $LS run --space quick-experiment --rungs 2 --pruner none $RUNG_WORKERS --study rung-workers \
     --storage "sqlite:///$WORK/rung-workers.db"
+  [ -n "${SAMPLER:-}" ] && kill "$SAMPLER"
 
   echo "=== report [$(date -u +%T)]"
 } >"$OUT/run.log" 2>&1

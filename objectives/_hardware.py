@@ -25,8 +25,19 @@ def detect_hardware() -> dict[str, Any]:
         "accelerator": "cuda",
         "devices": devices,
         "gpu_memory_gb": nominal_gb(memory),
-        "bf16_supported": bool(torch.cuda.is_bf16_supported()),
+        "bf16_supported": cuda_bf16_native(),
     }
+
+
+def cuda_bf16_native() -> bool:
+    """Whether the current GPU computes in bf16 natively: compute capability 8.0 and up
+    (A100, H100, RTX 30 and 40), or ROCm. ``torch.cuda.is_bf16_supported()`` also says yes
+    where bf16 is only emulated (T4, V100: far slower than their fp16) and, to find that
+    out, allocates a tensor on the GPU, which gives a process that trains nothing there
+    (the parent of ``--workers``) a CUDA context on it."""
+    import torch
+
+    return bool(torch.version.hip) or torch.cuda.get_device_capability()[0] >= 8
 
 
 def training_profile(dataset_size: int, model_parameters: int, quantization: str | None) -> Any:

@@ -49,8 +49,10 @@ def training_device() -> tuple[str, str]:
     """(device, precision of the frozen base) to train with: the GPU when there is one."""
     import torch
 
+    from ._hardware import cuda_bf16_native
+
     cuda = torch.cuda.is_available()
-    return ("cuda" if cuda else "cpu"), base_precision(cuda, cuda and torch.cuda.is_bf16_supported())
+    return ("cuda" if cuda else "cpu"), base_precision(cuda, cuda and cuda_bf16_native())
 
 
 def base_precision(cuda: bool, bf16_supported: bool) -> str:
@@ -182,11 +184,9 @@ def fit_base_to_gpu(workload: Workload) -> tuple[Workload, str | None]:
 
 
 def check_weight_files(name: str | None) -> None:
-    """ModelError where a local model folder has no weights file or a safetensors file that
-    does not open (a download cut short, a copy half done); reads each file's header only,
-    so it costs milliseconds where loading a large base costs minutes."""
-    from safetensors import safe_open
-
+    """ModelError where a local model folder has no weights file or one that does not open
+    (a download cut short, a copy half done); reads each file's header or index only, so
+    it costs milliseconds where loading a large base costs minutes."""
     location, label = model_location(name)
     if not os.path.isdir(location):  # a hub id: the hub's files are checked as they load
         return
@@ -194,13 +194,36 @@ def check_weight_files(name: str | None) -> None:
     if not files:
         raise ModelError(f"model folder {label!r} has no weights (*.safetensors or *.bin): give a folder saved by save_pretrained")
     for file in files:
-        if file.endswith(".safetensors"):
-            try:
-                with safe_open(os.path.join(location, file), framework="pt"):
-                    pass
-            except Exception as error:  # safetensors raises its own error type, or OSError
-                raise ModelError(f"model {label!r}: weights file {file} does not open ({first_line(error)}); "
-                                 "save or download the model again") from None
+        problem = _weights_file_problem(os.path.join(location, file))
+        if problem is not None:
+            raise ModelError(f"model {label!r}: weights file {file} does not open ({problem}); save or download the model again")
+
+
+def _weights_file_problem(path: str) -> str | None:
+    """Why a weights file does not open, or None. A safetensors file opens its header. A
+    .bin file is torch.save's zip archive (torch 1.6 and later), whose index sits at its
+    end, so a file cut short has none; the older pickle format is left to the load."""
+    import zipfile
+
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt"):
+                return None
+        except Exception as error:  # safetensors raises its own error type, or OSError
+            return first_line(error)
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start:
+        return "the file is empty"
+    if start != b"PK\x03\x04":
+        return None
+    try:
+        zipfile.ZipFile(path).close()
+    except (zipfile.BadZipFile, OSError) as error:
+        return first_line(error)
+    return None
 
 
 def count_parameters(name: str | None, task: str | None, num_labels: int | None = None) -> int:

@@ -44,8 +44,8 @@ quarter of rung 1, and so on (sizes capped at the splits), a top rung above rung
 best config of the rung below alone; the baseline trains again at the top rung only, the
 one that decides. The winner (summary, show, export) is the best config at the top rung;
 the summary says how much compute the rungs saved against every trial at the top rung.
-Each result is stored as it comes: an interrupted run resumes with the configs still to
-train, a longer search trains only newcomers; on a terminal a live line shows the config
+Each result is stored as it comes: an interrupted run, or one whose --timeout passed
+mid-rung, resumes with the configs still to train, a longer search trains only newcomers; on a terminal a live line shows the config
 training. With --workers N a rung trains N configs at a time, one on each worker's GPU or
 share of the CPU cores. A rung trains each config as export writes it for the full run and
 evaluates it as often per epoch as that run does, up to 4 times, its patience spanning as
@@ -66,7 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", metavar="NAME|FILE", help="a scenario name (see 'lora-search spaces') or a space YAML file")
     parser.add_argument("--trials", type=int, metavar="N",
                         help="finished trials the study should hold (default: the space's study.trials, else 30)")
-    parser.add_argument("--timeout", metavar="DURATION", help="no new trial after this long, e.g. 30m, 2h, 1h30m (default: the scenario's)")
+    parser.add_argument("--timeout", metavar="DURATION", help="no new trial, and no new rung config, after this long, e.g. 30m, 2h, 1h30m; what is "
+                        "left trains when the same command runs again (default: the scenario's)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: SPACE.MODEL.DATA, e.g. memory-constrained.minilm.fine-food)")
     add_storage_option(parser, forms=True)
     parser.add_argument("--sampler", choices=SAMPLERS, help="how parameters are proposed (default tpe)")

@@ -242,12 +242,15 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     if stopped in ("target", "already done") and rungs:
         try:
             if slots is None:
-                run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet)
+                rungs_stopped = run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet,
+                                          deadline=plan.deadline)
             else:  # on the workers' devices, as many configs at once as there are workers
                 from ._rung_workers import RungWorkers
 
                 with RungWorkers(plan, slots) as workers:
-                    run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet, workers=workers)
+                    rungs_stopped = run_rungs(study, prepared.objective, prepared.resolved, quiet=request.quiet,
+                                              workers=workers, deadline=plan.deadline)
+            stopped = rungs_stopped or stopped
         except KeyboardInterrupt:
             stopped = "interrupted"
     elif stopped == "timeout" and rungs:  # a deadline bounds the run: no rung starts after it

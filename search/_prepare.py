@@ -101,23 +101,40 @@ def prepare(request: RunRequest) -> Prepared:
     """Find or create the study, load model and data, enqueue the baseline once.
 
     Everything that can be wrong with the input is checked before the study is created
-    or changed: a refused run leaves the storage as it was.
+    or changed: a refused run leaves the storage as it was, and a storage file it had to
+    create goes again.
     """
     import optuna
 
-    from ._storage import open_storage
-    from ._tracking import tracking_for
-    from ._trials import baseline_trial, count_states, trial_outcome
-    from .objectives import (LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries,
-                             training_profile)
-    from .spaces import RunProfile, load_space
+    from ._storage import file_to_create, open_storage, remove_if_unused
+    from .objectives import metric_direction
+    from .spaces import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what matters
     given = _given_workload(request)
     if "metric" in given:
         metric_direction(given["metric"])
     given_space = load_space(request.space) if request.space is not None else None
+    new_file = file_to_create(request.storage)
     storage = open_storage(request.storage)
+    try:
+        return _prepare_in(storage, request, given, given_space)
+    except BaseException:
+        if new_file is not None:
+            remove_if_unused(storage, new_file)
+        raise
+
+
+def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given: dict[str, Any],
+                given_space: SearchSpace | None) -> Prepared:
+    """``prepare`` on an open storage, from the workload options and space given."""
+    import optuna
+
+    from ._tracking import tracking_for
+    from ._trials import baseline_trial, count_states, trial_outcome
+    from .objectives import (LoraObjective, Workload, fit_base_to_gpu, metric_direction, quiet_libraries,
+                             training_profile)
+    from .spaces import RunProfile
 
     if request.study is not None:
         study_name = request.study

@@ -88,9 +88,11 @@ class RungWorkers:
         return len(self.slots)
 
     def train(self, rung: int, numbers: list[int],
-              on_progress: Callable[[dict[int, tuple[int, int, float | None]]], None] | None = None) -> Iterator[RungOutcome]:
+              on_progress: Callable[[dict[int, tuple[int, int, float | None]]], None] | None = None,
+              deadline: float | None = None) -> Iterator[RungOutcome]:
         """Train ``numbers`` at ``rung``, as many at once as there are slots, yielding each
-        outcome as it comes. After an error no config starts; those in training finish.
+        outcome as it comes. After an error, or once ``deadline`` (a ``time.time()``) has
+        passed, no config starts; those in training finish.
         ``on_progress`` gets, about once a second per worker, each config's optimizer steps
         done, steps planned and best value so far, by trial number (a finished one with all
         its steps done)."""
@@ -103,6 +105,7 @@ class RungWorkers:
         by_fd = {worker.process.stdout.fileno(): worker for worker in self._workers}
         stopped = False
         while busy or (queue and not stopped):
+            stopped = stopped or (deadline is not None and time.time() >= deadline)
             for fd, worker in list(by_fd.items()):
                 if not queue or stopped or fd in busy:
                     continue

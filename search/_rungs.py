@@ -143,11 +143,17 @@ def promoted(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list
 
 
 def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedSpace, quiet: bool = False,
-              workers: RungWorkers | None = None) -> None:
+              workers: RungWorkers | None = None, deadline: float | None = None) -> str | None:
     """Train each rung above the proxy: the configs ``promoted`` to it that have no result
     there yet, here one after another or on ``workers`` as many at once as they have slots,
     storing each result as it comes. Ctrl-C stops between or inside configs; what finished
-    is kept. After a config fails no rung above starts: the next run trains it again."""
+    is kept. After a config fails no rung above starts: the next run trains it again.
+
+    No config starts once ``deadline`` (a ``time.time()``, the run's ``--timeout``) has
+    passed; those in training finish. Returns "timeout" when the deadline left configs
+    untrained (the next run trains them), else None."""
+    import time
+
     from ._progress import RungLine, format_duration, format_value
     from ._study import study_metric
 
@@ -163,14 +169,19 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
         current = rungs[rung - 1]
         wanted = promoted(trials, direction, rungs, rung, top)
         todo = [number for number in wanted if str(number) not in current["results"]]
+        if todo and deadline is not None and time.time() >= deadline:
+            _report_deadline(rung, len(todo), len(wanted))
+            return "timeout"
         if todo and not quiet:
             at_once = f", {min(workers.size, len(todo))} at a time" if workers is not None else ""
             print(f"rung {rung}: {len(todo)} of {len(wanted)} config(s) train on {current['train_examples']:,} examples, "
                   f"scored on {current['eval_examples']:,} validation rows{at_once}", file=sys.stderr)
         # the workers' configs share one live line; here each config draws its own (_train_here)
         line = RungLine(f"  rung {rung}", metric, quiet=quiet or workers is None)
-        outcomes = (workers.train(rung, todo, on_progress=_PoolProgress(line, rung, direction) if line.live else None)
-                    if workers is not None else _train_here(objective, resolved, trials, rung, todo, study.study_name, metric, quiet))
+        outcomes = (workers.train(rung, todo, on_progress=_PoolProgress(line, rung, direction) if line.live else None,
+                                  deadline=deadline)
+                    if workers is not None else
+                    _train_here(objective, resolved, trials, rung, todo, study.study_name, metric, quiet, deadline))
         failed = False
         with line:
             for index, outcome in enumerate(outcomes, start=1):
@@ -191,7 +202,17 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
                     print(f"{label}  {shown}  (rung {below['rung']} {format_value(below['value'])}, "
                           f"{format_duration(result['seconds'])}{where})", file=sys.stderr)
         if failed:
-            return
+            return None
+        untrained = [number for number in todo if str(number) not in current["results"]]
+        if untrained:  # nothing failed: the deadline stopped the rung
+            _report_deadline(rung, len(untrained), len(wanted))
+            return "timeout"
+    return None
+
+
+def _report_deadline(rung: int, untrained: int, wanted: int) -> None:
+    print(f"rungs: the --timeout has passed with {untrained} of rung {rung}'s {wanted} config(s) untrained; "
+          "the same command (with a longer --timeout) trains them and decides the winner", file=sys.stderr)
 
 
 class _PoolProgress:
@@ -212,9 +233,11 @@ class _PoolProgress:
 
 
 def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[optuna.trial.FrozenTrial], rung: int,
-                numbers: list[int], study_name: str, metric: str, quiet: bool) -> Iterator[RungOutcome]:
+                numbers: list[int], study_name: str, metric: str, quiet: bool, deadline: float | None) -> Iterator[RungOutcome]:
     """Train ``numbers`` at ``rung`` in this process, one after another, each with its live
-    line on a terminal; nothing starts after an error."""
+    line on a terminal; nothing starts after an error or past ``deadline``."""
+    import time
+
     from ._progress import RungLine
     from ._rung_workers import RungOutcome
     from ._study import full_run_config
@@ -222,6 +245,8 @@ def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[
     from .spaces import first_line
 
     for index, number in enumerate(numbers, start=1):
+        if deadline is not None and time.time() >= deadline:
+            return
         label = " (baseline)" if trials[number].user_attrs.get("baseline") else ""
         try:
             with RungLine(f"  rung {rung} {index}/{len(numbers)}: trial {number}{label}", metric, quiet) as line:

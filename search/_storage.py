@@ -160,6 +160,27 @@ def open_storage(spec: str | None = None, *, create: bool = True) -> "optuna.sto
     return _open_server(resolved)
 
 
+def file_to_create(spec: str | None) -> Path | None:
+    """The SQLite or journal file a spec names when it does not exist yet: what opening it
+    for writing creates (see ``remove_if_unused``)."""
+    resolved = resolve_storage_spec(spec)
+    return resolved.path if resolved.path is not None and not resolved.path.exists() else None
+
+
+def remove_if_unused(storage: "optuna.storages.BaseStorage", path: Path) -> None:
+    """Remove ``path``, a storage file this process created (``file_to_create``), unless a
+    study is in it by now (another process may have started one): a refused run leaves
+    no empty file behind to be mistaken for a study."""
+    import optuna
+
+    if storage.get_all_studies():
+        return
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.engine.dispose()  # SQLite's write-ahead files go with the last connection
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
 def _check_file_location(resolved: StorageSpec, create: bool) -> bool:
     """Check the file's folder (creating the default one if allowed); True if the file exists."""
     assert resolved.path is not None

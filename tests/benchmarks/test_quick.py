@@ -206,6 +206,9 @@ def test_gpu_check_dry_run(results, quick_runs):
     assert set(record["records"]) == {"overhead-1b", "overhead-minilm", "throughput"}
     assert record["demo"]["outcomes"] == {"complete": 1} and " passed" in record["tests"]
     assert record["rung_workers"] == {"configs": 2, "devices": ["cpu"]}  # the one searched trial and the baseline
+    import shutil
+
+    assert ("gpu_processes" in record) == (shutil.which("nvidia-smi") is not None)  # sampled where there is a GPU
     assert bool(record["targets"]) == cuda, "the targets are judged on a GPU only"
     found = tables((out / "gpu_check.md").read_text())
     assert len(found) >= 6
@@ -241,6 +244,26 @@ def check_transfer(record: dict) -> None:
     # one seed is no verdict
     assert all(verdict["won"] is None for scenario in summary["scenarios"].values() for verdict in scenario.values())
     assert summary["won"] == 0
+
+
+def test_gpu_check_tells_the_parent_of_the_workers_from_the_workers_in_the_gpu_samples(monkeypatch):
+    """gpu_check.sh samples "PID MIB COMMAND" beside its rung-workers phase (the command empty
+    where /proc cannot see the GPU's process ids); the report keeps each kind's most."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _gpu_check
+
+    samples = ("101 520 /usr/bin/python3 -m lora_search run --space quick-experiment --devices 0\n"
+               "102 3100 /usr/bin/python3 -m lora_search._worker_main rungs\n"
+               "102 3900 /usr/bin/python3 -m lora_search._worker_main rungs\n"
+               "103 [N/A]\n"
+               "104 700\n")
+    most = _gpu_check.gpu_process_memory(samples)
+    assert most == {"parent_mib": 520, "workers_mib": 3900, "unnamed_mib": 700, "samples": 4}
+    assert _gpu_check.gpu_process_text(most) == ("parent of the workers at most 520 MiB; workers at most 3,900 MiB; "
+                                                 "processes /proc did not name at most 700 MiB")
+    assert _gpu_check.gpu_process_text(_gpu_check.gpu_process_memory("")) == "nvidia-smi listed no process (a container can hide them)"
+    alone = _gpu_check.gpu_process_memory("102 3100 python -m lora_search._worker_main rungs\n")
+    assert _gpu_check.gpu_process_text(alone) == "parent of the workers none; workers at most 3,100 MiB"
 
 
 def test_transfer_combines_runs_made_one_scenario_at_a_time(results, quick_runs, tmp_path):

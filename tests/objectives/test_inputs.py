@@ -91,6 +91,21 @@ def test_a_model_folder_without_weights_is_refused(tmp_path, tiny_bert, sentimen
             LoraObjective(Workload(model=str(tmp_path), data=sentiment_csv), load_base=load_base)
 
 
+def test_a_model_saved_as_a_torch_archive_passes_the_weights_check_and_loads_the_same(tmp_path, tiny_bert, sentiment_csv):
+    """pytorch_model.bin, as transformers saved models before safetensors: the check reads its
+    archive index and lets it through, and the base loads to the same weights."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(tiny_bert, tmp_path / "model")
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    torch.save(weights, tmp_path / "model" / "pytorch_model.bin")
+    (tmp_path / "model" / "model.safetensors").unlink()
+    objective = LoraObjective(Workload(model=str(tmp_path / "model"), data=sentiment_csv))
+    loaded = objective.base_model.state_dict()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in weights.items() if name in loaded)
+    assert set(weights) <= set(loaded), set(weights) - set(loaded)
+
+
 def test_a_classifier_saved_for_another_number_of_classes_gets_a_new_head(tmp_path, tiny_bert):
     """The tiny BERT's head has two classes; three-class data gets a fresh seeded head of three,
     where transformers refused the checkpoint, and the parent of workers counts it alike."""

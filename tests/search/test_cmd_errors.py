@@ -46,6 +46,29 @@ def test_run_refuses_bad_options_and_leaves_the_studies_alone(searched, cli, opt
 def test_run_without_space_or_study_says_what_to_pass(cli, tmp_path):
     result = cli("run", "--trials", "3", "--storage", f"sqlite:///{tmp_path / 's.db'}")
     assert_refused(result, "--space is required")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage", ["new.db", "new.journal"])
+def test_a_refused_run_leaves_no_storage_file_it_created(cli, tiny_options, tmp_path, storage):
+    """The file is created when the storage opens, before the data is read: a run refused on
+    its data takes it away again, and one refused on a file holding a study keeps it."""
+    path = tmp_path / storage
+    result = cli("run", "--space", "quick-experiment", "--trials", "2", "--storage", path, *tiny_options(),
+                 "--text-column", "nope")
+    assert_refused(result, "has no column 'nope'")
+    assert list(tmp_path.iterdir()) == []
+
+    def opened():
+        if path.suffix == ".db":
+            return f"sqlite:///{path}"
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+    optuna.create_study(study_name="kept", storage=opened())
+    result = cli("run", "--space", "quick-experiment", "--trials", "2", "--storage", path, *tiny_options(),
+                 "--text-column", "nope")
+    assert_refused(result, "has no column 'nope'")
+    assert optuna.get_all_study_names(storage=opened()) == ["kept"]
 
 
 @pytest.mark.parametrize(
@@ -111,19 +134,27 @@ def test_unknown_presets_are_refused(cli, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+@pytest.mark.parametrize(("weights", "workers"), [("model.safetensors", []), ("model.safetensors", ["--workers", "2"]),
+                                                  ("pytorch_model.bin", [])])
 def test_run_refuses_a_model_whose_weights_file_is_cut_short_before_the_study_exists(cli, tiny_bert, tiny_options, tmp_path,
-                                                                                      workers):
+                                                                                      weights, workers):
     """A download cut short: one line naming the file, with workers too (whose parent counts the
-    base from its config and leaves the weights to them), and no study made."""
+    base from its config and leaves the weights to them), and no study made. A .bin file is
+    torch.save's archive, as older transformers saved models."""
     import shutil
+
+    import torch
+    from safetensors.torch import load_file
 
     model = tmp_path / "model"
     shutil.copytree(tiny_bert, model)
-    weights = (model / "model.safetensors").read_bytes()
-    (model / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    if weights.endswith(".bin"):
+        torch.save(load_file(model / "model.safetensors"), model / weights)
+        (model / "model.safetensors").unlink()
+    whole = (model / weights).read_bytes()
+    (model / weights).write_bytes(whole[: len(whole) // 2])
     storage = f"sqlite:///{tmp_path / 's.db'}"
     options = [*tiny_options(), "--model", str(model)]  # the later --model wins
     result = cli("run", "--space", "quick-experiment", "--trials", "2", "--storage", storage, *options, *workers)
-    assert_refused(result, f"model '{model}': weights file model.safetensors does not open (")
+    assert_refused(result, f"model '{model}': weights file {weights} does not open (")
     assert studies_snapshot(storage) == {}

@@ -286,16 +286,17 @@ def test_a_space_files_rungs_and_trials_start_a_new_study_and_the_options_overri
     assert ATTR not in optuna.load_study(study_name="one-fidelity", storage=storage).user_attrs
 
 
-def first_trials(rung_search, name: str):
-    """A new study holding the first 6 trials of the fixture's, no rung trained, and an objective
-    with 2 rungs (the top is rung 1: the best 2 searched configs and the baseline train there)."""
+def first_trials(rung_search, name: str, count: int = 6):
+    """A new study holding the first ``count`` trials of the fixture's, no rung trained, and an
+    objective with 2 rungs (the top is rung 1: the best quarter of the searched configs, at
+    least 2, and the baseline train there)."""
     from lora_search.objectives import LoraObjective, Workload
 
     study = optuna.create_study(study_name=name, storage=rung_search["storage"])
     for key, value in load(rung_search).user_attrs.items():
         if key != ATTR:
             study.set_user_attr(key, value)
-    for trial in load(rung_search).trials[:6]:
+    for trial in load(rung_search).trials[:count]:
         study.add_trial(trial)
     return study, LoraObjective(Workload.from_dict({**study.user_attrs["lora_search.workload"], "rungs": 2}))
 
@@ -375,6 +376,84 @@ def test_the_workers_configs_at_a_rung_share_one_live_line(rung_search, monkeypa
         assert any(re.search(rf"^  rung 1 \d/{len(results)}: trial {number}( \(baseline\))?  eval_loss {result['value']:.4g}  .* on cpu\)\n",
                              part, flags=re.MULTILINE) for part in parts), parts
     assert terminal.getvalue().count("\n") == 1 + len(results)  # the rung's header and one line per config
+
+
+def test_no_config_starts_at_a_rung_once_the_deadline_has_passed_and_the_next_run_trains_the_rest(rung_search, capsys):
+    """The run's --timeout bounds its rungs: the config in training when the deadline passes
+    finishes and is kept, no other starts, and a run without a deadline trains the rest."""
+    import time
+
+    from lora_search._rungs import promoted, run_rungs
+    from lora_search._study import stored_space
+
+    study, objective = first_trials(rung_search, "deadline")
+    deadline = time.time() + 2
+
+    def hold_until_the_deadline(module, args):  # the first config outlives the deadline
+        while time.time() < deadline:
+            time.sleep(0.05)
+
+    handle = objective.base_model.bert.embeddings.register_forward_pre_hook(hold_until_the_deadline)
+    try:
+        assert run_rungs(study, objective, stored_space(study), deadline=deadline) == "timeout"
+    finally:
+        handle.remove()
+    wanted = promoted(study.trials, "minimize", [], 1, 1)
+    assert len(wanted) >= 2
+    err = capsys.readouterr().err
+    assert f"rungs: the --timeout has passed with {len(wanted) - 1} of rung 1's {len(wanted)} config(s) untrained; the same command" in err
+    stored = optuna.load_study(study_name="deadline", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
+    assert list(stored[0]["results"]) == [str(wanted[0])]
+
+    assert run_rungs(study, objective, stored_space(study)) is None
+    assert f"rung 1: {len(wanted) - 1} of {len(wanted)} config(s) train" in capsys.readouterr().err
+    stored = optuna.load_study(study_name="deadline", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
+    assert set(stored[0]["results"]) == {str(number) for number in wanted}
+
+
+def test_the_workers_start_no_config_at_a_rung_once_the_deadline_has_passed(rung_search, capsys):
+    """Two workers take a config each at once; the others would start when one finishes,
+    seconds after the deadline (each worker first loads torch and the base), so they do not."""
+    import time
+
+    from lora_search._loop import SearchPlan
+    from lora_search._rung_workers import RungWorkers
+    from lora_search._rungs import promoted, run_rungs
+    from lora_search._study import stored_space
+    from lora_search._workers import plan_workers
+
+    study, objective = first_trials(rung_search, "deadline-workers", count=12)
+    wanted = promoted(study.trials, "minimize", [], 1, 1)  # the best 3 of 11 searched and the baseline
+    assert len(wanted) >= 3
+    attrs = study.user_attrs
+    plan = SearchPlan(study_name="deadline-workers", storage=rung_search["storage"], space=attrs["lora_search.space"],
+                      space_yaml=attrs.get("lora_search.space_yaml"), profile=attrs["lora_search.profile"],
+                      workload={**attrs["lora_search.workload"], "rungs": 2}, direction="minimize", sampler="tpe",
+                      pruner="none", sampler_seed=0, target=6, deadline=None)
+    with RungWorkers(plan, plan_workers(2, accelerator="cpu", gpu_count=0, cpu_cores=2)) as workers:
+        assert run_rungs(study, objective, stored_space(study), workers=workers, deadline=time.time() + 3) == "timeout"
+    assert f"the --timeout has passed with {len(wanted) - 2} of rung 1's {len(wanted)} config(s) untrained" in capsys.readouterr().err
+    stored = optuna.load_study(study_name="deadline-workers", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
+    assert set(stored[0]["results"]) == {str(number) for number in wanted[:2]}
+
+
+def test_a_run_past_its_timeout_trains_no_rung_and_says_so(rung_search, cli):
+    from lora_search._rungs import promoted
+
+    study = optuna.create_study(study_name="past-timeout", storage=rung_search["storage"])
+    for key, value in load(rung_search).user_attrs.items():
+        if key != ATTR:
+            study.set_user_attr(key, value)
+    for trial in load(rung_search).trials[:6]:
+        study.add_trial(trial)
+    # the target is there, the deadline passes while the run loads the model
+    result = cli("run", "--study", "past-timeout", "--storage", rung_search["storage"], "--trials", 6, "--timeout", "0.001")
+    assert result.code == 0, result.err
+    wanted = promoted(study.trials, "minimize", [], 1, 2)  # the fixture's 3 rungs: rung 1 is not the top
+    assert f"rungs: the --timeout has passed with {len(wanted)} of rung 1's {len(wanted)} config(s) untrained" in result.err
+    assert "(6/6 finished; stopped: timeout" in result.out and "still to train" in result.out
+    stored = optuna.load_study(study_name="past-timeout", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
+    assert stored[0]["results"] == {}
 
 
 def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_next_run(rung_search, capsys):
