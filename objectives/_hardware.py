@@ -29,6 +29,17 @@ def detect_hardware() -> dict[str, Any]:
     }
 
 
+def data_parallel_width(device: str, quantization: str | None) -> int:
+    """The GPUs one training in this process spreads each batch over: the Trainer wraps the
+    model in ``nn.DataParallel`` across every visible GPU, except a quantized one (it cannot
+    be replicated). A ``--workers`` process sees one GPU; the CPU counts as one."""
+    if device != "cuda" or quantization is not None:
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
 def cuda_bf16_native() -> bool:
     """Whether the current GPU computes in bf16 natively: compute capability 8.0 and up
     (A100, H100, RTX 30 and 40), or ROCm. ``torch.cuda.is_bf16_supported()`` also says yes

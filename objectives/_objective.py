@@ -14,6 +14,7 @@ from lora_search.spaces import TrainingConfig, first_line, patience_that_fires
 
 from ._data import prepare_data, tokenize
 from ._errors import DataError
+from ._hardware import data_parallel_width
 from ._memory import estimate_training_memory_gb
 from ._model import check_weight_files, count_parameters, fresh_adapter, load_base_model, load_tokenizer, training_device
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
@@ -76,7 +77,8 @@ class LoraObjective:
     0 beside worker 0's, even where ``--devices`` left GPU 0 out.
     """
 
-    def __init__(self, workload: Workload, tracking: Tracking | None = None, load_base: bool = True) -> None:
+    def __init__(self, workload: Workload, tracking: Tracking | None = None, load_base: bool = True,
+                 config_devices: int | None = None) -> None:
         import torch
         from transformers import set_seed
 
@@ -90,6 +92,11 @@ class LoraObjective:
         self.dataset_size = len(self.data.train)
         self.tokenizer = load_tokenizer(workload.model)
         self.device, self.base_precision = training_device()
+        # A config's effective batch is per-device x accumulation x the devices its full run
+        # spreads batches over (the run profile's, as the guide counts it); a training here
+        # spreads them over ``parallel`` and accumulates the rest (``_batching``).
+        self.parallel = data_parallel_width(self.device, workload.quantization)
+        self.config_devices = config_devices if config_devices is not None else self.parallel
         set_seed(workload.seed)  # the classification head is initialised here, the same in every process
         if load_base:
             self.base_model = load_base_model(
@@ -123,20 +130,26 @@ class LoraObjective:
         return self._plan(config, len(self.train_rows), self.workload.evaluations_per_trial)
 
     def _plan(self, config: TrainingConfig, train_examples: int, evaluations: int) -> ProxySchedule:
-        return ProxySchedule.plan(
-            train_examples,
-            config.num_train_epochs,
-            config.per_device_train_batch_size,
-            config.gradient_accumulation_steps,
-            evaluations,
-        )
+        return ProxySchedule.plan(train_examples, config.num_train_epochs, *self._batching(config), evaluations)
+
+    def _batching(self, config: TrainingConfig) -> tuple[int, int]:
+        """(examples per forward pass, accumulation) that train ``config``'s effective batch
+        here: a worker on one GPU accumulates 8 passes of 16 where the full run on 8 GPUs
+        takes 1 pass of 16 on each (16 x 1 x 8 = 128 per optimizer step either way)."""
+        accumulation = max(1, round(config.gradient_accumulation_steps * self.config_devices / self.parallel))
+        return config.per_device_train_batch_size * self.parallel, accumulation
+
+    def _as_trained_here(self, config: TrainingConfig) -> TrainingConfig:
+        """``config`` with the accumulation ``_batching`` gives it on this process's devices."""
+        accumulation = self._batching(config)[1]
+        return config if accumulation == config.gradient_accumulation_steps else config.replace(gradient_accumulation_steps=accumulation)
 
     def _full_run_evaluations_per_epoch(self, config: TrainingConfig) -> int:
         """How many times per epoch ``config``'s full run evaluates: an epoch of the whole
         training split's optimizer steps over its eval_steps (once with epoch evaluation)."""
         if config.eval_strategy != "steps":
             return 1
-        epoch = ProxySchedule.plan(self.dataset_size, 1, config.per_device_train_batch_size, config.gradient_accumulation_steps, 1)
+        epoch = ProxySchedule.plan(self.dataset_size, 1, *self._batching(config), 1)
         return max(1, round(epoch.optimizer_steps / config.eval_steps))
 
     def report_steps(self, config: TrainingConfig) -> list[int]:
@@ -366,7 +379,7 @@ class LoraObjective:
                        "logging_steps": max(1, schedule.optimizer_steps // len(schedule.report_steps()))}
         return build_trainer(
             model,
-            config,
+            self._as_trained_here(config),
             task=self.task,
             tokenizer=self.tokenizer,
             train_rows=train_rows,

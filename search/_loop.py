@@ -348,7 +348,8 @@ def run_plan(plan: SearchPlan, *, objective: LoraObjective | None = None, resolv
 
     if objective is None:
         quiet_libraries()
-        objective = LoraObjective(Workload.from_dict(plan.workload), Tracking(**plan.tracking) if plan.tracking else None)
+        objective = LoraObjective(Workload.from_dict(plan.workload), Tracking(**plan.tracking) if plan.tracking else None,
+                                  config_devices=plan.profile["devices"])
     if resolved is None:
         resolved = load_space(plan.space, plan.space_yaml).resolve(RunProfile(**plan.profile))
     optuna.logging.set_verbosity(optuna.logging.WARNING)

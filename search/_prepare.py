@@ -188,6 +188,7 @@ def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
     else:
         profile = training_profile(objective.dataset_size, objective.model_parameters, workload.quantization)
+    objective.config_devices = profile.devices  # the configs' effective batch spans the profile's devices
     resolved = space.resolve(profile)
     baseline_params = resolved.params_for(resolved.baseline())
 

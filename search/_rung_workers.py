@@ -180,7 +180,8 @@ def serve_rungs(plan: SearchPlan, answers: TextIO) -> None:
     from .spaces import RunProfile, first_line, load_space
 
     quiet_libraries()
-    objective = LoraObjective(Workload.from_dict(plan.workload), Tracking(**plan.tracking) if plan.tracking else None)
+    objective = LoraObjective(Workload.from_dict(plan.workload), Tracking(**plan.tracking) if plan.tracking else None,
+                              config_devices=plan.profile["devices"])
     resolved = load_space(plan.space, plan.space_yaml).resolve(RunProfile(**plan.profile))
     trials = plan.open_study().get_trials(deepcopy=False)  # finished before any rung: they no longer change
     for line in sys.stdin:

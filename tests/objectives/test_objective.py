@@ -50,6 +50,17 @@ def test_good_config_learns_and_records_what_happened(tiny_objective, good_confi
     assert {"seed", "proxy.train_examples", "proxy.eval_examples", "peak_memory_mb", "memory_estimate_gb"} <= set(attrs)
 
 
+def test_a_config_for_two_devices_trains_its_effective_batch_on_one(tiny_workload, good_config):
+    """A config whose full run spreads each batch over 2 GPUs (8 per device x 1 accumulation x 2
+    = 16 examples per optimizer step) trains in a process with one device (a --workers
+    process, this CPU) as 2 accumulated passes of 8: the same examples in half the steps."""
+    objective = LoraObjective(tiny_workload, config_devices=2)
+    assert objective.parallel == 1
+    attrs = run_configs(objective, [good_config]).trials[0].user_attrs
+    assert attrs["examples_seen"] == 256
+    assert attrs["optimizer_steps"] == attrs["proxy.optimizer_steps"] == 16  # 8 batches of 8 per epoch / 2 x 4 epochs
+
+
 def test_bad_config_is_pruned_at_an_intermediate_example_count(tiny_objective, good_config, bad_config):
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=100)
     study = run_configs(tiny_objective, [good_config, bad_config], pruner)

@@ -99,3 +99,30 @@ def test_with_workers_the_parent_counts_the_base_from_its_config_and_stores_the_
     assert alone.objective.base_model is not None and parent.objective.base_model is None
     assert parent.objective.model_parameters == alone.objective.model_parameters
     assert parent.study.user_attrs["lora_search.profile"] == alone.study.user_attrs["lora_search.profile"]
+
+
+def test_a_resumed_study_trains_the_effective_batch_of_the_devices_its_profile_names(tmp_path, tiny_bert, tiny_options):
+    """A study made on a host with 2 GPUs resolves its configs for batches spread over both:
+    resumed in a process that trains on one device (a worker, this CPU) its trials accumulate
+    twice as many passes, so each optimizer step still takes the config's effective batch."""
+    import json
+    import sqlite3
+
+    from lora_search._prepare import prepare
+
+    storage = tmp_path / "studies.db"
+    workload = {"model": tiny_bert, "train_sample": 16, "eval_sample": 16, "max_length": 16}
+    made = prepare(RunRequest(space="quick-experiment", study="two-gpus", storage=str(storage), workload=workload))
+    assert made.objective.config_devices == made.objective.parallel == 1  # this CPU
+    with sqlite3.connect(storage) as connection:  # as if made on a host with two 24 GB GPUs
+        profile = {**made.study.user_attrs["lora_search.profile"], "accelerator": "cuda", "devices": 2,
+                   "gpu_memory_gb": 24.0, "bf16_supported": True}
+        connection.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'lora_search.profile'",
+                           (json.dumps(profile),))
+    resumed = prepare(RunRequest(study="two-gpus", storage=str(storage)))
+    assert resumed.objective.config_devices == 2 and resumed.objective.parallel == 1
+    config = resumed.resolved.guide()
+    schedule, one_device = resumed.objective.schedule(config), made.objective.schedule(config)
+    assert schedule.accumulation == 2 * one_device.accumulation
+    # examples per optimizer step: per-device x accumulation x the profile's 2 devices
+    assert schedule.per_device_batch * schedule.accumulation == config.effective_batch_size * 2
