@@ -19,7 +19,7 @@ from ._memory import estimate_training_memory_gb
 from ._model import check_weight_files, count_parameters, fresh_adapter, load_base_model, load_tokenizer, training_device
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TrackedRun, Tracking, rung_result_record, trial_record
-from ._trainer import build_trainer, perplexity, training_precision
+from ._trainer import accumulation_here, build_trainer, perplexity, training_precision
 from ._workload import Workload, metric_direction, metric_noise
 
 # Constraint keys every finished trial sets (GPSampler needs the same keys on all trials).
@@ -133,11 +133,9 @@ class LoraObjective:
         return ProxySchedule.plan(train_examples, config.num_train_epochs, *self._batching(config), evaluations)
 
     def _batching(self, config: TrainingConfig) -> tuple[int, int]:
-        """(examples per forward pass, accumulation) that train ``config``'s effective batch
-        here: a worker on one GPU accumulates 8 passes of 16 where the full run on 8 GPUs
-        takes 1 pass of 16 on each (16 x 1 x 8 = 128 per optimizer step either way)."""
-        accumulation = max(1, round(config.gradient_accumulation_steps * self.config_devices / self.parallel))
-        return config.per_device_train_batch_size * self.parallel, accumulation
+        """(examples per forward pass, accumulation) that train ``config``'s effective batch here."""
+        return (config.per_device_train_batch_size * self.parallel,
+                accumulation_here(config, self.config_devices, self.parallel))
 
     def _as_trained_here(self, config: TrainingConfig) -> TrainingConfig:
         """``config`` with the accumulation ``_batching`` gives it on this process's devices."""

@@ -46,7 +46,8 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
 
     from ._data import prepare_data, tokenize
     from ._model import attach_adapter, fit_base_to_gpu, load_base_model, load_tokenizer, training_device
-    from ._trainer import build_trainer, perplexity
+    from ._hardware import data_parallel_width
+    from ._trainer import accumulation_here, build_trainer, perplexity
 
     workload, chosen = fit_base_to_gpu(workload)  # training.json records the base as it was loaded
     if chosen is not None and progress:
@@ -75,9 +76,13 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         training_only.append(_evaluation_lines())
     if tracked is not None:
         training_only.extend(tracked.trainer_callbacks())
+    # the config's effective batch spans this host's GPUs; a quantized base, which the Trainer
+    # does not replicate over them, accumulates their passes on one
+    here = config.replace(gradient_accumulation_steps=accumulation_here(
+        config, fitted["profile"]["devices"], data_parallel_width(device, workload.quantization)))
     trainer = build_trainer(
         model,
-        config,
+        here,
         task=data.task,
         tokenizer=tokenizer,
         train_rows=rows["train"],

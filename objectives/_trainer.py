@@ -24,6 +24,15 @@ def training_precision(precision: str, base_precision: str) -> str:
     return base_precision if precision == "fp32" else precision
 
 
+def accumulation_here(config: TrainingConfig, config_devices: int, parallel: int) -> int:
+    """The accumulation that trains ``config``'s effective batch (per-device x accumulation x
+    ``config_devices``, as the guide counts it) where the Trainer spreads each batch over
+    ``parallel`` devices (``data_parallel_width``): a worker on one GPU accumulates 8 passes
+    of 16 where the full run on 8 GPUs takes 1 pass of 16 on each, 128 per optimizer step
+    either way."""
+    return max(1, round(config.gradient_accumulation_steps * config_devices / parallel))
+
+
 def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))  # exp(>709) overflows a float
 
