@@ -26,7 +26,7 @@ $(FLOORS)/.installed: pyproject.toml .ci/floors.py
 
 .PHONY: run test test-floors
 # The demo must end within 30 minutes on 2 CPU cores. Timed 2026-11-29 on an idle machine (rung
-# rules 5): 14:34 in all. 12 trials took 4.6 min (8 complete at 0.3-0.7 min each, 4 pruned at
+# rules 5): 14:34 in all, and 14:09 again with --timeout 20m. 12 trials took 4.6 min (8 complete at 0.3-0.7 min each, 4 pruned at
 # ~0.1 min), then rung 1 = ceil(11/4) = 3 best + the baseline = 4 configs in 10.5 min (2:37-3:02
 # each, the baseline 2:10). --timeout 20m only guards a slower machine: no trial or rung config
 # starts after 20 min, so the last ends by about 20 + 3 = 23 min. 20 trials took 30:24 under

@@ -45,8 +45,9 @@ best config of the rung below alone; the baseline trains again at the top rung o
 one that decides. The winner (summary, show, export) is the best config at the top rung;
 the summary says how much compute the rungs saved against every trial at the top rung.
 Each result is stored as it comes: an interrupted run, or one whose --timeout passed
-mid-rung, resumes with the configs still to train, a longer search trains only newcomers; on a terminal a live line shows the config
-training. With --workers N a rung trains N configs at a time, one on each worker's GPU or
+mid-rung (no config starts after it), resumes with the configs still to train, a longer
+search trains only newcomers; on a terminal a live line shows the config training.
+With --workers N a rung trains N configs at a time, one on each worker's GPU or
 share of the CPU cores. A rung trains each config as export writes it for the full run and
 evaluates it as often per epoch as that run does, up to 4 times, its patience spanning as
 much of an epoch as the run's. The baseline is the guide preset fitted to the data, so

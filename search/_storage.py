@@ -173,12 +173,15 @@ def remove_if_unused(storage: "optuna.storages.BaseStorage", path: Path) -> None
     no empty file behind to be mistaken for a study."""
     import optuna
 
-    if storage.get_all_studies():
+    try:
+        if storage.get_all_studies():
+            return
+        if isinstance(storage, optuna.storages.RDBStorage):
+            storage.engine.dispose()  # SQLite's write-ahead files go with the last connection
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+    except Exception:  # on the way out of a refused run: its own error is the one to report
         return
-    if isinstance(storage, optuna.storages.RDBStorage):
-        storage.engine.dispose()  # SQLite's write-ahead files go with the last connection
-    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        leftover.unlink(missing_ok=True)
 
 
 def _check_file_location(resolved: StorageSpec, create: bool) -> bool:
