@@ -34,7 +34,8 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     ``PeftModel.from_pretrained``), ``output_dir/checkpoints`` (Trainer checkpoints) and
     ``output_dir/training.json``, and returns what that file holds: workload, config,
     each split's size and origin, the fit (``fitted``: applied or not, the profile, and
-    each setting it changes with both values and why), epochs trained, and the metrics
+    each setting it changes with both values and why), epochs trained, the batch as
+    taken here (``batch``: per device, devices, accumulation, optimizer steps), and the metrics
     (``validation_*``, ``test_*``: loss, and accuracy and f1 or perplexity). With
     ``progress``, the fit's changes and then one line per evaluation go to stderr (as
     ``run`` writes one per trial); without, nothing is printed.
@@ -78,8 +79,8 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         training_only.extend(tracked.trainer_callbacks())
     # the config's effective batch spans this host's GPUs; a quantized base, which the Trainer
     # does not replicate over them, accumulates their passes on one
-    here = config.replace(gradient_accumulation_steps=accumulation_here(
-        config, fitted["profile"]["devices"], data_parallel_width(device, workload.quantization)))
+    parallel = data_parallel_width(device, workload.quantization)
+    here = config.replace(gradient_accumulation_steps=accumulation_here(config, fitted["profile"]["devices"], parallel))
     trainer = build_trainer(
         model,
         here,
@@ -118,6 +119,11 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         "splits": {role: {"examples": len(rows[role]), "source": origins[role]} for role in rows},
         "fitted": {"applied": fit_to_data, "profile": fitted["profile"], "changes": fitted["changes"]},
         "epochs": {"planned": config.num_train_epochs, "trained": trainer.state.epoch, "best_checkpoint": _best_epoch(trainer.state)},
+        # how the config's effective batch was taken here: per device x devices x accumulation
+        "batch": {"per_device": config.per_device_train_batch_size, "devices": parallel,
+                  "accumulation": here.gradient_accumulation_steps,
+                  "examples_per_step": config.per_device_train_batch_size * parallel * here.gradient_accumulation_steps,
+                  "optimizer_steps": trainer.state.global_step},
         "metrics": metrics,
     }
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -220,6 +220,10 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
         deadline=None if plan.deadline is None else time.monotonic() + (plan.deadline - time.time()),
         quiet=request.quiet,
     )
+    gpus = prepared.objective.parallel
+    if slots is None and gpus > 1 and not request.quiet:  # the Trainer's nn.DataParallel: one trial on every GPU
+        print(f"lora-search run: each trial spreads its batches over the {gpus} visible GPUs; --workers {gpus} "
+              f"trains {gpus} trials at once, one per GPU, which suits brief trainings better", file=sys.stderr)
     if prepared.already_finished >= plan.target:
         stopped = "already done"
     else:

@@ -87,6 +87,24 @@ def test_train_on_a_file_holds_out_validation_and_test(tiny_bert, sentiment_csv,
     assert isinstance(PeftModel.from_pretrained(base, tmp_path / "adapter"), PeftModel)
 
 
+def test_train_takes_the_effective_batch_of_every_gpu_on_the_devices_it_has(tiny_bert, sentiment_csv, good_config, tmp_path,
+                                                                            monkeypatch):
+    """A preset's effective batch counts the host's GPUs (8 per device x 1 x 2 GPUs = 16 per
+    step). Where the Trainer cannot spread batches over them (a quantized base; here the CPU
+    of a host said to have two GPUs) it accumulates the other GPU's pass on the one it has."""
+    from lora_search.objectives import _hardware
+
+    workload = Workload(model=tiny_bert, data=sentiment_csv, max_length=16, torch_threads=1)
+    config = good_config.replace(num_train_epochs=1)
+    alone = train_with_preset(workload, config, tmp_path / "one", progress=False)
+    assert alone["batch"] == {"per_device": 8, "devices": 1, "accumulation": 1, "examples_per_step": 8, "optimizer_steps": 18}  # 144 rows / 8
+    monkeypatch.setattr(_hardware, "detect_hardware",
+                        lambda: {"accelerator": "cuda", "devices": 2, "gpu_memory_gb": 24.0, "bf16_supported": True})
+    spread = train_with_preset(workload, config, tmp_path / "two", progress=False)
+    assert spread["fitted"]["profile"]["devices"] == 2 and spread["config"] == alone["config"]  # the preset as written
+    assert spread["batch"] == {"per_device": 8, "devices": 1, "accumulation": 2, "examples_per_step": 16, "optimizer_steps": 9}
+
+
 def test_causal_lm_training_reports_perplexity_of_both_splits(tiny_gpt2, qa_jsonl, good_config, tmp_path):
     workload = Workload(model=tiny_gpt2, data=qa_jsonl, prompt_column="prompt", response_column="response", metric="perplexity",
                         max_length=24, torch_threads=1)
