@@ -42,10 +42,10 @@ def data_parallel_width(device: str, quantization: str | None) -> int:
 
 def cuda_bf16_native() -> bool:
     """Whether the current GPU computes in bf16 natively: compute capability 8.0 and up
-    (A100, H100, RTX 30 and 40), or ROCm. ``torch.cuda.is_bf16_supported()`` also says yes
-    where bf16 is only emulated (T4, V100: far slower than their fp16) and, to find that
-    out, allocates a tensor on the GPU, which gives a process that trains nothing there
-    (the parent of ``--workers``) a CUDA context on it."""
+    (A100, H100, RTX 30 and 40), or ROCm. On older GPUs (T4, V100: no bf16 units, fp16
+    ones) ``torch.cuda.is_bf16_supported()`` says yes where bf16 can merely be emulated,
+    and finds that out by allocating a tensor there, which gives a process that trains
+    nothing on the GPU (the parent of ``--workers``) a CUDA context."""
     import torch
 
     return bool(torch.version.hip) or torch.cuda.get_device_capability()[0] >= 8

@@ -286,19 +286,38 @@ def test_a_space_files_rungs_and_trials_start_a_new_study_and_the_options_overri
     assert ATTR not in optuna.load_study(study_name="one-fidelity", storage=storage).user_attrs
 
 
-def first_trials(rung_search, name: str, count: int = 6):
-    """A new study holding the first ``count`` trials of the fixture's, no rung trained, and an
-    objective with 2 rungs (the top is rung 1: the best quarter of the searched configs, at
-    least 2, and the baseline train there)."""
-    from lora_search.objectives import LoraObjective, Workload
-
+def copy_of_first_trials(rung_search, name: str, count: int = 6) -> optuna.Study:
+    """A new study holding the first ``count`` trials of the fixture's and its attrs, no rung trained."""
     study = optuna.create_study(study_name=name, storage=rung_search["storage"])
     for key, value in load(rung_search).user_attrs.items():
         if key != ATTR:
             study.set_user_attr(key, value)
     for trial in load(rung_search).trials[:count]:
         study.add_trial(trial)
+    return study
+
+
+def first_trials(rung_search, name: str, count: int = 6):
+    """``copy_of_first_trials`` and an objective with 2 rungs (the top is rung 1: the best
+    quarter of the searched configs, at least 2, and the baseline train there)."""
+    from lora_search.objectives import LoraObjective, Workload
+
+    study = copy_of_first_trials(rung_search, name, count)
     return study, LoraObjective(Workload.from_dict({**study.user_attrs["lora_search.workload"], "rungs": 2}))
+
+
+def two_rung_workers(rung_search, study: optuna.Study):
+    """Two CPU worker processes for ``study``'s rungs, as ``run --workers 2 --rungs 2`` starts them."""
+    from lora_search._loop import SearchPlan
+    from lora_search._rung_workers import RungWorkers
+    from lora_search._workers import plan_workers
+
+    attrs = study.user_attrs
+    plan = SearchPlan(study_name=study.study_name, storage=rung_search["storage"], space=attrs["lora_search.space"],
+                      space_yaml=attrs.get("lora_search.space_yaml"), profile=attrs["lora_search.profile"],
+                      workload={**attrs["lora_search.workload"], "rungs": 2}, direction="minimize", sampler="tpe",
+                      pruner="none", sampler_seed=0, target=6, deadline=None)
+    return RungWorkers(plan, plan_workers(2, accelerator="cpu", gpu_count=0, cpu_cores=2))
 
 
 def test_a_config_training_at_a_rung_has_a_live_line_on_a_terminal_only(rung_search, monkeypatch):
@@ -342,26 +361,18 @@ def test_the_workers_configs_at_a_rung_share_one_live_line(rung_search, monkeypa
     import re
     import sys
 
-    from lora_search._loop import SearchPlan
-    from lora_search._rung_workers import RungWorkers
     from lora_search._rungs import promoted, run_rungs
     from lora_search._study import stored_space
-    from lora_search._workers import plan_workers
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     study, objective = first_trials(rung_search, "live-workers")
-    attrs = study.user_attrs
-    plan = SearchPlan(study_name="live-workers", storage=rung_search["storage"], space=attrs["lora_search.space"],
-                      space_yaml=attrs.get("lora_search.space_yaml"), profile=attrs["lora_search.profile"],
-                      workload={**attrs["lora_search.workload"], "rungs": 2}, direction="minimize", sampler="tpe",
-                      pruner="none", sampler_seed=0, target=6, deadline=None)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     monkeypatch.setenv("COLUMNS", "200")
-    with RungWorkers(plan, plan_workers(2, accelerator="cpu", gpu_count=0, cpu_cores=2)) as workers:
+    with two_rung_workers(rung_search, study) as workers:
         run_rungs(study, objective, stored_space(study), workers=workers)
     rungs = optuna.load_study(study_name="live-workers", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
     results = rungs[0]["results"]
@@ -416,21 +427,13 @@ def test_the_workers_start_no_config_at_a_rung_once_the_deadline_has_passed(rung
     seconds after the deadline (each worker first loads torch and the base), so they do not."""
     import time
 
-    from lora_search._loop import SearchPlan
-    from lora_search._rung_workers import RungWorkers
     from lora_search._rungs import promoted, run_rungs
     from lora_search._study import stored_space
-    from lora_search._workers import plan_workers
 
     study, objective = first_trials(rung_search, "deadline-workers", count=12)
     wanted = promoted(study.trials, "minimize", [], 1, 1)  # the best 3 of 11 searched and the baseline
     assert len(wanted) >= 3
-    attrs = study.user_attrs
-    plan = SearchPlan(study_name="deadline-workers", storage=rung_search["storage"], space=attrs["lora_search.space"],
-                      space_yaml=attrs.get("lora_search.space_yaml"), profile=attrs["lora_search.profile"],
-                      workload={**attrs["lora_search.workload"], "rungs": 2}, direction="minimize", sampler="tpe",
-                      pruner="none", sampler_seed=0, target=6, deadline=None)
-    with RungWorkers(plan, plan_workers(2, accelerator="cpu", gpu_count=0, cpu_cores=2)) as workers:
+    with two_rung_workers(rung_search, study) as workers:
         assert run_rungs(study, objective, stored_space(study), workers=workers, deadline=time.time() + 3) == "timeout"
     assert f"the --timeout has passed with {len(wanted) - 2} of rung 1's {len(wanted)} config(s) untrained" in capsys.readouterr().err
     stored = optuna.load_study(study_name="deadline-workers", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
@@ -440,12 +443,7 @@ def test_the_workers_start_no_config_at_a_rung_once_the_deadline_has_passed(rung
 def test_a_run_past_its_timeout_trains_no_rung_and_says_so(rung_search, cli):
     from lora_search._rungs import promoted
 
-    study = optuna.create_study(study_name="past-timeout", storage=rung_search["storage"])
-    for key, value in load(rung_search).user_attrs.items():
-        if key != ATTR:
-            study.set_user_attr(key, value)
-    for trial in load(rung_search).trials[:6]:
-        study.add_trial(trial)
+    study = copy_of_first_trials(rung_search, "past-timeout")
     # the target is there, the deadline passes while the run loads the model
     result = cli("run", "--study", "past-timeout", "--storage", rung_search["storage"], "--trials", 6, "--timeout", "0.001")
     assert result.code == 0, result.err
