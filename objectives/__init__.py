@@ -9,7 +9,7 @@ reports trials and trainings to experiment trackers (MLflow, TensorBoard, W&B).
 
 from ._data import prepare_data
 from ._errors import DataError, InfeasibleConfigError, ModelError
-from ._hardware import detect_hardware, training_profile
+from ._hardware import detect_hardware, distributed_launch, training_profile
 from ._model import fit_base_to_gpu, fresh_adapter, model_location, quiet_libraries
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
@@ -35,6 +35,7 @@ __all__ = [
     "classification_metrics",
     "collator_for",
     "detect_hardware",
+    "distributed_launch",
     "fit_base_to_gpu",
     "fresh_adapter",
     "metric_direction",

@@ -46,12 +46,16 @@ def model_location(name: str | None) -> tuple[str, str]:
 
 
 def training_device() -> tuple[str, str]:
-    """(device, precision of the frozen base) to train with: the GPU when there is one."""
+    """(device, precision of the frozen base) to train with: the GPU when there is one
+    (under a distributed launch, the one of its LOCAL_RANK)."""
     import torch
 
-    from ._hardware import cuda_bf16_native
+    from ._hardware import cuda_bf16_native, distributed_launch
 
     cuda = torch.cuda.is_available()
+    launch = distributed_launch()
+    if cuda and launch is not None:
+        torch.cuda.set_device(launch.local_rank)  # "cuda" is then this process's own GPU
     return ("cuda" if cuda else "cpu"), base_precision(cuda, cuda and cuda_bf16_native())
 
 
@@ -110,8 +114,10 @@ def load_base_model(
         raise ModelError("the embedded MiniLM is an encoder for classification; for causal-lm pass --model with a causal LM (GPT-2, Llama, ...)")
     placement = {"dtype": dtype}
     if quantization is not None:
-        # quantized as the weights reach the device; the default skips keep a causal LM's output layer
-        placement.update(quantization_config=_quantization_config(quantization, dtype, task), device_map={"": device})
+        # quantized as the weights reach the device (a GPU by its index: "cuda" alone would not
+        # say which under a distributed launch); the default skips keep a causal LM's output layer
+        placement.update(quantization_config=_quantization_config(quantization, dtype, task),
+                         device_map={"": torch.cuda.current_device() if device == "cuda" else device})
     if task == "classification":
         model = _from_pretrained(
             AutoModelForSequenceClassification,

@@ -41,15 +41,22 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     ``run`` writes one per trial); without, nothing is printed.
     An open ``tracked`` run receives the Trainer's logs, then the LoRA settings, workload
     and final metrics.
+
+    Under ``torchrun`` or ``accelerate launch`` each process trains on its own device with
+    DistributedDataParallel; all of them return the record, rank 0 alone prints and writes
+    (the Trainer saves checkpoints from it too).
     """
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
     from ._data import prepare_data, tokenize
     from ._model import attach_adapter, fit_base_to_gpu, load_base_model, load_tokenizer, training_device
-    from ._hardware import data_parallel_width
+    from ._hardware import data_parallel_width, distributed_launch
     from ._trainer import accumulation_here, build_trainer, perplexity
 
+    launch = distributed_launch()
+    writes = launch is None or launch.rank == 0
+    progress = progress and writes
     workload, chosen = fit_base_to_gpu(workload)  # training.json records the base as it was loaded
     if chosen is not None and progress:
         print(chosen, file=sys.stderr)
@@ -77,9 +84,13 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         training_only.append(_evaluation_lines())
     if tracked is not None:
         training_only.extend(tracked.trainer_callbacks())
-    # the config's effective batch spans this host's GPUs; a quantized base, which the Trainer
-    # does not replicate over them, accumulates their passes on one
+    # the config's effective batch spans this host's GPUs (a launch's processes); alone, a
+    # quantized base, which the Trainer does not replicate over them, accumulates their passes on one
     parallel = data_parallel_width(device, workload.quantization)
+    if progress and launch is None and parallel > 1:
+        print(f"lora-search train: the Trainer spreads each batch over the {parallel} visible GPUs from this one process "
+              f"(nn.DataParallel); torchrun --nproc-per-node {parallel} $(which lora-search) train ... trains with one "
+              "process per GPU (DDP), which is faster", file=sys.stderr)
     here = config.replace(gradient_accumulation_steps=accumulation_here(config, fitted["profile"]["devices"], parallel))
     trainer = build_trainer(
         model,
@@ -110,8 +121,6 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         if data.task == "causal-lm":
             scores[f"{role}_perplexity"] = perplexity(scores[f"{role}_loss"])
         metrics.update({f"{role}_{name}": float(scores[f"{role}_{name}"]) for name in SCORES if f"{role}_{name}" in scores})
-    model.save_pretrained(output / "adapter")
-    tokenizer.save_pretrained(output / "adapter")
     origins = {"train": data.source, "validation": data.eval_source, "test": data.test_source}
     record = {
         "workload": workload.to_dict(),
@@ -126,11 +135,26 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
                   "optimizer_steps": trainer.state.global_step},
         "metrics": metrics,
     }
-    (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    if writes:
+        model.save_pretrained(output / "adapter")
+        tokenizer.save_pretrained(output / "adapter")
+        (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    if launch is not None:
+        _leave_process_group()
     if tracked is not None:
         workload_params = {f"workload.{key}": value for key, value in record["workload"].items()}
         tracked.log(params=lora_params(config) | workload_params, metrics={**metrics, "epochs_trained": trainer.state.epoch})
     return record
+
+
+def _leave_process_group() -> None:
+    """Wait for rank 0's files, then close the launch's process group: a process that exits
+    with it open can abort at exit (gloo's threads) and make the launcher fail the run."""
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _fit(config: TrainingConfig, workload: Workload, dataset_size: int, model_parameters: int) -> dict[str, Any]:

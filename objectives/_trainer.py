@@ -91,6 +91,9 @@ def build_trainer(
         use_cpu=device != "cuda",
         dataloader_pin_memory=device == "cuda",
         remove_unused_columns=False,
+        # under a distributed launch: every adapter weight is in the forward pass, so DDP need
+        # not walk the graph for unused ones at every step
+        ddp_find_unused_parameters=False,
         report_to="none",
         disable_tqdm=not progress,
         output_dir=output_dir,

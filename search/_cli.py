@@ -86,17 +86,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from .objectives import distributed_launch
     from .spaces import LoraSearchError
 
+    launch = distributed_launch()
+    # each process of a distributed launch reports its own errors: say which
+    prog = f"lora-search {args.command}" + (f" (rank {launch.rank})" if launch is not None and launch.rank else "")
+    if launch is not None and args.command != "train":
+        print(f"{prog}: error: only 'train' runs under torchrun or accelerate launch (WORLD_SIZE={launch.world_size}): "
+              f"start 'lora-search {args.command}' plainly (a search takes one trial per GPU with 'run --workers N')",
+              file=sys.stderr)
+        return 2
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return code
     except LoraSearchError as error:
-        print(f"lora-search {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"lora-search {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -105,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LORA_SEARCH_DEBUG"):
             raise
         print(
-            f"lora-search {args.command}: internal error: {type(error).__name__}: {error} "
+            f"{prog}: internal error: {type(error).__name__}: {error} "
             "(set LORA_SEARCH_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )

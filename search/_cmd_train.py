@@ -25,6 +25,13 @@ in particular (quick-experiment: 1 epoch, evaluated every 100 steps), so a small
 may get one pass and a single evaluation at its end. Without the option, the
 preset trains as written and the changes the fit would make are printed as a note.
 
+On several GPUs, start one process per GPU (DistributedDataParallel):
+  torchrun --nproc-per-node 8 $(which lora-search) train --preset NAME --output DIR
+The preset's per-device batch and accumulation then hold on each GPU (8 GPUs take 8
+times its batch per step, as its effective batch counts them). Rank 0 prints and
+writes the adapter and training.json. Started plainly, the Trainer spreads each batch
+over all visible GPUs from one process (nn.DataParallel), which is slower.
+
 examples:
   lora-search train --preset reviews-small-gpu --output out/reviews
   lora-search train --preset standard --model ./my-model --data train.csv \\
@@ -53,9 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ._presets import train_preset
+    from .objectives import distributed_launch
 
     record = train_preset(args.preset, args.output, workload=workload_options(args), fit_to_data=args.fit_to_data,
                           report_to=tuple(args.report_to or ()))
+    launch = distributed_launch()
+    if launch is not None and launch.rank != 0:
+        return 0  # rank 0 reports the run
     # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
     output = Path(args.output)
     print(f"adapter saved to {output / 'adapter'} (settings, splits and metrics in {output / 'training.json'})")

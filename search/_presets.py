@@ -301,14 +301,18 @@ def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, A
     split and machine first (``train_with_preset``).
 
     ``report_to`` trackers get one run ``PRESET/OUTPUT`` (``OUTPUT``: the output folder's
-    name) in the group ``PRESET``, written beside the default storage (``studies/tracking``).
+    name) in the group ``PRESET``, written beside the default storage (``studies/tracking``);
+    under a distributed launch, by rank 0.
     """
     from contextlib import nullcontext
 
     from ._tracking import open_group, tracking_for
-    from .objectives import quiet_libraries, train_with_preset
+    from .objectives import distributed_launch, quiet_libraries, train_with_preset
 
     tracking = tracking_for(report_to, None)  # a missing tracker package stops it before anything loads
+    launch = distributed_launch()
+    if launch is not None and launch.rank != 0:
+        tracking = None  # the other ranks train the same run
     found = preset if isinstance(preset, Preset) else find_preset(preset)
     quiet_libraries()
     if tracking is not None:
