@@ -8,7 +8,7 @@ reports trials and trainings to experiment trackers (MLflow, TensorBoard, W&B).
 """
 
 from ._data import prepare_data
-from ._errors import DataError, InfeasibleConfigError, ModelError
+from ._errors import DataError, InfeasibleConfigError, ModelError, OutputError
 from ._hardware import detect_hardware, distributed_launch, training_profile
 from ._model import fit_base_to_gpu, fresh_adapter, model_location, quiet_libraries
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
@@ -28,6 +28,7 @@ __all__ = [
     "InfeasibleConfigError",
     "LoraObjective",
     "ModelError",
+    "OutputError",
     "ProxySchedule",
     "TrackedRun",
     "Tracking",

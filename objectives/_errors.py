@@ -15,3 +15,7 @@ class ModelError(LoraSearchError):
 
 class InfeasibleConfigError(LoraSearchError):
     """A configuration that cannot train here (out of memory, non-finite loss, over the memory budget)."""
+
+
+class OutputError(LoraSearchError):
+    """An output folder that cannot take a training: unwritable, finished, or another training's."""

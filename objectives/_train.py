@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from lora_search.spaces import TrainingConfig
 
-from ._errors import InfeasibleConfigError
+from ._errors import InfeasibleConfigError, OutputError
 from ._objective import LoraObjective
 from ._tracking import TrackedRun, lora_params
 from ._workload import Workload, metric_direction
 
 # What the evaluations report of the Trainer's output: scores, not timings.
 SCORES = ("loss", "accuracy", "f1", "perplexity")
+
+# The settings of a training under way in an output folder, so that the same command resumes
+# it from its last checkpoint and another one does not mix in; gone once training.json is written.
+IN_PROGRESS = "training-in-progress.json"
 
 
 def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, fit_to_data: bool = False,
@@ -45,6 +50,12 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     Under ``torchrun`` or ``accelerate launch`` each process trains on its own device with
     DistributedDataParallel; all of them return the record, rank 0 alone prints and writes
     (the Trainer saves checkpoints from it too).
+
+    An interrupted training resumes: the same workload and config into the same folder go
+    on from its last complete checkpoint (optimizer, schedule, random state, early
+    stopping's count and the best checkpoint so far included). ``OutputError`` before
+    anything loads where the folder cannot be written or holds a finished training, and
+    before training where it holds checkpoints of other settings.
     """
     import torch
     from transformers import EarlyStoppingCallback, set_seed
@@ -57,13 +68,14 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     launch = distributed_launch()
     writes = launch is None or launch.rank == 0
     progress = progress and writes
+    output = Path(output_dir)
+    _claim_output(output, writes)
     workload, chosen = fit_base_to_gpu(workload)  # training.json records the base as it was loaded
     if chosen is not None and progress:
         print(chosen, file=sys.stderr)
 
     if workload.torch_threads is not None:
         torch.set_num_threads(workload.torch_threads)
-    output = Path(output_dir)
     data = prepare_data(workload)
     tokenizer = load_tokenizer(workload.model)
     device, base_precision = training_device()
@@ -76,6 +88,9 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         config = TrainingConfig.from_dict(fitted["config"])
     if progress:
         _print_fit(fitted, fit_to_data)
+    resume = _resume_point(output, _settings(workload, config), writes)
+    if resume is not None and progress:
+        print(f"resuming the interrupted training from {resume} (step {resume.name.rsplit('-', 1)[1]})", file=sys.stderr)
     set_seed(workload.seed)
     model = attach_adapter(model, config, data.task)
     early_stopping = config.early_stopping_kwargs()
@@ -108,13 +123,15 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         metric_for_best_model={"eval_loss": "eval_loss", "perplexity": "eval_loss"}.get(workload.metric, workload.metric),
         greater_is_better=metric_direction(workload.metric) == "maximize",
         save_total_limit=2,  # the best checkpoint and the latest
+        restore_callback_states_from_checkpoint=True,  # a resumed early stopping keeps its count
         run_name=tracked.name if tracked is not None else None,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
     # the final evaluations score the kept checkpoint: they stop and print nothing, and the
-    # tracked run gets their scores as its final metrics (below), not as one more log
+    # tracked run gets their scores as its final metrics (below), not as one more log. By
+    # class: a resumed training's early stopping is a new instance, restored from the checkpoint.
     for callback in training_only:
-        trainer.remove_callback(callback)
+        trainer.remove_callback(type(callback))
     metrics: dict[str, float] = {}
     for role in ("validation", "test"):
         scores = trainer.evaluate(rows[role], metric_key_prefix=role)
@@ -139,12 +156,81 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         model.save_pretrained(output / "adapter")
         tokenizer.save_pretrained(output / "adapter")
         (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        (output / IN_PROGRESS).unlink()
     if launch is not None:
         _leave_process_group()
     if tracked is not None:
         workload_params = {f"workload.{key}": value for key, value in record["workload"].items()}
         tracked.log(params=lora_params(config) | workload_params, metrics={**metrics, "epochs_trained": trainer.state.epoch})
     return record
+
+
+def _claim_output(output: Path, writes: bool) -> None:
+    """OutputError unless ``output`` can take a training: a folder that can be written (made
+    if missing) and holds no finished one."""
+    if (output / "training.json").exists():
+        raise OutputError(f"{output} holds a finished training (training.json): give another output folder, "
+                          "or remove this one to train again")
+    if not writes:
+        return
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output).close()
+    except OSError as error:
+        raise OutputError(f"cannot write the output folder {output} ({error.strerror or error}): give a folder you can write to") from None
+
+
+def _settings(workload: Workload, config: TrainingConfig) -> dict[str, Any]:
+    """What decides a training's result, under dotted keys: the workload's (not its CPU
+    threads) as ``workload.model``, then the config's as ``learning_rate`` or ``lora.r``."""
+    described = {f"workload.{key}": value for key, value in workload.to_dict().items() if key != "torch_threads"}
+    return {**described, **config.flat()}
+
+
+def _resume_point(output: Path, settings: dict[str, Any], writes: bool) -> Path | None:
+    """The checkpoint to go on from where ``output`` holds an interrupted training of these
+    ``settings``, or None to start afresh. Rank 0 (``writes``) records the settings of a
+    fresh start, and refuses (OutputError) where the folder holds another training's
+    checkpoints; the other ranks follow it."""
+    checkpoints = sorted(_complete_checkpoints(output / "checkpoints"), key=lambda path: int(path.name.rsplit("-", 1)[1]))
+    if writes:
+        recorded = output / IN_PROGRESS
+        settings = json.loads(json.dumps(settings))  # as the file holds them: lists, not tuples
+        if recorded.exists():
+            earlier = json.loads(recorded.read_text())
+            if earlier != settings:
+                raise OutputError(f"{output} holds an interrupted training of other settings ({_differences(earlier, settings)}): "
+                                  "give another output folder, or remove this one to start over")
+        elif (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
+            raise OutputError(f"{output / 'checkpoints'} holds checkpoints of an unknown training ({IN_PROGRESS} is missing): "
+                              "give another output folder, or remove this one")
+        else:
+            recorded.write_text(json.dumps(settings, indent=2) + "\n")
+    return checkpoints[-1] if checkpoints else None
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    """The Trainer's checkpoints in ``folder`` that were written to the end: the Trainer
+    writes trainer_state.json last, so a run stopped while saving leaves one without it."""
+    if not folder.is_dir():
+        return []
+    complete = []
+    for checkpoint in folder.glob("checkpoint-*"):
+        if not checkpoint.name.rsplit("-", 1)[1].isdigit():
+            continue
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        complete.append(checkpoint)
+    return complete
+
+
+def _differences(earlier: dict[str, Any], now: dict[str, Any]) -> str:
+    """The first few settings that differ, as 'name earlier -> now'."""
+    names = [name for name in sorted(earlier.keys() | now.keys()) if earlier.get(name) != now.get(name)]
+    shown = ", ".join(f"{name} {earlier.get(name)} -> {now.get(name)}" for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _leave_process_group() -> None:

@@ -32,6 +32,10 @@ times its batch per step, as its effective batch counts them). Rank 0 prints and
 writes the adapter and training.json. Started plainly, the Trainer spreads each batch
 over all visible GPUs from one process (nn.DataParallel), which is slower.
 
+An interrupted training (Ctrl-C, a lost machine) resumes: the same command with the
+same --output goes on from its last checkpoint. A folder holding a finished training
+(training.json) or checkpoints of other settings is refused.
+
 examples:
   lora-search train --preset reviews-small-gpu --output out/reviews
   lora-search train --preset standard --model ./my-model --data train.csv \\
@@ -57,16 +61,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from ._presets import train_preset
     from .objectives import distributed_launch
 
-    record = train_preset(args.preset, args.output, workload=workload_options(args), fit_to_data=args.fit_to_data,
-                          report_to=tuple(args.report_to or ()))
     launch = distributed_launch()
-    if launch is not None and launch.rank != 0:
-        return 0  # rank 0 reports the run
+    reports = launch is None or launch.rank == 0  # the other ranks train the same run
+    try:
+        record = train_preset(args.preset, args.output, workload=workload_options(args), fit_to_data=args.fit_to_data,
+                              report_to=tuple(args.report_to or ()))
+    except KeyboardInterrupt:
+        if reports:
+            print(f"lora-search train: interrupted; the same command resumes from the last checkpoint in "
+                  f"{Path(args.output) / 'checkpoints'}", file=sys.stderr)
+        return 130
+    if not reports:
+        return 0
     # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
     output = Path(args.output)
     print(f"adapter saved to {output / 'adapter'} (settings, splits and metrics in {output / 'training.json'})")

@@ -80,3 +80,85 @@ def test_only_train_runs_under_a_distributed_launch(cli, tiny_options, tmp_path,
     assert result.err == ("lora-search run (rank 1): error: only 'train' runs under torchrun or accelerate launch (WORLD_SIZE=2): "
                           "start 'lora-search run' plainly (a search takes one trial per GPU with 'run --workers N')\n")
     assert not (tmp_path / "s.db").exists()
+
+
+def _long_training(tmp_path: Path, tiny_bert: Path, tiny_reviews: Path, learning_rate: str = "1.0e-2") -> list[str]:
+    """``train`` options of a 300-step training on 800 reviews (480 to train on), checkpointed every 30 steps."""
+    import pandas
+
+    data = tmp_path / "reviews-800.csv"
+    if not data.exists():
+        pandas.concat([pandas.read_csv(tiny_reviews)] * 5).to_csv(data, index=False)
+    preset = tmp_path / f"long-{learning_rate}.yaml"
+    # 480 rows / 8 per step = 60 steps an epoch x 5 epochs = 300 steps, unless 3 evaluations
+    # after the best one are no better (not before step 120)
+    preset.write_text(PRESET.replace("num_train_epochs: 2", "num_train_epochs: 5").replace("gradient_accumulation_steps: 2",
+                      "gradient_accumulation_steps: 1").replace("eval_steps: 3", "eval_steps: 30").replace("save_steps: 3", "save_steps: 30")
+                      .replace("1.0e-2", learning_rate) + "  early_stopping_patience: 3\n")
+    return ["train", "--preset", str(preset), "--model", str(tiny_bert), "--data", str(data), "--max-length", "16", "--threads", "1"]
+
+
+def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, tiny_bert, tiny_reviews, tmp_path):
+    import signal
+    import time
+
+    options = _long_training(tmp_path, tiny_bert, tiny_reviews)
+    straight = cli(*options, "--output", tmp_path / "straight")
+    assert straight.code == 0, straight.err
+
+    output = tmp_path / "interrupted"
+    script = Path(sys.executable).with_name("lora-search")
+    process = subprocess.Popen([str(script), *options, "--output", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = output / "checkpoints" / "checkpoint-30" / "trainer_state.json"
+    deadline = time.monotonic() + 120
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)  # Ctrl-C, about 270 steps before the end
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.splitlines()[-1] == f"lora-search train: interrupted; the same command resumes from the last checkpoint in {output / 'checkpoints'}"
+    assert not (output / "training.json").exists() and (output / "training-in-progress.json").exists()
+
+    # other settings do not mix into it, and leave it as it was
+    left = sorted(path.name for path in (output / "checkpoints").iterdir())
+    other = cli(*_long_training(tmp_path, tiny_bert, tiny_reviews, learning_rate="2.0e-2"), "--output", output)
+    assert other.code == 2
+    assert other.err.splitlines()[-1] == (f"lora-search train: error: {output} holds an interrupted training of other settings "
+                                          "(learning_rate 0.01 -> 0.02): give another output folder, or remove this one to start over")
+    assert sorted(path.name for path in (output / "checkpoints").iterdir()) == left
+
+    step = max(int(name.removeprefix("checkpoint-")) for name in left if (output / "checkpoints" / name / "trainer_state.json").exists())
+    resumed = cli(*options, "--output", output)
+    assert resumed.code == 0, resumed.err
+    assert f"resuming the interrupted training from {output / 'checkpoints' / f'checkpoint-{step}'} (step {step})" in resumed.err
+    # the optimizer, schedule, data order and random state went on from there
+    one, two = (json.loads((folder / "training.json").read_text()) for folder in (tmp_path / "straight", output))
+    assert two["metrics"] == one["metrics"] and two["epochs"] == one["epochs"]
+    assert two["batch"]["optimizer_steps"] == one["batch"]["optimizer_steps"]
+    assert not (output / "training-in-progress.json").exists()
+
+    # a finished training is kept: the same command is refused before anything loads
+    finished = (output / "training.json").read_text()
+    again = cli(*options, "--output", output)
+    assert again.code == 2
+    assert again.err == (f"lora-search train: error: {output} holds a finished training (training.json): give another output "
+                         "folder, or remove this one to train again\n")
+    assert (output / "training.json").read_text() == finished
+
+
+def test_train_refuses_an_output_folder_it_cannot_use(cli, tiny_bert, tiny_reviews, tmp_path):
+    options = _long_training(tmp_path, tiny_bert, tiny_reviews)
+    (tmp_path / "a-file").write_text("not a folder\n")
+    result = cli(*options, "--output", tmp_path / "a-file" / "run")
+    assert result.code == 2
+    assert result.err == (f"lora-search train: error: cannot write the output folder {tmp_path / 'a-file' / 'run'} (Not a directory): "
+                          "give a folder you can write to\n")
+
+    # checkpoints without the settings they were trained with (another tool's, say) are left alone
+    strange = tmp_path / "strange"
+    (strange / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    result = cli(*options, "--output", strange)
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == (f"lora-search train: error: {strange / 'checkpoints'} holds checkpoints of an unknown "
+                                           "training (training-in-progress.json is missing): give another output folder, or remove this one")
+    assert sorted(path.name for path in strange.rglob("*")) == ["checkpoint-5", "checkpoints"]
