@@ -19,7 +19,7 @@ from ._memory import estimate_training_memory_gb
 from ._model import check_weight_files, count_parameters, fresh_adapter, load_base_model, load_tokenizer, training_device
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TrackedRun, Tracking, rung_result_record, trial_record
-from ._trainer import accumulation_here, build_trainer, perplexity, training_precision
+from ._trainer import accumulation_here, build_trainer, evaluation_value, training_precision
 from ._workload import Workload, metric_direction, metric_noise
 
 # Constraint keys every finished trial sets (GPSampler needs the same keys on all trials).
@@ -395,10 +395,7 @@ class LoraObjective:
         )
 
     def _read_value(self, metrics: dict[str, float]) -> float:
-        metric = self.workload.metric
-        if metric == "perplexity":
-            return perplexity(metrics["eval_loss"])
-        return float(metrics[metric if metric == "eval_loss" else f"eval_{metric}"])
+        return evaluation_value(self.workload.metric, metrics)
 
 
 # The most evaluations per epoch at a rung above the proxy. The full run evaluates 5 to 10

@@ -24,7 +24,7 @@ IN_PROGRESS = "training-in-progress.json"
 
 
 def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: str | Path, *, fit_to_data: bool = False,
-                      progress: bool = True, tracked: TrackedRun | None = None) -> dict[str, Any]:
+                      progress: bool = True, live: Any | None = None, tracked: TrackedRun | None = None) -> dict[str, Any]:
     """Train ``config`` on the whole training split, keep the best checkpoint, score it, save the adapter.
 
     The validation split picks the best checkpoint and stops early, so its score is
@@ -43,7 +43,10 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     taken here (``batch``: per device, devices, accumulation, optimizer steps), and the metrics
     (``validation_*``, ``test_*``: loss, and accuracy and f1 or perplexity). With
     ``progress``, the fit's changes and then one line per evaluation go to stderr (as
-    ``run`` writes one per trial); without, nothing is printed.
+    ``run`` writes one per trial); without, nothing is printed. ``live`` (with ``progress``),
+    a terminal's live line: called after each optimizer step with the steps done, the steps
+    planned and the best validation value so far in the workload's metric, and cleared
+    (``live.clear()``) before each printed line.
     An open ``tracked`` run receives the Trainer's logs, then the LoRA settings, workload
     and final metrics.
 
@@ -96,7 +99,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     early_stopping = config.early_stopping_kwargs()
     training_only = [_final_evaluation(), *([EarlyStoppingCallback(**early_stopping)] if early_stopping else [])]
     if progress:
-        training_only.append(_evaluation_lines())
+        training_only.append(_evaluation_lines(workload.metric, live))
     if tracked is not None:
         training_only.extend(tracked.trainer_callbacks())
     # the config's effective batch spans this host's GPUs (a launch's processes); alone, a
@@ -291,18 +294,32 @@ def _final_evaluation() -> Any:
     return FinalEvaluation()
 
 
-def _evaluation_lines() -> Any:
-    """A Trainer callback writing the run's plan, then one line per evaluation, to stderr."""
-    import sys
-
+def _evaluation_lines(metric: str, live: Any | None) -> Any:
+    """A Trainer callback writing the run's plan, then one line per evaluation, to stderr,
+    and keeping ``live`` (if any) on the best value of ``metric`` so far."""
     from transformers import TrainerCallback
 
+    from ._trainer import evaluation_value
+
+    maximize = metric_direction(metric) == "maximize"
+
     class EvaluationLines(TrainerCallback):
+        best: float | None = None
+
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             cadence = "each epoch" if args.eval_strategy == "epoch" else f"every {args.eval_steps:g} steps"
             print(f"training {args.num_train_epochs:g} epochs, {state.max_steps:,} steps, evaluated {cadence}", file=sys.stderr, flush=True)
 
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if live is not None:
+                live(state.global_step, state.max_steps, self.best)
+
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
+            value = evaluation_value(metric, metrics)
+            if self.best is None or (value > self.best if maximize else value < self.best):
+                self.best = value
+            if live is not None:
+                live.clear()
             scores = ", ".join(f"{name} {metrics[f'eval_{name}']:.4g}" for name in SCORES if f"eval_{name}" in metrics)
             print(f"epoch {state.epoch:.2f} (step {state.global_step:,}): validation {scores}", file=sys.stderr, flush=True)
 

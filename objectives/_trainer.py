@@ -37,6 +37,13 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))  # exp(>709) overflows a float
 
 
+def evaluation_value(metric: str, metrics: dict[str, float]) -> float:
+    """The workload's ``metric`` in an evaluation's metrics (the Trainer's, prefixed "eval_")."""
+    if metric == "perplexity":
+        return perplexity(metrics["eval_loss"])
+    return float(metrics[metric if metric == "eval_loss" else f"eval_{metric}"])
+
+
 def training_arguments(config: TrainingConfig, **overrides: Any) -> dict[str, Any]:
     """``config``'s ``TrainingArguments`` kwargs under the installed transformers' names, then ``overrides``.
 

@@ -27,10 +27,11 @@ preset trains as written and the changes the fit would make are printed as a not
 
 On several GPUs, start one process per GPU (DistributedDataParallel):
   torchrun --nproc-per-node 8 $(which lora-search) train --preset NAME --output DIR
-The preset's per-device batch and accumulation then hold on each GPU (8 GPUs take 8
-times its batch per step, as its effective batch counts them). Rank 0 prints and
-writes the adapter and training.json. Started plainly, the Trainer spreads each batch
-over all visible GPUs from one process (nn.DataParallel), which is slower.
+Each GPU takes the preset's per-device batch and accumulation, so an optimizer step
+sees per-device x accumulation x GPUs examples (the effective batch as the guide
+counts it). Rank 0 prints and writes the adapter and training.json. Started plainly,
+the Trainer spreads each batch over all visible GPUs from one process
+(nn.DataParallel), which is slower.
 
 An interrupted training (Ctrl-C, a lost machine) resumes: the same command with the
 same --output goes on from its last checkpoint. A folder holding a finished training
@@ -49,7 +50,8 @@ ROLES = {"validation": "chose the best checkpoint", "test": "the score to compar
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, metavar="NAME|FILE", help="built-in or exported preset name, or a preset file")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for checkpoints and the final adapter")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for checkpoints and the final adapter; "
+                        "the same folder resumes an interrupted training")
     parser.add_argument("--fit-to-data", action="store_true",
                         help="re-derive what depends on the data size and hardware (epochs within the guide's band, "
                         "warmup, evaluation and checkpoint steps, early-stopping patience, per-device batch cap, "

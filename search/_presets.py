@@ -306,6 +306,7 @@ def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, A
     """
     from contextlib import nullcontext
 
+    from ._progress import TrainingLine
     from ._tracking import open_group, tracking_for
     from .objectives import distributed_launch, quiet_libraries, train_with_preset
 
@@ -314,9 +315,11 @@ def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, A
     if launch is not None and launch.rank != 0:
         tracking = None  # the other ranks train the same run
     found = preset if isinstance(preset, Preset) else find_preset(preset)
+    work = preset_workload(found, workload)
     quiet_libraries()
     if tracking is not None:
         open_group(tracking, found.name, quiet=not progress)
-    with tracking.run(found.name, Path(output_dir).resolve().name) if tracking is not None else nullcontext() as tracked:
-        return train_with_preset(preset_workload(found, workload), found.config, output_dir, fit_to_data=fit_to_data,
-                                 progress=progress, tracked=tracked)
+    with (tracking.run(found.name, Path(output_dir).resolve().name) if tracking is not None else nullcontext()) as tracked, \
+            TrainingLine("  training", work.metric, quiet=not progress) as line:
+        return train_with_preset(work, found.config, output_dir, fit_to_data=fit_to_data, progress=progress,
+                                 live=line if line.live else None, tracked=tracked)

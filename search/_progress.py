@@ -166,14 +166,16 @@ class Progress:
             self._draw()
 
 
-class RungLine:
-    """The live line of one config training at a rung, on a terminal: its optimizer steps,
-    the time left and its best value so far, redrawn at most once a second. A top-rung
-    config trains on the most data of the search (minutes on a CPU, hours for a large model
-    on a GPU) and its own line comes only at its end. Off a terminal it writes nothing.
+class TrainingLine:
+    """The live line of one training on a terminal (a config at a rung, or ``train``'s):
+    its optimizer steps, the time left and its best value so far, redrawn at most once a
+    second. A top-rung config or a full training runs minutes on a CPU and hours for a
+    large model on a GPU, and its own lines come only at evaluations or its end. Off a
+    terminal it writes nothing.
 
     Used with ``with``, which clears the line however the training ends; pass it as
-    ``LoraObjective.train_at_rung``'s ``on_progress`` where ``live``.
+    ``LoraObjective.train_at_rung``'s ``on_progress`` or ``train_with_preset``'s ``live``
+    where ``live``.
     """
 
     def __init__(self, label: str, metric: str, quiet: bool = False, stream: TextIO | None = None) -> None:
@@ -184,7 +186,7 @@ class RungLine:
         self.started = time.monotonic()
         self._drawn: float | None = None
 
-    def __enter__(self) -> RungLine:
+    def __enter__(self) -> TrainingLine:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

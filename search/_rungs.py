@@ -58,7 +58,7 @@ from ._study import ATTR_RUNG_RESULTS
 if TYPE_CHECKING:
     import optuna
 
-    from ._progress import RungLine
+    from ._progress import TrainingLine
     from ._rung_workers import RungOutcome, RungWorkers
     from .objectives import LoraObjective
     from .spaces import ResolvedSpace
@@ -154,7 +154,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
     untrained (the next run trains them), else None."""
     import time
 
-    from ._progress import RungLine, format_duration, format_value
+    from ._progress import TrainingLine, format_duration, format_value
     from ._study import study_metric
 
     metric, direction = study_metric(study)
@@ -177,7 +177,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
             print(f"rung {rung}: {len(todo)} of {len(wanted)} config(s) train on {current['train_examples']:,} examples, "
                   f"scored on {current['eval_examples']:,} validation rows{at_once}", file=sys.stderr)
         # the workers' configs share one live line; here each config draws its own (_train_here)
-        line = RungLine(f"  rung {rung}", metric, quiet=quiet or workers is None)
+        line = TrainingLine(f"  rung {rung}", metric, quiet=quiet or workers is None)
         outcomes = (workers.train(rung, todo, on_progress=_PoolProgress(line, rung, direction) if line.live else None,
                                   deadline=deadline)
                     if workers is not None else
@@ -219,7 +219,7 @@ class _PoolProgress:
     """The workers' live line at a rung: the configs in training, the optimizer steps of the
     configs started so far together, and the best value any of them reached."""
 
-    def __init__(self, line: RungLine, rung: int, direction: str) -> None:
+    def __init__(self, line: TrainingLine, rung: int, direction: str) -> None:
         self.line = line
         self.rung = rung
         self.pick = min if direction == "minimize" else max
@@ -238,7 +238,7 @@ def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[
     line on a terminal; nothing starts after an error or past ``deadline``."""
     import time
 
-    from ._progress import RungLine
+    from ._progress import TrainingLine
     from ._rung_workers import RungOutcome
     from ._study import full_run_config
     from ._trials import plain
@@ -249,7 +249,7 @@ def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[
             return
         label = " (baseline)" if trials[number].user_attrs.get("baseline") else ""
         try:
-            with RungLine(f"  rung {rung} {index}/{len(numbers)}: trial {number}{label}", metric, quiet) as line:
+            with TrainingLine(f"  rung {rung} {index}/{len(numbers)}: trial {number}{label}", metric, quiet) as line:
                 result = objective.train_at_rung(full_run_config(resolved, trials[number])[0], rung, study_name, number,
                                                  on_progress=line if line.live else None)
         except Exception as error:  # nothing is stored: the next run trains it again

@@ -1,16 +1,20 @@
-"""lora-search train under a distributed launch: one process per device, rank 0 reports.
+"""lora-search train: under a distributed launch, resumed after an interruption, refusing
+an output folder it cannot use, and its live line on a terminal.
 
-torchrun starts two processes on this CPU (gloo instead of a GPU's NCCL): the same code
-path as one process per GPU, where the Trainer wraps each one's model in
+For the launch, torchrun starts two processes on this CPU (gloo instead of a GPU's NCCL):
+the same code path as one process per GPU, where the Trainer wraps each one's model in
 DistributedDataParallel.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 # 8 per device x 2 accumulation = 16 examples per optimizer step, 2 epochs
 PRESET = """\
@@ -162,3 +166,34 @@ def test_train_refuses_an_output_folder_it_cannot_use(cli, tiny_bert, tiny_revie
     assert result.err.splitlines()[-1] == (f"lora-search train: error: {strange / 'checkpoints'} holds checkpoints of an unknown "
                                            "training (training-in-progress.json is missing): give another output folder, or remove this one")
     assert sorted(path.name for path in strange.rglob("*")) == ["checkpoint-5", "checkpoints"]
+
+
+def test_train_draws_a_live_line_on_a_terminal(tiny_bert, tiny_reviews, tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    from lora_search._cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    preset = tmp_path / "sixteen.yaml"
+    preset.write_text(PRESET)
+    monkeypatch.setenv("COLUMNS", "200")  # a line is cut to the terminal's width
+    terminal = Terminal()
+    with contextlib.redirect_stderr(terminal), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", "--preset", str(preset), "--model", str(tiny_bert), "--data", str(tiny_reviews), "--max-length", "16",
+                     "--threads", "1", "--output", str(tmp_path / "out")])
+    assert code == 0, terminal.getvalue()
+    parts = terminal.getvalue().split("\r\033[K")
+    drawn = [re.fullmatch(r"  training  \[[#.]+\] step (\d+)/12  best eval_loss (\S+)  elapsed \S+  left ~\S+", part)
+             for part in parts if part.startswith("  training  [")]
+    assert drawn and all(drawn), parts
+    # redrawn at most once a second: the first step and the last at least, the best value once evaluated
+    assert drawn[0][1] == "1" and drawn[0][2] == "-" and drawn[-1][1] == "12"
+    losses = [float(match[1]) for match in re.finditer(r"epoch \S+ \(step \d+\): validation loss (\S+),", terminal.getvalue())]
+    assert len(losses) == 4 and float(drawn[-1][2]) == pytest.approx(min(losses[:3]), abs=5e-4)  # step 12 is drawn before its evaluation
+    # the line is cleared before each evaluation's line, and none is left drawn after the last
+    assert all(part.startswith("epoch ") for part in parts[1:] if not part.startswith("  training  [")), parts
+    assert parts[-1].startswith("epoch 2.00 (step 12)") and parts[-1].endswith("\n")
