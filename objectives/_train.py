@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lora_search.spaces import TrainingConfig
+from lora_search.spaces import TrainingConfig, first_line
 
 from ._errors import InfeasibleConfigError, OutputError
 from ._objective import LoraObjective
@@ -129,7 +129,14 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         restore_callback_states_from_checkpoint=True,  # a resumed early stopping keeps its count
         run_name=tracked.name if tracked is not None else None,
     )
-    trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
+    try:
+        trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        raise InfeasibleConfigError(
+            f"out of memory training {config.per_device_train_batch_size} example(s) per device of up to {workload.max_length} tokens "
+            f"({first_line(error)}): lower per_device_train_batch_size (more gradient_accumulation_steps keep the effective "
+            "batch), turn on gradient_checkpointing, shorten --max-length or load the base with --quantize 4bit"
+        ) from None
     # the final evaluations score the kept checkpoint: they stop and print nothing, and the
     # tracked run gets their scores as its final metrics (below), not as one more log. By
     # class: a resumed training's early stopping is a new instance, restored from the checkpoint.
@@ -194,22 +201,26 @@ def _resume_point(output: Path, settings: dict[str, Any], writes: bool) -> Path 
     """The checkpoint to go on from where ``output`` holds an interrupted training of these
     ``settings``, or None to start afresh. Rank 0 (``writes``) records the settings of a
     fresh start, and refuses (OutputError) where the folder holds another training's
-    checkpoints; the other ranks follow it."""
+    checkpoints; one that stopped before its first checkpoint (out of memory at the first
+    step, say) left nothing to keep, so other settings start afresh there. The other ranks
+    follow rank 0."""
     checkpoints = sorted(_complete_checkpoints(output / "checkpoints"), key=lambda path: int(path.name.rsplit("-", 1)[1]))
-    if writes:
-        recorded = output / IN_PROGRESS
-        settings = json.loads(json.dumps(settings))  # as the file holds them: lists, not tuples
-        if recorded.exists():
-            earlier = json.loads(recorded.read_text())
-            if earlier != settings:
-                raise OutputError(f"{output} holds an interrupted training of other settings ({_differences(earlier, settings)}): "
-                                  "give another output folder, or remove this one to start over")
-        elif (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
-            raise OutputError(f"{output / 'checkpoints'} holds checkpoints of an unknown training ({IN_PROGRESS} is missing): "
-                              "give another output folder, or remove this one")
-        else:
-            recorded.write_text(json.dumps(settings, indent=2) + "\n")
-    return checkpoints[-1] if checkpoints else None
+    if not writes:
+        return checkpoints[-1] if checkpoints else None
+    recorded = output / IN_PROGRESS
+    settings = json.loads(json.dumps(settings))  # as the file holds them: lists, not tuples
+    if recorded.exists():
+        earlier = json.loads(recorded.read_text())
+        if earlier == settings:
+            return checkpoints[-1] if checkpoints else None
+        if checkpoints:
+            raise OutputError(f"{output} holds an interrupted training of other settings ({_differences(earlier, settings)}): "
+                              "give another output folder, or remove this one to start over")
+    elif (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
+        raise OutputError(f"{output / 'checkpoints'} holds checkpoints of an unknown training ({IN_PROGRESS} is missing): "
+                          "give another output folder, or remove this one")
+    recorded.write_text(json.dumps(settings, indent=2) + "\n")
+    return None
 
 
 def _complete_checkpoints(folder: Path) -> list[Path]:

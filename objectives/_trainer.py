@@ -8,8 +8,11 @@ from typing import Any
 
 from lora_search.spaces import TrainingConfig
 
-# Evaluation batch: no gradients are kept, so it can be larger than training batches.
-EVAL_BATCH_SIZE = 64
+# A classifier's evaluation batch: no gradients or activations are kept and its logits are a
+# few numbers per example, so it can be larger than training batches. A causal LM evaluates
+# at its training batch instead: its logits take batch x length x vocabulary x 4 bytes in
+# fp32 (64 x 2,048 tokens x 128,256 = 67 GB for a Llama 3), where the batch that trains fits.
+CLASSIFICATION_EVAL_BATCH_SIZE = 64
 
 
 def training_precision(precision: str, base_precision: str) -> str:
@@ -92,7 +95,7 @@ def build_trainer(
         config,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
-        per_device_eval_batch_size=EVAL_BATCH_SIZE,
+        per_device_eval_batch_size=CLASSIFICATION_EVAL_BATCH_SIZE if task == "classification" else config.per_device_train_batch_size,
         seed=seed,
         data_seed=seed,
         use_cpu=device != "cuda",

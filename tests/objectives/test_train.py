@@ -141,3 +141,37 @@ def test_fit_to_data_trains_the_preset_refitted_to_the_training_split(tiny_bert,
     assert as_written["fitted"]["changes"] == changes
     assert fitted["fitted"]["profile"]["dataset_size"] == 144
     assert TrainingConfig.from_dict(json.loads((tmp_path / "fitted" / "training.json").read_text())["config"]) == expected
+
+
+def test_out_of_memory_says_what_to_change_and_other_settings_start_afresh(tiny_bert, sentiment_csv, good_config, tmp_path,
+                                                                          monkeypatch):
+    """A GPU's out-of-memory error (raised by the embeddings' forward while training: the
+    one thing a CPU cannot be made to run out of) ends the training with what to change;
+    it stopped before its first checkpoint, so the same folder takes the changed preset."""
+    import torch
+    from transformers.models.bert import modeling_bert
+
+    from lora_search.objectives import InfeasibleConfigError
+
+    forward = modeling_bert.BertEmbeddings.forward
+
+    def out_of_memory(self, *args, **kwargs):
+        if self.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, *args, **kwargs)
+
+    workload = Workload(model=tiny_bert, data=sentiment_csv, max_length=16, torch_threads=1)
+    config = good_config.replace(num_train_epochs=1)
+    monkeypatch.setattr(modeling_bert.BertEmbeddings, "forward", out_of_memory)
+    with pytest.raises(InfeasibleConfigError) as raised:
+        train_with_preset(workload, config, tmp_path, progress=False)
+    assert str(raised.value) == (
+        "out of memory training 8 example(s) per device of up to 16 tokens (CUDA out of memory. Tried to allocate 2.00 GiB): "
+        "lower per_device_train_batch_size (more gradient_accumulation_steps keep the effective batch), turn on "
+        "gradient_checkpointing, shorten --max-length or load the base with --quantize 4bit")
+    assert not (tmp_path / "training.json").exists()
+
+    monkeypatch.setattr(modeling_bert.BertEmbeddings, "forward", forward)
+    smaller = config.replace(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    record = train_with_preset(workload, smaller, tmp_path, progress=False)
+    assert record["batch"] == {"per_device": 4, "devices": 1, "accumulation": 2, "examples_per_step": 8, "optimizer_steps": 18}
