@@ -91,7 +91,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         config = TrainingConfig.from_dict(fitted["config"])
     if progress:
         _print_fit(fitted, fit_to_data)
-    resume = _resume_point(output, _settings(workload, config), writes)
+    resume = _resume_point(output, _settings(workload, config, rows), writes)
     if resume is not None and progress:
         print(f"resuming the interrupted training from {resume} (step {resume.name.rsplit('-', 1)[1]})", file=sys.stderr)
     set_seed(workload.seed)
@@ -190,11 +190,24 @@ def _claim_output(output: Path, writes: bool) -> None:
         raise OutputError(f"cannot write the output folder {output} ({error.strerror or error}): give a folder you can write to") from None
 
 
-def _settings(workload: Workload, config: TrainingConfig) -> dict[str, Any]:
+def _settings(workload: Workload, config: TrainingConfig, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What decides a training's result, under dotted keys: the workload's (not its CPU
-    threads) as ``workload.model``, then the config's as ``learning_rate`` or ``lora.r``."""
+    threads) as ``workload.model``, the config's as ``learning_rate`` or ``lora.r``, and the
+    rows it trains and chooses its checkpoint on as ``data.*`` (a data file edited between
+    the interruption and the resumption differs there, its path being the same)."""
+    import hashlib
+
+    import numpy
+
     described = {f"workload.{key}": value for key, value in workload.to_dict().items() if key != "torch_threads"}
-    return {**described, **config.flat()}
+    digest = hashlib.sha256()
+    for row in (*rows["train"], *rows["validation"]):
+        for key in sorted(row):
+            values = numpy.asarray(row[key], dtype=numpy.int64)
+            digest.update(f"{key}:{values.size};".encode() + values.tobytes())
+    data = {"data.train_rows": len(rows["train"]), "data.validation_rows": len(rows["validation"]),
+            "data.token_digest": digest.hexdigest()[:16]}
+    return {**described, **config.flat(), **data}
 
 
 def _resume_point(output: Path, settings: dict[str, Any], writes: bool) -> Path | None:

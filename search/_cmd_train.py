@@ -35,7 +35,7 @@ the Trainer spreads each batch over all visible GPUs from one process
 
 An interrupted training (Ctrl-C, a lost machine) resumes: the same command with the
 same --output goes on from its last checkpoint. A folder holding a finished training
-(training.json) or checkpoints of other settings is refused.
+(training.json) or checkpoints of other settings or other data is refused.
 
 examples:
   lora-search train --preset reviews-small-gpu --output out/reviews

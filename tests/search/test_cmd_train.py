@@ -130,6 +130,16 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, t
     assert other.err.splitlines()[-1] == (f"lora-search train: error: {output} holds an interrupted training of other settings "
                                           "(learning_rate 0.01 -> 0.02): give another output folder, or remove this one to start over")
     assert sorted(path.name for path in (output / "checkpoints").iterdir()) == left
+    # nor does the same data file edited in the meantime
+    data = Path(options[options.index("--data") + 1])
+    original = data.read_text()
+    data.write_text(original.replace("good", "fine"))
+    edited = cli(*options, "--output", output)
+    assert edited.code == 2
+    assert re.fullmatch(rf"lora-search train: error: {re.escape(str(output))} holds an interrupted training of other settings "
+                        r"\(data\.token_digest \w+ -> \w+\): give another output folder, or remove this one to start over",
+                        edited.err.splitlines()[-1]), edited.err
+    data.write_text(original)
 
     step = max(int(name.removeprefix("checkpoint-")) for name in left if (output / "checkpoints" / name / "trainer_state.json").exists())
     resumed = cli(*options, "--output", output)
