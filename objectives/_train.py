@@ -166,7 +166,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         model.save_pretrained(output / "adapter")
         tokenizer.save_pretrained(output / "adapter")
         (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-        (output / IN_PROGRESS).unlink()
+        (output / IN_PROGRESS).unlink(missing_ok=True)
     if launch is not None:
         _leave_process_group()
     if tracked is not None:
