@@ -31,11 +31,12 @@ training:
 """
 
 
-def _train(*launcher: str, preset: Path, output: Path, tiny_bert: Path, tiny_reviews: Path) -> subprocess.CompletedProcess:
+def _train(*launcher: str, preset: Path, output: Path, tiny_bert: Path, tiny_reviews: Path,
+           extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("lora-search")
     return subprocess.run(
         [*launcher, str(script), "train", "--preset", str(preset), "--model", str(tiny_bert), "--data", str(tiny_reviews),
-         "--max-length", "16", "--threads", "1", "--output", str(output)],
+         "--max-length", "16", "--threads", "1", "--output", str(output), *extra],
         capture_output=True, text=True, timeout=300,
     )
 
@@ -74,6 +75,19 @@ def test_torchrun_trains_one_process_per_device_with_the_presets_batch(tiny_bert
     # LoRA's B matrices start at zero: the saved adapter was trained
     weights = load_file(tmp_path / "launched" / "adapter" / "adapter_model.safetensors")
     assert all(tensor.abs().sum() > 0 for name, tensor in weights.items() if "lora_B" in name)
+
+
+def test_torchrun_trains_a_4bit_base_on_each_device(tiny_bert, tiny_reviews, tmp_path):
+    """Each process loads its own quantized base (the Trainer cannot replicate one): the
+    preset's batch holds on each as on an unquantized base."""
+    preset = tmp_path / "sixteen.yaml"
+    preset.write_text(PRESET)
+    launched = _train(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                      preset=preset, output=tmp_path / "4bit", tiny_bert=tiny_bert, tiny_reviews=tiny_reviews, extra=("--quantize", "4bit"))
+    assert launched.returncode == 0, launched.stderr
+    record = json.loads((tmp_path / "4bit" / "training.json").read_text())
+    assert record["workload"]["quantization"] == "4bit"
+    assert record["batch"] == {"per_device": 8, "devices": 2, "accumulation": 1, "examples_per_step": 16, "optimizer_steps": 12}
 
 
 def test_only_train_runs_under_a_distributed_launch(cli, tiny_options, tmp_path, monkeypatch):
