@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"fitted to the data: {len(fitted['changes'])} setting(s) changed ('fitted' in training.json)")
     epochs = record["epochs"]
     best = "" if epochs["best_checkpoint"] is None else f", best checkpoint at epoch {epochs['best_checkpoint']:.3g}"
-    print(f"trained {epochs['trained']:.3g} of {epochs['planned']:g} epochs{best}")
+    batch = record["batch"]
+    devices = f" on {batch['devices']} devices" if batch["devices"] > 1 else ""
+    print(f"trained {epochs['trained']:.3g} of {epochs['planned']:g} epochs ({batch['optimizer_steps']:,} optimizer steps of "
+          f"{batch['examples_per_step']:,} examples{devices}){best}")
     for role, what in ROLES.items():
         split = record["splits"][role]
         scores = ", ".join(f"{name.removeprefix(role + '_')} {value:.4g}" for name, value in record["metrics"].items()

@@ -60,8 +60,10 @@ def test_torchrun_trains_one_process_per_device_with_the_presets_batch(tiny_bert
     assert set(two["metrics"]) == set(one["metrics"])
 
     # rank 0 reports, once: the summary on stdout, the plan and each evaluation on stderr
-    summary = [line.split()[0] for line in launched.stdout.splitlines()]
-    assert summary == ["adapter", "trained", "validation", "test"]
+    summary = launched.stdout.splitlines()
+    assert [line.split()[0] for line in summary] == ["adapter", "trained", "validation", "test"]
+    assert summary[1].startswith("trained 2 of 2 epochs (12 optimizer steps of 16 examples on 2 devices)")
+    assert alone.stdout.splitlines()[1].startswith("trained 2 of 2 epochs (12 optimizer steps of 16 examples)")
     evaluations = [line for line in launched.stderr.splitlines() if line.startswith("epoch ")]
     assert len(evaluations) == len({line.split(" (step ")[1] for line in evaluations}) == 4  # steps 3, 6, 9, 12
     assert launched.stderr.count("training 2 epochs, 12 steps") == 1
