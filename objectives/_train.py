@@ -261,13 +261,14 @@ def _differences(earlier: dict[str, Any], now: dict[str, Any]) -> str:
 
 
 def _leave_process_group() -> None:
-    """Wait for rank 0's files, then close the launch's process group: a process that exits
-    with it open can abort at exit (gloo's threads) and make the launcher fail the run."""
+    """Wait until rank 0 has written its files: no process leaves before the training is
+    saved. The process group stays open: closing it hung a gloo rank now and then, and
+    leaving it open can abort at interpreter exit, so ``train`` ends a launched process
+    with ``os._exit`` (``search/_cmd_train.py``)."""
     import torch.distributed
 
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 def _fit(config: TrainingConfig, workload: Workload, dataset_size: int, model_parameters: int) -> dict[str, Any]:

@@ -63,6 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
     from pathlib import Path
 
@@ -79,8 +80,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"lora-search train: interrupted; the same command resumes from the last checkpoint in "
                   f"{Path(args.output) / 'checkpoints'}", file=sys.stderr)
         return 130
-    if not reports:
-        return 0
+    if reports:
+        _report(args, record)
+    if launch is not None:
+        # the launch's process group is left open (objectives/_train.py: _leave_process_group):
+        # end without the interpreter's teardown, whose gloo threads abort or hang now and then
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def _report(args: argparse.Namespace, record: dict) -> None:
+    """The training's summary on stdout: where the adapter is, how it trained, its scores."""
+    from pathlib import Path
+
     # train_with_preset's layout: adapter/ (load with PeftModel.from_pretrained), checkpoints/, training.json
     output = Path(args.output)
     print(f"adapter saved to {output / 'adapter'} (settings, splits and metrics in {output / 'training.json'})")
@@ -98,4 +112,3 @@ def run(args: argparse.Namespace) -> int:
         scores = ", ".join(f"{name.removeprefix(role + '_')} {value:.4g}" for name, value in record["metrics"].items()
                            if name.startswith(role + "_"))
         print(f"{role} ({split['examples']:,} rows, {split['source']}; {what}): {scores}")
-    return 0
