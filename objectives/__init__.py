@@ -14,7 +14,7 @@ from ._model import fit_base_to_gpu, fresh_adapter, model_location, quiet_librar
 from ._objective import FINITE_LOSS_CONSTRAINT, MEMORY_CONSTRAINT, STOP_REASONS, LoraObjective
 from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TRACKERS, TrackedRun, Tracking, missing_packages
-from ._train import replay, train_with_preset
+from ._train import claim_output_folder, replay, train_with_preset
 from ._trainer import classification_metrics, collator_for, training_arguments
 from ._workload import Workload, metric_direction
 
@@ -33,6 +33,7 @@ __all__ = [
     "TrackedRun",
     "Tracking",
     "Workload",
+    "claim_output_folder",
     "classification_metrics",
     "collator_for",
     "detect_hardware",

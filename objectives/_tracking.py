@@ -86,13 +86,26 @@ class TrackedRun:
 
     def __init__(self, tracking: Tracking, group: str, leaf: str) -> None:
         self.name = f"{group}/{leaf}"
-        self._backends = [_BACKENDS[tracker](tracking, group, self.name) for tracker in tracking.report_to]
+        self._backends = {tracker: _BACKENDS[tracker](tracking, group, self.name) for tracker in tracking.report_to}
+        self._earlier: dict[str, str] = {}
         self._started: list[Any] = []
+
+    def going_on_from(self, earlier: dict[str, str]) -> TrackedRun:
+        """This run, opened as the continuation of an earlier one (its ``ids()``: a resumed
+        training) where the tracker can: MLflow reopens the run (a new one where its store
+        no longer holds it), W&B online resumes it (offline it cannot: a new run of the same
+        name), TensorBoard writes into the same folder in any case."""
+        self._earlier = dict(earlier)
+        return self
+
+    def ids(self) -> dict[str, str]:
+        """tracker -> the id of this run in it, for the trackers that have one (not TensorBoard)."""
+        return {tracker: backend.run_id for tracker, backend in self._backends.items() if backend.run_id is not None}
 
     def __enter__(self) -> TrackedRun:
         try:
-            for backend in self._backends:
-                backend.start()
+            for tracker, backend in self._backends.items():
+                backend.start(self._earlier.get(tracker))
                 self._started.append(backend)
         except BaseException:
             self._end("failed")
@@ -104,14 +117,14 @@ class TrackedRun:
 
     def trainer_callbacks(self) -> list[Any]:
         """transformers' integrations, logging the training into this run (Trainer ``callbacks``)."""
-        return [backend.trainer_callback() for backend in self._backends]
+        return [backend.trainer_callback() for backend in self._backends.values()]
 
     def log(self, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
             texts: dict[str, str] | None = None) -> None:
         """Settings (``params``), final numbers (``metrics``) and documents (``texts``)."""
         params = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
                   for key, value in (params or {}).items() if value is not None}
-        for backend in self._backends:
+        for backend in self._backends.values():
             backend.log(params, dict(metrics or {}), dict(texts or {}))
 
     def _end(self, status: str) -> None:
@@ -170,13 +183,14 @@ def _flat(attrs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# --- one class per tracker: prepare, start, trainer_callback, log, end ---------------------
+# --- one class per tracker: prepare, start, run_id, trainer_callback, log, end -------------
 
 
 class _MLflow:
     def __init__(self, tracking: Tracking, group: str, name: str) -> None:
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or Path(tracking.folder, "mlruns").as_uri()
         self.group, self.name = group, name
+        self.run_id: str | None = None
 
     def _client(self) -> Any:
         import logging
@@ -200,9 +214,17 @@ class _MLflow:
             view = f"{opt_in}mlflow ui --backend-store-uri {self.uri}"
         return f"mlflow: experiment {self.group!r} in {self.uri} (view: {view})"
 
-    def start(self) -> None:
+    def start(self, earlier: str | None) -> None:
+        from mlflow.exceptions import MlflowException
+
         mlflow = self._client()
-        mlflow.start_run(run_name=self.name, experiment_id=mlflow.set_experiment(self.group).experiment_id)
+        try:
+            run = None if earlier is None else mlflow.start_run(run_id=earlier)
+        except MlflowException:  # not in this store (MLFLOW_TRACKING_URI changed, say)
+            run = None
+        if run is None:
+            run = mlflow.start_run(run_name=self.name, experiment_id=mlflow.set_experiment(self.group).experiment_id)
+        self.run_id = run.info.run_id
 
     def trainer_callback(self) -> Any:
         from transformers.integrations import MLflowCallback
@@ -240,13 +262,14 @@ class _TensorBoard:
     def __init__(self, tracking: Tracking, group: str, name: str) -> None:
         self.root = Path(os.environ.get("TENSORBOARD_LOGGING_DIR") or Path(tracking.folder, "tensorboard")).expanduser().resolve()
         self.group, self.folder = group, self.root / name
+        self.run_id = None  # a run is its folder
         self._callback: Any = None
 
     def prepare(self) -> str:
         return f"tensorboard: {self.root / self.group} (view: tensorboard --logdir {self.root / self.group})"
 
-    def start(self) -> None:
-        pass  # event files are written by the first callback or log
+    def start(self, earlier: str | None) -> None:
+        pass  # event files are written by the first callback or log, into the same folder when resumed
 
     def trainer_callback(self) -> Any:
         from torch.utils.tensorboard import SummaryWriter
@@ -280,6 +303,7 @@ class _Wandb:
         self.mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         self.project = os.environ.get("WANDB_PROJECT", "lora-search")
         self.group, self.name = group, name
+        self.run_id: str | None = None
         self._run: Any = None
 
     def prepare(self) -> str:
@@ -289,10 +313,14 @@ class _Wandb:
         runs = self.folder / "wandb"
         return f"wandb: offline runs in {runs}, {where} (upload: wandb sync {runs}/offline-run-*)"
 
-    def start(self) -> None:
+    def start(self, earlier: str | None) -> None:
         import wandb
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        # W&B resumes online runs only: offline runs of one id upload as one run whose
+        # history is the last one synced (wandb/wandb#3841), so offline a resumed training is a new run
+        online = self.mode not in ("offline", "dryrun", "disabled")
+        going_on = {"id": earlier, "resume": "allow"} if online and earlier is not None else {}
         self._run = wandb.init(
             project=self.project,
             group=self.group,
@@ -301,7 +329,9 @@ class _Wandb:
             # quiet: no banner, no capture of the terminal (the progress lines), no git lookup
             mode=self.mode,
             settings=wandb.Settings(silent=True, console="off", disable_git=True),
+            **going_on,
         )
+        self.run_id = self._run.id
 
     def trainer_callback(self) -> Any:
         from transformers.integrations import WandbCallback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -18,8 +19,10 @@ from ._workload import Workload, metric_direction
 # What the evaluations report of the Trainer's output: scores, not timings.
 SCORES = ("loss", "accuracy", "f1", "perplexity")
 
-# The settings of a training under way in an output folder, so that the same command resumes
-# it from its last checkpoint and another one does not mix in; gone once training.json is written.
+# The settings of a training under way in an output folder ("settings"), so that the same
+# command resumes it from its last checkpoint and another one does not mix in, and the ids of
+# its tracked runs ("tracked_runs"), which the resumed training goes on with; gone once
+# training.json is written.
 IN_PROGRESS = "training-in-progress.json"
 
 
@@ -47,8 +50,9 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     a terminal's live line: called after each optimizer step with the steps done, the steps
     planned and the best validation value so far in the workload's metric, and cleared
     (``live.clear()``) before each printed line.
-    An open ``tracked`` run receives the Trainer's logs, then the LoRA settings, workload
-    and final metrics.
+    A ``tracked`` run (not yet open: it opens once the checkpoint to resume from is known)
+    receives the Trainer's logs, then the LoRA settings, workload and final metrics; a resumed
+    training goes on with its interrupted run where the tracker can (``TrackedRun.going_on_from``).
 
     Under ``torchrun`` or ``accelerate launch`` each process trains on its own device with
     DistributedDataParallel; all of them return the record, rank 0 alone prints and writes
@@ -72,7 +76,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     writes = launch is None or launch.rank == 0
     progress = progress and writes
     output = Path(output_dir)
-    _claim_output(output, writes)
+    claim_output_folder(output)
     workload, chosen = fit_base_to_gpu(workload)  # training.json records the base as it was loaded
     if chosen is not None and progress:
         print(chosen, file=sys.stderr)
@@ -129,59 +133,69 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
         restore_callback_states_from_checkpoint=True,  # a resumed early stopping keeps its count
         run_name=tracked.name if tracked is not None else None,
     )
-    try:
-        trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
-    except (torch.OutOfMemoryError, MemoryError) as error:
-        raise InfeasibleConfigError(
-            f"out of memory training {config.per_device_train_batch_size} example(s) per device of up to {workload.max_length} tokens "
-            f"({first_line(error)}): lower per_device_train_batch_size (more gradient_accumulation_steps keep the effective "
-            "batch), turn on gradient_checkpointing, shorten --max-length or load the base with --quantize 4bit"
-        ) from None
-    # the final evaluations score the kept checkpoint: they stop and print nothing, and the
-    # tracked run gets their scores as its final metrics (below), not as one more log. By
-    # class: a resumed training's early stopping is a new instance, restored from the checkpoint.
-    for callback in training_only:
-        trainer.remove_callback(type(callback))
-    metrics: dict[str, float] = {}
-    for role in ("validation", "test"):
-        scores = trainer.evaluate(rows[role], metric_key_prefix=role)
-        if data.task == "causal-lm":
-            scores[f"{role}_perplexity"] = perplexity(scores[f"{role}_loss"])
-        metrics.update({f"{role}_{name}": float(scores[f"{role}_{name}"]) for name in SCORES if f"{role}_{name}" in scores})
-    origins = {"train": data.source, "validation": data.eval_source, "test": data.test_source}
-    record = {
-        "workload": workload.to_dict(),
-        "config": config.to_dict(),
-        "splits": {role: {"examples": len(rows[role]), "source": origins[role]} for role in rows},
-        "fitted": {"applied": fit_to_data, "profile": fitted["profile"], "changes": fitted["changes"]},
-        "epochs": {"planned": config.num_train_epochs, "trained": trainer.state.epoch, "best_checkpoint": _best_epoch(trainer.state)},
-        # how the config's effective batch was taken here: per device x devices x accumulation
-        "batch": {"per_device": config.per_device_train_batch_size, "devices": parallel,
-                  "accumulation": here.gradient_accumulation_steps,
-                  "examples_per_step": config.per_device_train_batch_size * parallel * here.gradient_accumulation_steps,
-                  "optimizer_steps": trainer.state.global_step},
-        "metrics": metrics,
-    }
-    if writes:
-        model.save_pretrained(output / "adapter")
-        tokenizer.save_pretrained(output / "adapter")
-        (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-        (output / IN_PROGRESS).unlink(missing_ok=True)
-    if launch is not None:
-        _leave_process_group()
-    if tracked is not None:
-        workload_params = {f"workload.{key}": value for key, value in record["workload"].items()}
-        tracked.log(params=lora_params(config) | workload_params, metrics={**metrics, "epochs_trained": trainer.state.epoch})
-    return record
+    if tracked is not None and resume is not None:
+        tracked.going_on_from(_recorded_tracked_runs(output))
+    with tracked if tracked is not None else contextlib.nullcontext():
+        if tracked is not None and writes:
+            _record_tracked_runs(output, tracked.ids())
+        try:
+            trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
+        except (torch.OutOfMemoryError, MemoryError) as error:
+            raise InfeasibleConfigError(
+                f"out of memory training {config.per_device_train_batch_size} example(s) per device of up to {workload.max_length} tokens "
+                f"({first_line(error)}): lower per_device_train_batch_size (more gradient_accumulation_steps keep the effective "
+                "batch), turn on gradient_checkpointing, shorten --max-length or load the base with --quantize 4bit"
+            ) from None
+        # the final evaluations score the kept checkpoint: they stop and print nothing, and the
+        # tracked run gets their scores as its final metrics (below), not as one more log. By
+        # class: a resumed training's early stopping is a new instance, restored from the checkpoint.
+        for callback in training_only:
+            trainer.remove_callback(type(callback))
+        metrics: dict[str, float] = {}
+        for role in ("validation", "test"):
+            scores = trainer.evaluate(rows[role], metric_key_prefix=role)
+            if data.task == "causal-lm":
+                scores[f"{role}_perplexity"] = perplexity(scores[f"{role}_loss"])
+            metrics.update({f"{role}_{name}": float(scores[f"{role}_{name}"]) for name in SCORES if f"{role}_{name}" in scores})
+        origins = {"train": data.source, "validation": data.eval_source, "test": data.test_source}
+        record = {
+            "workload": workload.to_dict(),
+            "config": config.to_dict(),
+            "splits": {role: {"examples": len(rows[role]), "source": origins[role]} for role in rows},
+            "fitted": {"applied": fit_to_data, "profile": fitted["profile"], "changes": fitted["changes"]},
+            "epochs": {"planned": config.num_train_epochs, "trained": trainer.state.epoch, "best_checkpoint": _best_epoch(trainer.state)},
+            # how the config's effective batch was taken here: per device x devices x accumulation
+            "batch": {"per_device": config.per_device_train_batch_size, "devices": parallel,
+                      "accumulation": here.gradient_accumulation_steps,
+                      "examples_per_step": config.per_device_train_batch_size * parallel * here.gradient_accumulation_steps,
+                      "optimizer_steps": trainer.state.global_step},
+            "metrics": metrics,
+        }
+        if writes:
+            model.save_pretrained(output / "adapter")
+            tokenizer.save_pretrained(output / "adapter")
+            (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+            (output / IN_PROGRESS).unlink(missing_ok=True)
+        if launch is not None:
+            _leave_process_group()
+        if tracked is not None:
+            workload_params = {f"workload.{key}": value for key, value in record["workload"].items()}
+            tracked.log(params=lora_params(config) | workload_params, metrics={**metrics, "epochs_trained": trainer.state.epoch})
+        return record
 
 
-def _claim_output(output: Path, writes: bool) -> None:
+def claim_output_folder(output: str | Path) -> None:
     """OutputError unless ``output`` can take a training: a folder that can be written (made
-    if missing) and holds no finished one."""
+    if missing, by rank 0 of a launch) and holds no finished one. ``train_with_preset`` checks
+    it first; a caller that says more before training (``train``'s tracking lines) checks it sooner."""
+    from ._hardware import distributed_launch
+
+    output = Path(output)
     if (output / "training.json").exists():
         raise OutputError(f"{output} holds a finished training (training.json): give another output folder, "
                           "or remove this one to train again")
-    if not writes:
+    launch = distributed_launch()
+    if launch is not None and launch.rank != 0:
         return
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -223,7 +237,7 @@ def _resume_point(output: Path, settings: dict[str, Any], writes: bool) -> Path 
     recorded = output / IN_PROGRESS
     settings = json.loads(json.dumps(settings))  # as the file holds them: lists, not tuples
     if recorded.exists():
-        earlier = json.loads(recorded.read_text())
+        earlier = json.loads(recorded.read_text())["settings"]
         if earlier == settings:
             return checkpoints[-1] if checkpoints else None
         if checkpoints:
@@ -232,8 +246,18 @@ def _resume_point(output: Path, settings: dict[str, Any], writes: bool) -> Path 
     elif (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
         raise OutputError(f"{output / 'checkpoints'} holds checkpoints of an unknown training ({IN_PROGRESS} is missing): "
                           "give another output folder, or remove this one")
-    recorded.write_text(json.dumps(settings, indent=2) + "\n")
+    recorded.write_text(json.dumps({"settings": settings}, indent=2) + "\n")
     return None
+
+
+def _recorded_tracked_runs(output: Path) -> dict[str, str]:
+    """tracker -> the id of the interrupted training's run in it (``TrackedRun.ids``)."""
+    return json.loads((output / IN_PROGRESS).read_text()).get("tracked_runs", {})
+
+
+def _record_tracked_runs(output: Path, ids: dict[str, str]) -> None:
+    recorded = json.loads((output / IN_PROGRESS).read_text())
+    (output / IN_PROGRESS).write_text(json.dumps(recorded | {"tracked_runs": ids}, indent=2) + "\n")
 
 
 def _complete_checkpoints(folder: Path) -> list[Path]:

@@ -58,7 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "precision, gradient checkpointing) for this training split before training; learning rate, "
                         "effective batch, scheduler and LoRA settings stay as the preset has them")
     add_report_to_option(parser, runs="The training is one run PRESET/OUTPUT-FOLDER-NAME in a group named after the "
-                         "preset: its TrainingArguments, LoRA settings, training loss, evaluations and final scores.")
+                         "preset: its TrainingArguments, LoRA settings, training loss, evaluations and final scores; a resumed "
+                         "training goes on with its run (W&B: online only).")
     add_workload_options(parser)
 
 

@@ -302,13 +302,12 @@ def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, A
 
     ``report_to`` trackers get one run ``PRESET/OUTPUT`` (``OUTPUT``: the output folder's
     name) in the group ``PRESET``, written beside the default storage (``studies/tracking``);
-    under a distributed launch, by rank 0.
+    under a distributed launch, by rank 0. A resumed training goes on with its interrupted run
+    (MLflow, W&B online; TensorBoard's folder is the same anyway).
     """
-    from contextlib import nullcontext
-
     from ._progress import TrainingLine
     from ._tracking import open_group, tracking_for
-    from .objectives import distributed_launch, quiet_libraries, train_with_preset
+    from .objectives import claim_output_folder, distributed_launch, quiet_libraries, train_with_preset
 
     tracking = tracking_for(report_to, None)  # a missing tracker package stops it before anything loads
     launch = distributed_launch()
@@ -317,9 +316,10 @@ def train_preset(preset: str | Preset, output_dir: str, *, workload: dict[str, A
     found = preset if isinstance(preset, Preset) else find_preset(preset)
     work = preset_workload(found, workload)
     quiet_libraries()
+    claim_output_folder(output_dir)  # refused before the tracking lines
     if tracking is not None:
         open_group(tracking, found.name, quiet=not progress)
-    with (tracking.run(found.name, Path(output_dir).resolve().name) if tracking is not None else nullcontext()) as tracked, \
-            TrainingLine("  training", work.metric, quiet=not progress) as line:
+    tracked = tracking.run(found.name, Path(output_dir).resolve().name) if tracking is not None else None
+    with TrainingLine("  training", work.metric, quiet=not progress) as line:
         return train_with_preset(work, found.config, output_dir, fit_to_data=fit_to_data, progress=progress,
                                  live=line if line.live else None, tracked=tracked)

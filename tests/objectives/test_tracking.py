@@ -105,6 +105,31 @@ def test_a_run_ends_failed_when_its_block_raises_and_killed_when_interrupted(tmp
     assert client.download_artifacts(runs[0].info.run_id, "note.txt", str(tmp_path)) and (tmp_path / "note.txt").read_text() == "a document"
 
 
+def test_a_run_goes_on_from_an_earlier_one_where_the_tracker_can(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracking = Tracking(("mlflow", "wandb"), str(tmp_path))
+    tracking.prepare("resumed")
+    with pytest.raises(KeyboardInterrupt), tracking.run("resumed", "out") as first:
+        raise KeyboardInterrupt
+    earlier = first.ids()
+    assert sorted(earlier) == ["mlflow", "wandb"]
+    with tracking.run("resumed", "out").going_on_from(earlier) as second:
+        second.log(metrics={"value": 2.0})
+    # MLflow reopens the run; W&B cannot resume an offline run: a new one
+    assert second.ids()["mlflow"] == earlier["mlflow"] and second.ids()["wandb"] != earlier["wandb"]
+    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("resumed").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["value"] == 2.0
+
+    # a run the store does not hold (another MLFLOW_TRACKING_URI then) is not an error: a new run
+    with tracking.run("resumed", "out").going_on_from({"mlflow": "0" * 32}) as third:
+        pass
+    assert third.ids()["mlflow"] not in (earlier["mlflow"], "0" * 32)
+    assert len(client.search_runs([client.get_experiment_by_name("resumed").experiment_id])) == 2
+
+
 def test_unknown_trackers_are_refused():
     with pytest.raises(ValueError, match="choose from mlflow, tensorboard, wandb"):
         Tracking(("neptune",), ".")

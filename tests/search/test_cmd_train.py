@@ -128,13 +128,25 @@ def _long_training(tmp_path: Path, tiny_bert: Path, tiny_reviews: Path, learning
     return ["train", "--preset", str(preset), "--model", str(tiny_bert), "--data", str(data), "--max-length", "16", "--threads", "1"]
 
 
-def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, tiny_bert, tiny_reviews, tmp_path):
+def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, tiny_bert, tiny_reviews, tmp_path, monkeypatch):
     import signal
     import time
+
+    from mlflow.tracking import MlflowClient
 
     options = _long_training(tmp_path, tiny_bert, tiny_reviews)
     straight = cli(*options, "--output", tmp_path / "straight")
     assert straight.code == 0, straight.err
+
+    # the interrupted training is tracked: the resumed one goes on with the same run
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in to read its file store
+    options += ["--report-to", "mlflow"]
+    client = MlflowClient(store)
+
+    def tracked_runs() -> list:
+        return client.search_runs([experiment.experiment_id for experiment in client.search_experiments()])
 
     output = tmp_path / "interrupted"
     script = Path(sys.executable).with_name("lora-search")
@@ -148,6 +160,9 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, t
     assert process.returncode == 130, err
     assert err.splitlines()[-1] == f"lora-search train: interrupted; the same command resumes from the last checkpoint in {output / 'checkpoints'}"
     assert not (output / "training.json").exists() and (output / "training-in-progress.json").exists()
+    (interrupted_run,) = tracked_runs()
+    assert interrupted_run.info.status == "KILLED"
+    assert json.loads((output / "training-in-progress.json").read_text())["tracked_runs"] == {"mlflow": interrupted_run.info.run_id}
 
     # other settings do not mix into it, and leave it as it was
     left = sorted(path.name for path in (output / "checkpoints").iterdir())
@@ -176,6 +191,12 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, t
     assert two["metrics"] == one["metrics"] and two["epochs"] == one["epochs"]
     assert two["batch"]["optimizer_steps"] == one["batch"]["optimizer_steps"]
     assert not (output / "training-in-progress.json").exists()
+    # one tracked run, the refused commands opened none: finished, with the whole training's evaluations
+    (run,) = tracked_runs()
+    assert run.info.run_id == interrupted_run.info.run_id and run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(two["metrics"]["test_accuracy"])
+    evaluated = {point.step for point in client.get_metric_history(run.info.run_id, "eval_loss")}
+    assert {30, two["batch"]["optimizer_steps"]} <= evaluated
 
     # a finished training is kept: the same command is refused before anything loads
     finished = (output / "training.json").read_text()
