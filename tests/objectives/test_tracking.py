@@ -1,4 +1,7 @@
-"""Trials tracked in a real MLflow file store and real TensorBoard event files, read back."""
+"""Trials tracked in a real MLflow file store and real TensorBoard event files, read back.
+
+The trackers are the optional 'track' extra: a test whose tracker is not installed (the GPU
+image lacks MLflow and W&B) is skipped; both test environments of .ci/run install them."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def tracked_study(objective, configs, tracking, monkeypatch, name, pruner=None):
 
 
 def test_each_trial_is_a_run_of_the_study_experiment_in_mlflow(tiny_objective, good_config, bad_config, tmp_path, monkeypatch):
-    from mlflow.tracking import MlflowClient
+    MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient  # the optional 'track' extra
 
     tracking = Tracking(("mlflow",), str(tmp_path))
     store = (tmp_path / "mlruns").as_uri()
@@ -89,7 +92,7 @@ def test_each_trial_is_a_tensorboard_folder_and_tracking_changes_no_value(tiny_o
 
 
 def test_a_run_ends_failed_when_its_block_raises_and_killed_when_interrupted(tmp_path):
-    from mlflow.tracking import MlflowClient
+    MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient  # the optional 'track' extra
 
     tracking = Tracking(("mlflow",), str(tmp_path))
     tracking.prepare("ends")
@@ -106,8 +109,9 @@ def test_a_run_ends_failed_when_its_block_raises_and_killed_when_interrupted(tmp
 
 
 def test_a_run_goes_on_from_an_earlier_one_where_the_tracker_can(tmp_path, monkeypatch):
-    from mlflow.tracking import MlflowClient
+    MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient  # the optional 'track' extra
 
+    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     tracking = Tracking(("mlflow", "wandb"), str(tmp_path))
     tracking.prepare("resumed")
