@@ -234,30 +234,48 @@ def _resume_point(output: Path, settings: dict[str, Any], writes: bool) -> Path 
     checkpoints = sorted(_complete_checkpoints(output / "checkpoints"), key=lambda path: int(path.name.rsplit("-", 1)[1]))
     if not writes:
         return checkpoints[-1] if checkpoints else None
-    recorded = output / IN_PROGRESS
     settings = json.loads(json.dumps(settings))  # as the file holds them: lists, not tuples
-    if recorded.exists():
-        earlier = json.loads(recorded.read_text())["settings"]
+    record = _read_in_progress(output)
+    if record is not None:
+        earlier = record["settings"]
         if earlier == settings:
             return checkpoints[-1] if checkpoints else None
         if checkpoints:
             raise OutputError(f"{output} holds an interrupted training of other settings ({_differences(earlier, settings)}): "
                               "give another output folder, or remove this one to start over")
     elif (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
-        raise OutputError(f"{output / 'checkpoints'} holds checkpoints of an unknown training ({IN_PROGRESS} is missing): "
+        missing = "is missing" if not (output / IN_PROGRESS).exists() else "cannot be read"
+        raise OutputError(f"{output / 'checkpoints'} holds checkpoints of an unknown training ({IN_PROGRESS} {missing}): "
                           "give another output folder, or remove this one")
-    recorded.write_text(json.dumps({"settings": settings}, indent=2) + "\n")
+    _write_in_progress(output, {"settings": settings})
     return None
+
+
+def _read_in_progress(output: Path) -> dict[str, Any] | None:
+    """What ``output``'s IN_PROGRESS records, or None where it is missing or unreadable."""
+    try:
+        record = json.loads((output / IN_PROGRESS).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("settings"), dict) else None
+
+
+def _write_in_progress(output: Path, record: dict[str, Any]) -> None:
+    """Replace IN_PROGRESS whole: a training killed while writing it leaves the former one."""
+    import os
+
+    written = output / f".{IN_PROGRESS}.part"
+    written.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(written, output / IN_PROGRESS)
 
 
 def _recorded_tracked_runs(output: Path) -> dict[str, str]:
     """tracker -> the id of the interrupted training's run in it (``TrackedRun.ids``)."""
-    return json.loads((output / IN_PROGRESS).read_text()).get("tracked_runs", {})
+    return (_read_in_progress(output) or {}).get("tracked_runs", {})
 
 
 def _record_tracked_runs(output: Path, ids: dict[str, str]) -> None:
-    recorded = json.loads((output / IN_PROGRESS).read_text())
-    (output / IN_PROGRESS).write_text(json.dumps(recorded | {"tracked_runs": ids}, indent=2) + "\n")
+    _write_in_progress(output, (_read_in_progress(output) or {}) | {"tracked_runs": ids})
 
 
 def _complete_checkpoints(folder: Path) -> list[Path]:

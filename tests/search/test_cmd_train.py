@@ -223,6 +223,14 @@ def test_train_refuses_an_output_folder_it_cannot_use(cli, tiny_bert, tiny_revie
     assert result.err.splitlines()[-1] == (f"lora-search train: error: {strange / 'checkpoints'} holds checkpoints of an unknown "
                                            "training (training-in-progress.json is missing): give another output folder, or remove this one")
     assert sorted(path.name for path in strange.rglob("*")) == ["checkpoint-5", "checkpoints"]
+    # as are checkpoints whose record was cut short
+    (strange / "training-in-progress.json").write_text('{"settings": {"learning_rate": 0.0')
+    result = cli(*options, "--output", strange)
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == (f"lora-search train: error: {strange / 'checkpoints'} holds checkpoints of an unknown "
+                                           "training (training-in-progress.json cannot be read): give another output folder, "
+                                           "or remove this one")
+    assert (strange / "training-in-progress.json").read_text() == '{"settings": {"learning_rate": 0.0'
 
 
 def test_train_draws_a_live_line_on_a_terminal(tiny_bert, tiny_reviews, tmp_path, monkeypatch):
