@@ -20,7 +20,12 @@ def main(argv: list[str]) -> int:
     from ._workers import EXIT_DONE, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_USER_ERROR, sigterm_as_interrupt
     from .spaces import LoraSearchError, first_line
 
-    plan = SearchPlan(**json.loads(sys.stdin.readline()))
+    handed = sys.stdin.readline()
+    if not handed:
+        # the parent was interrupted while starting this process, before it could track it and
+        # hand it the plan: nobody waits for it, so it leaves quietly
+        return EXIT_INTERRUPTED
+    plan = SearchPlan(**json.loads(handed))
     try:
         with sigterm_as_interrupt():
             if argv == ["rungs"]:

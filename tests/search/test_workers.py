@@ -113,6 +113,16 @@ def test_a_sigterm_swallowed_inside_a_del_still_stops_the_loops(capsys):
     assert "Exception ignored" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", [[], ["rungs"]], ids=["trials", "rungs"])
+def test_a_worker_handed_no_plan_leaves_quietly(kind):
+    """A parent interrupted while starting a worker (inside Popen, before it tracks the
+    process) never hands it the plan and closes the pipe: the worker must end without a
+    traceback on the terminal the user just stopped the run from (seen once in CI)."""
+    ended = subprocess.run([sys.executable, "-m", "lora_search._worker_main", *kind], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (130, "", "")
+
+
 # --- lora-search run end to end, tiny models ---------------------------------------------
 
 
