@@ -27,13 +27,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
-from ._loop import POLL_SECONDS, raise_if_terminated
-
-if TYPE_CHECKING:
-    from ._loop import SearchPlan
-    from ._workers import WorkerSlot
+from ._loop import POLL_SECONDS, SearchPlan, raise_if_terminated
+from ._workers import WorkerSlot, describe_exit, interrupts_held
 
 
 @dataclass(frozen=True)
@@ -151,24 +148,23 @@ class RungWorkers:
 
     def _lost(self, worker: _RungWorker, number: int) -> RungOutcome:
         """The outcome of config ``number``, which ``worker`` held when it died; it leaves the pool."""
-        from ._workers import describe_exit
-
         self._workers.remove(worker)
         return RungOutcome(number, None, f"the worker process ended ({describe_exit(worker.process.wait())})", worker.slot.device)
 
     def _start(self, slot: WorkerSlot) -> None:
         worker_plan = dataclasses.replace(self.plan, workload={**self.plan.workload, "torch_threads": slot.torch_threads})
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lora_search._worker_main", "rungs"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, **slot.env},
-            text=True,
-        )
-        self._workers.append(_RungWorker(slot, process))  # before anything can interrupt: __exit__ ends it
-        with contextlib.suppress(BrokenPipeError):  # dead at once: handing it a config says so (train)
-            process.stdin.write(json.dumps(dataclasses.asdict(worker_plan)) + "\n")
-            process.stdin.flush()
+        with interrupts_held():  # an interrupt finds the worker tracked: __exit__ ends it
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lora_search._worker_main", "rungs"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, **slot.env},
+                text=True,
+            )
+            self._workers.append(_RungWorker(slot, process))
+            with contextlib.suppress(BrokenPipeError):  # dead at once: handing it a config says so (train)
+                process.stdin.write(json.dumps(dataclasses.asdict(worker_plan)) + "\n")  # a few kB: the pipe holds it
+                process.stdin.flush()
 
 
 def serve_rungs(plan: SearchPlan, answers: TextIO) -> None:

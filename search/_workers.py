@@ -137,6 +137,28 @@ def sigterm_as_interrupt() -> Iterator[None]:
         TERMINATION_REQUESTED.clear()
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then act as they would have.
+
+    For starting a worker: an interrupt landing inside ``Popen`` leaves through its
+    clean-up, which closes the child's stdin but neither returns nor ends the child, so
+    no one would stop or wait for it. Held across ``Popen`` and the bookkeeping, the
+    interrupt finds the worker tracked. Only Python's handlers change: the child
+    inherits no blocked signal mask."""
+    held: list[int] = []
+    # an ignored one stays so: the child inherits SIG_IGN, where a Python handler resets to default
+    stops = [stop for stop in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(stop) is not signal.SIG_IGN]
+    previous = {stop: signal.signal(stop, lambda signum, frame: held.append(signum)) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+        for stop in dict.fromkeys(held):  # each once, in the order they came
+            signal.raise_signal(stop)
+
+
 # --- worker processes ---------------------------------------------------------------
 
 
@@ -171,16 +193,17 @@ def run_worker_processes(plan: SearchPlan, slots: list[WorkerSlot], *,
                     # one seed for all would make the workers propose the same parameters
                     sampler_seed=plan.sampler_seed + WORKER_SEED_STRIDE * slot.worker_id,
                 )
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "lora_search._worker_main"],
-                    stdin=subprocess.PIPE,
-                    env={**os.environ, **slot.env},
-                    text=True,
-                )
-                assert process.stdin is not None
-                process.stdin.write(json.dumps(dataclasses.asdict(worker_plan)))
-                process.stdin.close()
-                workers.append(_Worker(slot, process))
+                with interrupts_held():
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "lora_search._worker_main"],
+                        stdin=subprocess.PIPE,
+                        env={**os.environ, **slot.env},
+                        text=True,
+                    )
+                    workers.append(_Worker(slot, process))
+                    assert process.stdin is not None
+                    process.stdin.write(json.dumps(dataclasses.asdict(worker_plan)))  # a few kB: the pipe holds it
+                    process.stdin.close()
             while any(w.returncode is None for w in workers):
                 for worker in workers:
                     if worker.returncode is None:

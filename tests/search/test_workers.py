@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from lora_search._errors import WorkerError
 from lora_search._loop import ENV_DEVICE, ENV_WORKER_ID
-from lora_search._workers import parse_devices, plan_workers, sigterm_as_interrupt
+from lora_search._workers import interrupts_held, parse_devices, plan_workers, sigterm_as_interrupt
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # ask/tell by hand on an SQLite storage with heartbeats: Optuna warns that it expects optimize()
@@ -111,6 +111,45 @@ def test_a_sigterm_swallowed_inside_a_del_still_stops_the_loops(capsys):
         raise_if_terminated()  # once only
     assert not TERMINATION_REQUESTED.is_set()
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_while_a_worker_starts_waits_until_the_worker_is_tracked(stop):
+    """Starting a worker (Popen, then recording it) is held against Ctrl-C and SIGTERM: an
+    interrupt inside Popen would leave a started child no one ends. It acts once the
+    block is done, as it would have, and the handlers are as before."""
+    # Ctrl-C as in a terminal: a test run started in the background of a script has SIGINT ignored
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        started = []
+        with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                os.kill(os.getpid(), stop)
+                os.kill(os.getpid(), stop)
+                time.sleep(0.2)  # the handler has run by now; it must not cut this block short
+                started.append("worker")
+            pytest.fail("the held interrupt was dropped")
+        assert started == ["worker"]
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_an_ignored_interrupt_stays_ignored_for_the_worker_started():
+    """A run started with SIGINT ignored (a background job of a script) starts its workers
+    with SIGINT ignored too, as before: the held block leaves that handler alone."""
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_held():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            worker = subprocess.run([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"],
+                                    capture_output=True, text=True, timeout=60)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert worker.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize("kind", [[], ["rungs"]], ids=["trials", "rungs"])
