@@ -1,9 +1,8 @@
 """Print pip constraints that pin every dependency of pyproject.toml at its floor.
 
 `make test-floors` installs lora-search with these constraints, so each ">=X" in
-pyproject.toml is a version that CI has installed and tested. torch is the exception:
-the only build on this machine's disk is 2.13.0 (CPU), and any other version is a
-multi-GB CUDA download, so it stays pinned there.
+pyproject.toml is a version that CI has installed and tested, torch's included (its
+floor is a CUDA build from PyPI, about 2.5 GB, which runs on the CPU).
 """
 
 import re
@@ -17,4 +16,4 @@ for requirement in requirements:
     if match is None:
         raise SystemExit(f"pyproject.toml: {requirement!r} has no '>=' floor to test; give it one")
     name, _, floor = match.groups()
-    print(f"{name}=={'2.13.0' if name == 'torch' else floor}")
+    print(f"{name}=={floor}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,10 +130,12 @@ def _long_training(tmp_path: Path, tiny_bert: Path, tiny_reviews: Path, learning
     return ["train", "--preset", str(preset), "--model", str(tiny_bert), "--data", str(data), "--max-length", "16", "--threads", "1"]
 
 
-def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, tiny_bert, tiny_reviews, tmp_path, monkeypatch):
-    import signal
-    import time
+def _ctrl_c_as_in_a_terminal() -> None:
+    # a test run started in the background of a script has SIGINT ignored, and its children with it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
+def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, tiny_bert, tiny_reviews, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     options = _long_training(tmp_path, tiny_bert, tiny_reviews)
@@ -150,7 +154,8 @@ def test_an_interrupted_training_resumes_and_ends_as_an_uninterrupted_one(cli, t
 
     output = tmp_path / "interrupted"
     script = Path(sys.executable).with_name("lora-search")
-    process = subprocess.Popen([str(script), *options, "--output", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([str(script), *options, "--output", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_ctrl_c_as_in_a_terminal)
     first = output / "checkpoints" / "checkpoint-30" / "trainer_state.json"
     deadline = time.monotonic() + 120
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:

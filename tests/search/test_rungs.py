@@ -87,7 +87,8 @@ def test_the_winner_is_the_best_at_the_top_rung_everywhere(rung_search, cli, tmp
     assert f"trial {winner}: eval_loss {top[winner]:.4g} {fidelity} (rung 0 {study.trials[winner].value:.4g}{below})" in first
     # then the rest of rung 2, then rung 1's, then the proxy's values
     order = [int(line.split("trial ")[1].split(":")[0]) for line in shown.out.splitlines() if line.strip()[:1].isdigit()]
-    rung1_only = [n for n in values_at(study, 1) if n not in top]
+    at_rung1 = values_at(study, 1)
+    rung1_only = sorted((n for n in at_rung1 if n not in top), key=at_rung1.get)
     assert order[:len(top)] == sorted(top, key=top.get) and order[len(top):len(top) + len(rung1_only)] == rung1_only
 
     listed = cli("studies", "--storage", rung_search["storage"])
