@@ -28,16 +28,18 @@ Each trial records where it ran: user attrs ``worker.host``, ``worker.id``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ._errors import SearchError
 from ._study import trained_config
@@ -221,6 +223,37 @@ def raise_if_terminated() -> None:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then act as they would have; the
+    same signal a second time acts at once (a storage that hangs must not make Ctrl-C useless).
+
+    For the few steps that must not be cut in two: starting a worker (an interrupt inside
+    ``Popen`` leaves through its clean-up, which neither returns nor ends the child) and
+    drawing a trial (Optuna stores it as running before the objective can mark it
+    interrupted). Only Python's handlers change: a child inherits no blocked signal mask."""
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if signum in held:  # asked again: the previous handler acts now
+            held.remove(signum)
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+        else:
+            held.append(signum)
+
+    # an ignored one stays so: a child inherits SIG_IGN, where a Python handler resets to default
+    stops = [stop for stop in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(stop) is not signal.SIG_IGN]
+    previous = {stop: signal.signal(stop, hold) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+        for stop in held:  # in the order they came
+            signal.raise_signal(stop)
+
+
 @dataclass
 class TrialGate:
     """Whether this process may start another trial of the study: the target, the
@@ -253,11 +286,9 @@ class TrialGate:
         return True
 
     def admit(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Call first thing in the objective: records where the trial runs, then makes sure
-        it is not one too many (raises SurplusTrial, before any training, if it is)."""
+        """Call first thing in the objective: makes sure the trial is not one too many
+        (raises SurplusTrial, before any training, if it is)."""
         raise_if_terminated()  # a stop asked for while this trial was being drawn: no training starts
-        for key, value in this_worker(self.default_device).items():
-            trial.set_user_attr(key, value)
         if self._wait(study, trial.number)[1]:
             return
         trial.set_user_attr(ATTR_SURPLUS, True)
@@ -308,6 +339,8 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
                callbacks: Sequence[Callable[..., None]] = ()) -> str:
     """Run trials of the study in this process until the gate stops them; returns why:
     "target", "timeout" or "interrupted" (SearchError after too many failures in a row)."""
+    from optuna.trial import TrialState
+
     if gate.should_stop(study):
         return gate.reason
 
@@ -319,16 +352,38 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
             mark_interrupted(study, trial)
             raise
 
+    draw = study.ask
+
+    def draw_owned(*args: Any, **kwargs: Any) -> optuna.Trial:
+        # Optuna's ask() stores the trial as running, then samples (which can take a while),
+        # all before one_trial runs: a stop landing there would leave the trial running with
+        # no owner. Held until the trial names its process, the stop then ends it here.
+        trial = None
+        try:
+            with interrupts_held():
+                trial = draw(*args, **kwargs)
+                for key, value in this_worker(gate.default_device).items():
+                    trial.set_user_attr(key, value)
+        except KeyboardInterrupt:
+            if trial is not None:
+                mark_interrupted(study, trial)
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            raise
+        return trial
+
     # The model, tokenizer and data live as long as the process: freezing them keeps every
     # trial's full collections (the objective's, accelerate's) from walking them again
     # (0.4-0.5 s per collection before, 0.012 s after: benchmarks/README.md, overhead).
     gc.collect()
     gc.freeze()
     logging.getLogger("optuna.study._optimize").addFilter(_QUIET_SURPLUS)  # once: a filter already there is not added again
+    study.ask = draw_owned  # what Optuna's optimize calls for each trial; no other hook comes before the objective
     try:
         study.optimize(one_trial, catch=(Exception,), callbacks=[*callbacks, gate])
     except KeyboardInterrupt:
         return "interrupted"
+    finally:
+        del study.ask
     if gate.reason == "failures":
         raise SearchError(
             f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed (last: {gate.last_failure or 'no reason recorded'}); "
@@ -359,5 +414,5 @@ def run_plan(plan: SearchPlan, *, objective: LoraObjective | None = None, resolv
 
 
 __all__ = ["ATTR_DEVICE", "ATTR_HOST", "ATTR_INTERRUPTED", "ATTR_PID", "ATTR_SURPLUS", "ATTR_WORKER", "ENV_DEVICE",
-           "ENV_WORKER_ID", "POLL_SECONDS", "SearchPlan", "SurplusTrial", "TERMINATION_REQUESTED", "TrialGate", "mark_interrupted",
-           "raise_if_terminated", "reclaim_dead_trials", "requeue", "run_plan", "run_trials", "this_worker"]
+           "ENV_WORKER_ID", "POLL_SECONDS", "SearchPlan", "SurplusTrial", "TERMINATION_REQUESTED", "TrialGate", "interrupts_held",
+           "mark_interrupted", "raise_if_terminated", "reclaim_dead_trials", "requeue", "run_plan", "run_trials", "this_worker"]

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TextIO
 
-from ._loop import POLL_SECONDS, SearchPlan, raise_if_terminated
-from ._workers import WorkerSlot, describe_exit, interrupts_held
+from ._loop import POLL_SECONDS, SearchPlan, interrupts_held, raise_if_terminated
+from ._workers import WorkerSlot, describe_exit
 
 
 @dataclass(frozen=True)

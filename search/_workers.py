@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ._errors import WorkerError
-from ._loop import (ENV_DEVICE, ENV_WORKER_ID, POLL_SECONDS, TERMINATION_REQUESTED, SearchPlan, raise_if_terminated,
-                    reclaim_dead_trials)
+from ._loop import (ENV_DEVICE, ENV_WORKER_ID, POLL_SECONDS, TERMINATION_REQUESTED, SearchPlan, interrupts_held,
+                    raise_if_terminated, reclaim_dead_trials)
 
 # Worker i samples with the plan's seed + i x this (resumed runs offset the seed by the
 # study's length, which stays far below it), so no two workers draw alike.
@@ -135,28 +135,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = previous_hook
         TERMINATION_REQUESTED.clear()
-
-
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait for the end of the block, then act as they would have.
-
-    For starting a worker: an interrupt landing inside ``Popen`` leaves through its
-    clean-up, which closes the child's stdin but neither returns nor ends the child, so
-    no one would stop or wait for it. Held across ``Popen`` and the bookkeeping, the
-    interrupt finds the worker tracked. Only Python's handlers change: the child
-    inherits no blocked signal mask."""
-    held: list[int] = []
-    # an ignored one stays so: the child inherits SIG_IGN, where a Python handler resets to default
-    stops = [stop for stop in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(stop) is not signal.SIG_IGN]
-    previous = {stop: signal.signal(stop, lambda signum, frame: held.append(signum)) for stop in stops}
-    try:
-        yield
-    finally:
-        for stop, handler in previous.items():
-            signal.signal(stop, handler)
-        for stop in dict.fromkeys(held):  # each once, in the order they came
-            signal.raise_signal(stop)
 
 
 # --- worker processes ---------------------------------------------------------------

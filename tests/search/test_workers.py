@@ -19,8 +19,8 @@ import pytest
 from optuna.trial import TrialState
 
 from lora_search._errors import WorkerError
-from lora_search._loop import ENV_DEVICE, ENV_WORKER_ID
-from lora_search._workers import interrupts_held, parse_devices, plan_workers, sigterm_as_interrupt
+from lora_search._loop import ENV_DEVICE, ENV_WORKER_ID, interrupts_held
+from lora_search._workers import parse_devices, plan_workers, sigterm_as_interrupt
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # ask/tell by hand on an SQLite storage with heartbeats: Optuna warns that it expects optimize()
@@ -125,7 +125,6 @@ def test_an_interrupt_while_a_worker_starts_waits_until_the_worker_is_tracked(st
         started = []
         with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
             with interrupts_held():
-                os.kill(os.getpid(), stop)
                 os.kill(os.getpid(), stop)
                 time.sleep(0.2)  # the handler has run by now; it must not cut this block short
                 started.append("worker")
