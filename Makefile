@@ -3,11 +3,16 @@
 #                       no new trial after 12 minutes: run it again to finish them),
 #                       then rung 1: the best quarter and the baseline again on 512 examples
 #   make test         - the test suite (what .ci/run runs)
-#   make test-floors  - the objectives and engine tests with every dependency at its declared floor
-#                       (not the slow ones: they train the embedded model, which tiny models cover API-wise)
+#   make test-floors  - the objectives and engine tests on the declared floors: Python's and every
+#                       dependency's (not the slow ones: they train the embedded model, which tiny
+#                       models cover API-wise)
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 FLOORS := .venv-floors
+# requires-python's floor, found on PATH's Debian place or among pyenv's versions (whose shim
+# refuses a version that is not the selected one); `make test-floors FLOORS_PYTHON=...` names another
+PYTHON_FLOOR := $(shell python3 .ci/floors.py --python)
+FLOORS_PYTHON ?= $(firstword $(wildcard /usr/bin/python$(PYTHON_FLOOR) $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/$(PYTHON_FLOOR).*/bin/python$(PYTHON_FLOOR)))
 
 # torch first, pinned: 2.13.0 is a CPU build on this disk; unpinned, pip downloads CUDA wheels.
 $(VENV)/.installed: pyproject.toml
@@ -16,11 +21,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test,track,quantize]'
 	touch $@
 
-# The same install, constrained to the floors of pyproject.toml's ranges (.ci/floors.py).
-# torch's floor is not on this disk: PyPI's build is a CUDA one (about 2.5 GB with its
-# libraries, 2 minutes here), which runs on the CPU.
+# The same install on Python's floor, constrained to the floors of pyproject.toml's ranges
+# (.ci/floors.py). torch's floor is not on this disk: PyPI's build is a CUDA one (about 2.5 GB
+# with its libraries, 2 minutes here), which runs on the CPU.
 $(FLOORS)/.installed: pyproject.toml .ci/floors.py
-	python3 -m venv $(FLOORS)
+	@test -n "$(FLOORS_PYTHON)" || { echo "make test-floors: Python $(PYTHON_FLOOR) (requires-python's floor) is not installed;" \
+		"install it (pyenv install $(PYTHON_FLOOR)) or name it: make test-floors FLOORS_PYTHON=/path/to/python$(PYTHON_FLOOR)" >&2; exit 1; }
+	rm -rf $(FLOORS)
+	$(FLOORS_PYTHON) -m venv $(FLOORS)
 	python3 .ci/floors.py > $(FLOORS)/floors.txt
 	$(FLOORS)/bin/python -m pip install --quiet torch -c $(FLOORS)/floors.txt
 	$(FLOORS)/bin/python -m pip install --quiet -e '.[test,track,quantize]' -c $(FLOORS)/floors.txt
@@ -40,5 +48,6 @@ test: $(VENV)/.installed
 	$(PYTHON) -m pytest
 
 test-floors: $(FLOORS)/.installed
+	$(FLOORS)/bin/python --version
 	$(FLOORS)/bin/pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|datasets|optuna|optuna-dashboard|mlflow-skinny|tensorboard|wandb|bitsandbytes)=='
 	$(FLOORS)/bin/python -m pytest -m 'not slow' tests/objectives tests/search
