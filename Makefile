@@ -45,9 +45,9 @@ run: $(VENV)/.installed
 	$(VENV)/bin/lora-search run --space memory-constrained --trials 12 --rungs 2 --timeout 20m
 
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=15  # the slowest, for keeping .ci/run under 30 minutes
 
 test-floors: $(FLOORS)/.installed
 	$(FLOORS)/bin/python --version
 	$(FLOORS)/bin/pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|datasets|optuna|optuna-dashboard|mlflow-skinny|tensorboard|wandb|bitsandbytes)=='
-	$(FLOORS)/bin/python -m pytest -m 'not slow' tests/objectives tests/search
+	$(FLOORS)/bin/python -m pytest --durations=15 -m 'not slow' tests/objectives tests/search
