@@ -232,6 +232,9 @@ def interrupts_held() -> Iterator[None]:
     ``Popen`` leaves through its clean-up, which neither returns nor ends the child) and
     drawing a trial (Optuna stores it as running before the objective can mark it
     interrupted). Only Python's handlers change: a child inherits no blocked signal mask."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python interrupts the main thread alone: nothing can cut this block (and only it may set handlers)
+        return
     held: list[int] = []
 
     def hold(signum: int, frame: Any) -> None:

@@ -230,6 +230,16 @@ def test_a_stop_while_a_trial_is_drawn_ends_it_as_interrupted_not_running_with_n
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == interrupted.number
 
 
+def test_the_loop_runs_in_a_thread_other_than_the_main_one(study):
+    """The Python API (run_search) may run in a thread of the caller's: only the main thread
+    may set signal handlers, and only it is interrupted, so nothing is held there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        outcome = pool.submit(run_trials, study, lambda trial, x: x, _Line(), TrialGate(target=2, deadline=None)).result()
+    assert outcome == "target" and count_states(study.get_trials()).finished == 2
+
+
 def test_a_second_stop_while_held_acts_at_once():
     """A storage that hangs while a trial is drawn must not make Ctrl-C useless: the first is
     held, the second interrupts the block."""
