@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import gc
 import logging
 import os
@@ -64,6 +65,12 @@ ATTR_SURPLUS = "surplus"
 
 # Seconds between looks at the storage while waiting for room or for workers.
 POLL_SECONDS = 1.0
+
+# A running trial that names no process this long after it started was drawn by a process
+# killed inside Optuna's ask() (SIGKILL, the OOM killer, a lost machine): it has no pid and
+# no heartbeat to go by. Drawing takes seconds even for TPE on a long study over a remote
+# database; the margin also covers clocks of other hosts that disagree by a few minutes.
+UNCLAIMED_GRACE_SECONDS = 600
 
 # A trial that raises is recorded as failed (the objective records the error as the
 # trial's user attr "error" and leaves the process clean for the next trial) and the
@@ -146,7 +153,8 @@ def reclaim_dead_trials(study: optuna.Study) -> list[int]:
     """Fail and re-queue the running trials whose process is gone; returns their numbers.
 
     Heartbeats cover any host on relational storages; the recorded pid covers this host
-    on every storage (and immediately, without waiting for the grace period).
+    on every storage (and immediately, without waiting for the grace period); a trial
+    that names no process at all is reclaimed UNCLAIMED_GRACE_SECONDS after its start.
     """
     import optuna
     from optuna.trial import TrialState
@@ -159,10 +167,17 @@ def reclaim_dead_trials(study: optuna.Study) -> list[int]:
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get(ATTR_PID)
-        if trial.user_attrs.get(ATTR_HOST) != host or pid is None or pid == os.getpid() or _process_alive(int(pid)):
+        if pid is None:
+            started = trial.datetime_start
+            if started is None or (datetime.datetime.now() - started).total_seconds() < UNCLAIMED_GRACE_SECONDS:
+                continue
+            why = f"no process claimed it within {UNCLAIMED_GRACE_SECONDS // 60} minutes (killed while drawing it)"
+        elif trial.user_attrs.get(ATTR_HOST) != host or pid == os.getpid() or _process_alive(int(pid)):
             continue
+        else:
+            why = f"worker process {pid} died"
         try:
-            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", f"worker process {pid} died")
+            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", why)
             failed = study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process was quicker
@@ -417,5 +432,5 @@ def run_plan(plan: SearchPlan, *, objective: LoraObjective | None = None, resolv
 
 
 __all__ = ["ATTR_DEVICE", "ATTR_HOST", "ATTR_INTERRUPTED", "ATTR_PID", "ATTR_SURPLUS", "ATTR_WORKER", "ENV_DEVICE",
-           "ENV_WORKER_ID", "POLL_SECONDS", "SearchPlan", "SurplusTrial", "TERMINATION_REQUESTED", "TrialGate", "interrupts_held",
+           "ENV_WORKER_ID", "POLL_SECONDS", "SearchPlan", "SurplusTrial", "TERMINATION_REQUESTED", "TrialGate", "UNCLAIMED_GRACE_SECONDS", "interrupts_held",
            "mark_interrupted", "raise_if_terminated", "reclaim_dead_trials", "requeue", "run_plan", "run_trials", "this_worker"]

@@ -20,6 +20,7 @@ from lora_search._loop import (
     ATTR_INTERRUPTED,
     ATTR_PID,
     ATTR_SURPLUS,
+    UNCLAIMED_GRACE_SECONDS,
     SurplusTrial,
     TrialGate,
     interrupts_held,
@@ -68,6 +69,29 @@ def test_trial_of_a_dead_process_is_failed_and_requeued(study):
     # the next ask runs the retry with the same parameters
     again = study.ask()
     assert again.number == retry.number and again.suggest_float("lr", 1e-5, 1e-3, log=True) == trial.params["lr"]
+
+
+def test_a_trial_no_process_claimed_is_reclaimed_after_the_grace_and_the_loop_goes_on(study):
+    """A process killed inside Optuna's ask() leaves a running trial with no pid and no
+    heartbeat. A fresh one may be another process's, drawing now; an old one is dead, and
+    until it is reclaimed a resumed run would wait for it without end."""
+    import datetime
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial
+
+    started = datetime.datetime.now() - datetime.timedelta(seconds=UNCLAIMED_GRACE_SECONDS + 5)
+    study.add_trial(FrozenTrial(number=0, trial_id=0, state=TrialState.RUNNING, value=None, datetime_start=started,
+                                datetime_complete=None, params={"x": 0.25}, distributions={"x": FloatDistribution(0, 1)},
+                                user_attrs={}, system_attrs={}, intermediate_values={}))
+    assert run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=1, deadline=None, sleep=pytest.fail)) == "target"
+    unclaimed, retry = study.get_trials()
+    assert unclaimed.state == TrialState.FAIL and "no process claimed it within 10 minutes" in unclaimed.system_attrs["fail_reason"]
+    assert retry.state == TrialState.COMPLETE and retry.value == 0.25  # reclaimed before any wait, then retried
+
+    drawing_now = study.ask()  # as another process's trial would be while it draws
+    assert reclaim_dead_trials(study) == [] and study.get_trials()[-1].state == TrialState.RUNNING
+    study.tell(drawing_now, state=TrialState.FAIL)
 
 
 def test_trial_on_another_host_is_left_to_heartbeats(study):
