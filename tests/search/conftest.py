@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import random
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +109,12 @@ def searched(tmp_path_factory, tiny_options):
     result = run_cli("run", "--space", "quick-experiment", "--trials", 3, "--study", "tiny", "--storage", storage, *options)
     assert result.code == 0, result.err
     return {"storage": storage, "options": options, "first": result, "folder": folder}
+
+
+@pytest.fixture
+def ctrl_c_as_in_a_terminal():
+    """SIGINT raises KeyboardInterrupt for the test's duration: a test run started in the
+    background of a script inherits SIGINT ignored."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)

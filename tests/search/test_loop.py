@@ -229,7 +229,7 @@ def test_each_trial_names_the_process_that_runs_it(study):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_stop_while_a_trial_is_drawn_ends_it_as_interrupted_not_running_with_no_owner(study, stop):
+def test_a_stop_while_a_trial_is_drawn_ends_it_as_interrupted_not_running_with_no_owner(study, stop, ctrl_c_as_in_a_terminal):
     """Optuna's ask() stores the trial as running, then samples, all before the objective: a
     stop landing there (seen in CI, a worker's trial left running with no pid) must still end
     the trial as interrupted and queue it again."""
@@ -241,13 +241,8 @@ def test_a_stop_while_a_trial_is_drawn_ends_it_as_interrupted_not_running_with_n
             os.kill(os.getpid(), stop)
 
     study.sampler = StopWhileDrawing(seed=0)
-    # Ctrl-C as in a terminal: a test run started in the background of a script has SIGINT ignored
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with sigterm_as_interrupt():
-            outcome = run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=2, deadline=None))
-    finally:
-        signal.signal(signal.SIGINT, inherited)
+    with sigterm_as_interrupt():
+        outcome = run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=2, deadline=None))
     assert outcome == "interrupted"
     interrupted, retry = study.get_trials()
     assert (interrupted.state, interrupted.user_attrs[ATTR_INTERRUPTED], interrupted.user_attrs[ATTR_PID]) == (TrialState.FAIL, True, os.getpid())
@@ -264,22 +259,18 @@ def test_the_loop_runs_in_a_thread_other_than_the_main_one(study):
     assert outcome == "target" and count_states(study.get_trials()).finished == 2
 
 
-def test_a_second_stop_while_held_acts_at_once():
+def test_a_second_stop_while_held_acts_at_once(ctrl_c_as_in_a_terminal):
     """A storage that hangs while a trial is drawn must not make Ctrl-C useless: the first is
     held, the second interrupts the block."""
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        reached = []
-        with pytest.raises(KeyboardInterrupt):
-            with interrupts_held():
-                os.kill(os.getpid(), signal.SIGINT)
-                reached.append("held")
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(5)  # cut short at once
-                reached.append("not reached")
-        assert reached == ["held"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, inherited)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("held")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # cut short at once
+            reached.append("not reached")
+    assert reached == ["held"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_interrupted_trial_is_marked_and_requeued(study):

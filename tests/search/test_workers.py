@@ -114,25 +114,20 @@ def test_a_sigterm_swallowed_inside_a_del_still_stops_the_loops(capsys):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_an_interrupt_while_a_worker_starts_waits_until_the_worker_is_tracked(stop):
+def test_an_interrupt_while_a_worker_starts_waits_until_the_worker_is_tracked(stop, ctrl_c_as_in_a_terminal):
     """Starting a worker (Popen, then recording it) is held against Ctrl-C and SIGTERM: an
     interrupt inside Popen would leave a started child no one ends. It acts once the
     block is done, as it would have, and the handlers are as before."""
-    # Ctrl-C as in a terminal: a test run started in the background of a script has SIGINT ignored
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        started = []
-        with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
-            with interrupts_held():
-                os.kill(os.getpid(), stop)
-                time.sleep(0.2)  # the handler has run by now; it must not cut this block short
-                started.append("worker")
-            pytest.fail("the held interrupt was dropped")
-        assert started == ["worker"]
-        assert {s: signal.getsignal(s) for s in before} == before
-    finally:
-        signal.signal(signal.SIGINT, inherited)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = []
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            os.kill(os.getpid(), stop)
+            time.sleep(0.2)  # the handler has run by now; it must not cut this block short
+            started.append("worker")
+        pytest.fail("the held interrupt was dropped")
+    assert started == ["worker"]
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_an_ignored_interrupt_stays_ignored_for_the_worker_started():
