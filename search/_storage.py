@@ -17,10 +17,16 @@ heartbeat is stale and re-queued with the same parameters for another worker.
 Opening never leaves anything behind on failure: a missing folder is an error rather
 than created (only the default ``studies/`` folder is created, and only by commands
 that write), and a new SQLite file that could not be set up is removed again.
+Nor does it change a file that is not a storage: an existing ``.journal`` file must
+begin with an Optuna record. An existing file that this process cannot write (or
+whose folder it cannot write) is refused by commands that write, before any work,
+and read by the others without a file made beside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -223,25 +229,133 @@ def _open_journal(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseS
 
     assert resolved.path is not None
     existed = _check_file_location(resolved, create)
+    if existed:
+        _check_journal_head(resolved.path)
+        if create:
+            _check_writable(resolved, "Optuna makes FILE.lock beside it when it writes")
     try:
         return JournalStorage(JournalFileBackend(str(resolved.path)))
-    except (ValueError, UnicodeDecodeError, KeyError) as error:
-        raise StorageError(f"{str(resolved.path)!r} is not an Optuna journal file ({error})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError) as error:
+        # Optuna replays every line at open, and fails deep inside on one it did not write:
+        # not JSON (ValueError), not an object (TypeError), a missing field (KeyError), an
+        # unknown op code (AssertionError "Should not reach."). A line appended later by
+        # something else is left to Optuna's own errors.
+        reason = type(error).__name__ + (f" {first_line(error)}" if str(error).strip() else "")
+        raise StorageError(
+            f"{str(resolved.path)!r} is not an Optuna journal file (a record Optuna cannot replay: {reason})"
+        ) from None
     except OSError as error:
         _remove_new_file(resolved.path, existed)
         raise StorageError(f"cannot open the journal file {str(resolved.path)!r}: {error.strerror}") from None
 
 
+# The first line of a journal is read at most this far: a create-study record is short.
+_JOURNAL_HEAD_LIMIT = 1 << 20
+
+
+def _check_journal_head(path: Path) -> None:
+    """Refuse an existing journal file whose first line is not a create-study record.
+
+    Optuna's replay takes a last line that does not parse for a record still being
+    written and skips it, so a file of one line of anything would read as an empty
+    journal, and the next write would append to it. A journal starts with a complete
+    create-study record (op code 0); an empty one has just been made.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.readline(_JOURNAL_HEAD_LIMIT)
+    except OSError as error:
+        raise StorageError(f"cannot read the journal file {str(path)!r}: {error.strerror}") from None
+    if not head:
+        return
+    if not head.endswith(b"\n") and len(head) < _JOURNAL_HEAD_LIMIT and head.lstrip().startswith(b"{"):
+        return  # a first record being written by another process: Optuna skips it too
+    try:
+        record = json.loads(head)
+    except ValueError:  # not JSON, or not UTF-8
+        record = None
+    if not (
+        isinstance(record, dict)
+        and type(record.get("op_code")) is int
+        and record["op_code"] == 0
+        and isinstance(record.get("study_name"), str)
+        and isinstance(record.get("directions"), list)
+    ):
+        raise StorageError(
+            f"{str(path)!r} is not an Optuna journal file (its first line is not the record of a created study)"
+        )
+
+
 def _open_sqlite(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseStorage":
     assert resolved.path is not None
     existed = _check_file_location(resolved, create)
+    read_only = False
+    if existed and create:
+        _check_writable(resolved, "SQLite makes FILE-wal, FILE-shm or FILE-journal beside it when it writes")
+    elif existed and not _writable(resolved.path):
+        resolved = _read_only_sqlite(resolved)
+        read_only = True
     try:
         storage = _rdb_storage(resolved, {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_SECONDS}})
     except StorageError:
         _remove_new_file(resolved.path, existed)
         raise
-    _use_write_ahead_log(storage)
+    if not read_only:
+        _use_write_ahead_log(storage)
     return storage
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process can write the file and make files in its folder.
+
+    os.access, unlike a look at the mode bits, also answers for root, read-only mounts
+    and files or folders made immutable (chattr +i): access(2) then says EPERM or EROFS.
+    """
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _check_writable(resolved: StorageSpec, beside: str) -> None:
+    """For commands that write: the existing file and its folder must be writable, said
+    before a model loads rather than as a failed commit after it."""
+    assert resolved.path is not None
+    path = resolved.path
+    what = "journal file" if resolved.kind == "journal" else "SQLite file"
+    if not os.access(path, os.W_OK):
+        raise StorageError(
+            f"the {what} {str(path)!r} is read-only: copy it somewhere writable and point --storage there, "
+            "or choose another --storage"
+        )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"the {what} {str(path)!r} is in a read-only folder ({beside}): "
+            "copy it to a writable folder and point --storage there, or choose another --storage"
+        )
+
+
+def _read_only_sqlite(resolved: StorageSpec) -> StorageSpec:
+    """The spec of a SQLite file opened only for reading, for a file or folder this process
+    cannot write.
+
+    The studies are kept in WAL mode (``_use_write_ahead_log``), and SQLite reads a WAL
+    database through a FILE-shm index beside it, made on open: in a folder that is not
+    writable that fails ("unable to open database file"). Without FILE-wal and FILE-shm
+    there, no writer has the file open and every commit is in the file itself, so SQLite
+    may take it as immutable and read it with no file beside it. With them there, a plain
+    read-only open uses them: immutable would miss the commits still in FILE-wal.
+    """
+    from urllib.parse import quote
+
+    assert resolved.path is not None
+    path = resolved.path
+    uri_options = "mode=ro"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+        if not wal.exists() and not shm.exists():
+            uri_options += "&immutable=1"
+    # quoted twice: once for SQLite's file: URI, once for SQLAlchemy's URL, which unquotes it
+    return dataclasses.replace(
+        resolved, url=f"sqlite:///file:{quote(quote(str(path), safe='/'), safe='/')}?{uri_options}&uri=true"
+    )
 
 
 def _use_write_ahead_log(storage: "optuna.storages.RDBStorage") -> None:
@@ -335,6 +449,20 @@ def _explain_database_error(error: Exception, resolved: StorageSpec, host: str, 
             return f"{str(resolved.path)!r} is not an SQLite database: choose another --storage"
         if "locked" in lowered:
             return f"SQLite file {str(resolved.path)!r} stayed locked by another process for {SQLITE_LOCK_TIMEOUT_SECONDS} s"
+        if "?mode=ro" in (resolved.url or ""):  # opened read-only (_read_only_sqlite)
+            assert resolved.path is not None
+            if "readonly database" in lowered:  # Optuna's tables are missing and would have to be made
+                return (
+                    f"the SQLite file {str(resolved.path)!r} is read-only and holds no Optuna storage: "
+                    "choose another --storage"
+                )
+            if "unable to open" in lowered:
+                name = resolved.path.name
+                return (
+                    f"cannot read the SQLite file {str(resolved.path)!r}: its folder is not writable and SQLite's "
+                    f"WAL mode needs {name}-shm beside it; copy {name} (with {name}-wal) to a writable folder "
+                    "and point --storage there"
+                )
         return f"cannot open the SQLite file {str(resolved.path)!r}: {first_line(error)}"
     server = "PostgreSQL" if resolved.kind == "postgresql" else "MySQL"
     if "password authentication failed" in lowered or "access denied" in lowered or "no password supplied" in lowered:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -96,6 +101,119 @@ def test_a_file_that_is_not_a_database_is_left_alone(tmp_path):
 
 def test_journal_file_shared_by_two_storage_objects():
     _roundtrip("studies.journal")
+
+
+def _study_in(spec: str, trials: int = 3) -> None:
+    """A study "s" with ``trials`` complete trials in the storage, its files closed after."""
+    storage = open_storage(spec)
+    optuna.create_study(study_name="s", storage=storage).optimize(
+        lambda trial: trial.suggest_float("x", 0, 1), n_trials=trials
+    )
+    if isinstance(storage, RDBStorage):
+        storage.engine.dispose()  # the last connection takes SQLite's -wal and -shm files with it
+
+
+@contextlib.contextmanager
+def _read_only(path: Path):
+    """The file or folder cannot be written by this process until the block ends: chmod as
+    a user; as root, whom chmod does not stop, the immutable flag (chattr +i)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("running as root, where only chattr +i makes a file read-only, and it does not work here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+NOT_JOURNALS = ["single line of my notes\n", "my notes, no newline", '{"op_code": 4, "study_id": 0}\n', "[1, 2]\n"]
+
+
+def test_a_one_line_file_that_is_not_a_journal_is_left_alone(tmp_path):
+    """Optuna skips a last line that does not parse (a record being written), so one line
+    of anything read as an empty journal, and a run appended its study to the file."""
+    for text in NOT_JOURNALS:
+        (tmp_path / "notes.journal").write_text(text)
+        for create in (False, True):
+            with pytest.raises(StorageError, match="'notes.journal' is not an Optuna journal file") as caught:
+                open_storage("notes.journal", create=create)
+            assert "\n" not in str(caught.value)
+        assert (tmp_path / "notes.journal").read_text() == text
+    # a first record that another process is writing right now is a journal still empty
+    (tmp_path / "new.journal").write_text('{"op_code":0,"worker_id":"')
+    assert open_storage("new.journal", create=False).get_all_studies() == []
+
+
+@pytest.mark.parametrize("line", ['{"op_code": 99}', "[1, 2]", "5", '"text"', "null"])
+@pytest.mark.parametrize("last", [True, False], ids=["last-line", "inner-line"])
+def test_a_journal_line_optuna_cannot_replay_is_one_line(tmp_path, line, last):
+    _study_in("runs.journal")
+    path = tmp_path / "runs.journal"
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    lines.insert(len(lines) if last else 2, line + "\n")
+    path.write_text("".join(lines))
+    for create in (False, True):
+        with pytest.raises(StorageError, match=r"'runs.journal' is not an Optuna journal file \(a record Optuna cannot replay: ") as caught:
+            open_storage("runs.journal", create=create)
+        assert "\n" not in str(caught.value)
+    assert path.read_text() == "".join(lines)
+
+
+@pytest.mark.parametrize("spec", ["runs.db", "sqlite:///runs.db", "runs.journal"])
+@pytest.mark.parametrize("blocked", ["file", "folder"])
+def test_writing_to_a_read_only_storage_is_refused_up_front(tmp_path, spec, blocked):
+    """Refused at open, before a run loads its model, not as a failed commit after it."""
+    (tmp_path / "in").mkdir()
+    spec = spec.replace("runs.", "in/runs.")
+    _study_in(spec)
+    file = tmp_path / "in" / ("runs.journal" if spec.endswith("journal") else "runs.db")
+    before = file.read_bytes()
+    with _read_only(file if blocked == "file" else file.parent):
+        with pytest.raises(StorageError) as caught:
+            open_storage(spec)
+    message = str(caught.value)
+    assert f"{str(Path('in') / file.name)!r} is " in message
+    assert ("is read-only:" if blocked == "file" else "is in a read-only folder") in message
+    assert "copy it" in message and "\n" not in message
+    assert file.read_bytes() == before
+    assert sorted(p.name for p in file.parent.iterdir()) == [file.name]
+
+
+def test_read_only_commands_read_sqlite_in_a_read_only_folder(tmp_path):
+    """The studies are in WAL mode, whose readers make FILE-shm beside the file: in a
+    folder that is not writable the file is read as immutable, with nothing made there."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    _study_in("shared/runs.db")
+    (folder / "empty.db").touch()
+    before = (folder / "runs.db").read_bytes()
+    with _read_only(folder):
+        storage = open_storage("shared/runs.db", create=False)
+        study = optuna.load_study(study_name="s", storage=storage)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+        storage.engine.dispose()
+        with pytest.raises(StorageError, match="'shared/empty.db' is read-only and holds no Optuna storage"):
+            open_storage("shared/empty.db", create=False)
+        assert sorted(p.name for p in folder.iterdir()) == ["empty.db", "runs.db"]
+    assert (folder / "runs.db").read_bytes() == before
+    # while a writer has the file open, the commits it has not checkpointed yet are in
+    # FILE-wal: read with them, not from the file alone
+    writer = open_storage("shared/runs.db")
+    optuna.load_study(study_name="s", storage=writer).optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert (folder / "runs.db-wal").exists()
+    with _read_only(folder):
+        storage = open_storage("shared/runs.db", create=False)
+        assert len(optuna.load_study(study_name="s", storage=storage).trials) == 5
+        storage.engine.dispose()
+    writer.engine.dispose()
 
 
 DRIVERS = {"postgresql": "postgresql+psycopg://", "mysql": "mysql+pymysql://"}
