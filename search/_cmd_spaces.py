@@ -60,7 +60,7 @@ def profile_from_args(args: argparse.Namespace) -> RunProfile:
     if args.gpu_memory is not None:
         memory = parse_memory(args.gpu_memory)
         bf16 = bf16_assumed(memory) if args.bf16 is None else args.bf16
-        return RunProfile(args.dataset_size, "cuda", args.devices or 1, memory, bf16, **model)
+        return RunProfile(args.dataset_size, "cuda", 1 if args.devices is None else args.devices, memory, bf16, **model)
     if args.cpu:
         return RunProfile(args.dataset_size, **model)
     from .objectives import detect_hardware

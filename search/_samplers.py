@@ -6,12 +6,12 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ._errors import SearchError
+from .spaces import PRUNERS  # a space file names them too
 
 if TYPE_CHECKING:
     import optuna
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
-PRUNERS = ("successive-halving", "median", "percentile", "hyperband", "patient", "wilcoxon", "threshold", "none")
 DEFAULT_SAMPLER = "tpe"
 DEFAULT_PRUNER = "successive-halving"
 

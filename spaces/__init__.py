@@ -11,13 +11,14 @@ from ._presets import get_preset, load_config_file, preset_names, read_preset_fi
 from ._profile import RunProfile
 from ._resolve import ResolvedSpace
 from ._rules import QUANTIZATIONS, base_weights_gb, bf16_assumed, patience_that_fires, quantization_for
-from ._space import SearchSpace, StudyDefaults, load_space, scenario_names
+from ._space import PRUNERS, SearchSpace, StudyDefaults, load_space, scenario_names
 from ._suggest import suggest_scenario
 from ._training_config import PEFT_TASK_TYPES, LoraSettings, TrainingConfig
 from ._units import parse_count, parse_duration, parse_memory
 
 __all__ = [
     "PEFT_TASK_TYPES",
+    "PRUNERS",
     "QUANTIZATIONS",
     "Finding",
     "LoraSearchError",

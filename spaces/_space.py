@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 _TOP_KEYS = ("name", "description", "extends", "baseline_preset", "study", "constraints", "training", "lora")
 _STUDY_KEYS = ("trials", "timeout", "pruner", "rungs")
+# the pruners a study may name (the search package builds each: lora_search._samplers)
+PRUNERS = ("successive-halving", "median", "percentile", "hyperband", "patient", "wilcoxon", "threshold", "none")
 _SPEC_KEYS = ("low", "high", "log", "step", "choices", "rule")
 DEFAULT_BASELINE = "standard"
 
@@ -178,6 +180,9 @@ def _parse(data: Any, *, source: str, default_name: str) -> SearchSpace:
             params[info.key] = _parse_param(info, raw, f"{source}: {section}.{key}")
 
     _check_together(params, band, source)
+    if not any(spec.form in ("range", "choices") for spec in params.values()):  # every trial would train the same config
+        raise SpaceError(f"{source}: searches no parameter: give one a range ({{low: A, high: B}}) or choices, "
+                         f"or start from a scenario with 'extends: NAME' ({', '.join(scenario_names())})")
     return SearchSpace(name, description, source, baseline, study, params, band)
 
 
@@ -231,8 +236,8 @@ def _study_defaults(raw: Any, source: str, inherited: StudyDefaults) -> StudyDef
         result = dataclasses.replace(result, timeout_seconds=seconds)
     if "pruner" in raw:
         pruner = raw["pruner"]
-        if pruner is not None and not (isinstance(pruner, str) and re.fullmatch(r"[a-z][a-z-]*", pruner)):
-            raise SpaceError(f"{source}: study.pruner must be a pruner name such as 'median', got {pruner!r}")
+        if pruner is not None and pruner not in PRUNERS:
+            raise SpaceError(f"{source}: study.pruner must be a pruner name ({', '.join(PRUNERS)}), got {pruner!r}")
         result = dataclasses.replace(result, pruner=pruner)
     if "rungs" in raw:
         rungs = raw["rungs"]
@@ -284,6 +289,16 @@ def _typed(kind: type, value: Any, where: str) -> Any:
     if not isinstance(value, str):
         raise SpaceError(f"{where}: expected text, got {value!r}")
     return value
+
+
+def _check_step_divides(low: float, high: float, step: float, where: str) -> None:
+    """Optuna quietly lowers a high that is not low plus a whole number of steps (with a
+    warning): the space would search less than its file and 'spaces show' say."""
+    span, stride = Decimal(str(high)) - Decimal(str(low)), Decimal(str(step))  # decimal: 0.3 - 0.1 is not 0.2 in floats
+    if span % stride:
+        top = Decimal(str(low)) + span // stride * stride
+        raise SpaceError(f"{where}: step {step!r} does not divide the range {low!r} to {high!r}, so only {low!r} to {top} "
+                         f"would be searched: make high {top} or {top + stride}, or the step a divisor of {span}")
 
 
 def _check_value(info: ParamInfo, value: Any, where: str) -> Any:
@@ -359,6 +374,8 @@ def _parse_param(info: ParamInfo, raw: Any, where: str) -> ParamSpec:
             raise SpaceError(f"{where}: low {low!r} is above high {high!r}")
         if log and low <= 0:
             raise SpaceError(f"{where}: a log-scale range needs low > 0, got low {low!r}")
+        if step is not None:
+            _check_step_divides(low, high, step, where)
         return ParamSpec(info.key, low=low, high=high, log=log, step=step, rule=rule)
     if any(k in raw for k in ("log", "step")):
         raise SpaceError(f"{where}: log and step need a low/high range")

@@ -92,6 +92,7 @@ def test_show_a_user_file(capsys, tmp_path):
         (["spaces", "show", "missing.yaml", "--cpu"], "space file 'missing.yaml' not found"),
         (["spaces", "show", "standard", "--gpu-memory", "lots"], "memory size 'lots' not understood"),
         (["spaces", "show", "standard", "--devices", "2"], "give --gpu-memory too"),
+        (["spaces", "show", "standard", "--gpu-memory", "8GB", "--devices", "0"], "devices must be a positive integer, got 0"),
         (["spaces", "show", "standard", "--cpu", "--dataset-size", "0"], "dataset_size must be a positive"),
         (["spaces", "suggest", "--hours", "0", "--cpu"], "--hours must be more than zero"),
         (["spaces", "suggest", "--hours", "inf", "--cpu"], "and finite, got inf"),

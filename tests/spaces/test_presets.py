@@ -135,3 +135,11 @@ def test_reader_takes_built_in_files_and_their_copies(tmp_path, name):
         assert load_config_file(path) == get_preset(name)
     config, document = read_preset_file(copy)
     assert config == get_preset(name) and ("training" in document or "alias_of" in document)
+
+
+def test_yaml_merge_keys_may_be_overridden_but_a_key_given_twice_is_refused():
+    from lora_search.spaces._presets import read_yaml_text
+
+    assert read_yaml_text("a: &x {b: 1, c: 1}\nd:\n  <<: *x\n  b: 2\n", "f.yaml") == {"a": {"b": 1, "c": 1}, "d": {"b": 2, "c": 1}}
+    with pytest.raises(SpaceError, match=r"^f.yaml: not valid YAML \(line 1, column 15\): key 'b' is given twice in one mapping$"):
+        read_yaml_text("a: [1, {b: 1, b: 2}]\n", "f.yaml")

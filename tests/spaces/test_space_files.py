@@ -135,6 +135,10 @@ def test_file_without_extends_fixes_the_rest_at_defaults(tmp_path):
         ("baseline_preset: fast\n", "baseline_preset 'fast' is not a preset"),
         ("study:\n  timeout: soon\n", "study.timeout: duration 'soon'"),
         ("study:\n  pruner: 3\n", "study.pruner must be a pruner name"),
+        ("study:\n  pruner: nope\n", "study.pruner must be a pruner name \\(successive-halving, median, .*none\\), got 'nope'"),
+        ("lora:\n  r: {low: 4, high: 64, step: 100}\n", "lora.r: step 100 does not divide the range 4 to 64, so only 4 to 4 would be searched: "
+                                                      "make high 4 or 104, or the step a divisor of 60"),
+        ("lora:\n  lora_dropout: {low: 0.0, high: 0.1, step: 0.03}\n", "only 0.0 to 0.09 would be searched: make high 0.09 or 0.12"),
         ("study:\n  trial: 3\n", "unknown study setting 'trial'"),
         ("study:\n  trials: 0\n", "study.trials must be a whole number of at least 1"),
         ("study:\n  trials: 2.5\n", "study.trials must be a whole number"),
@@ -143,8 +147,11 @@ def test_file_without_extends_fixes_the_rest_at_defaults(tmp_path):
         ("study:\n  rungs: 2.5\n", "study.rungs must be a whole number"),
         ("study:\n  rungs: true\n", "study.rungs must be a whole number"),
         ("- a\n", "a space file is a mapping"),
+        ("", "searches no parameter: give one a range \\({low: A, high: B}\\) or choices, or start from a scenario with 'extends: NAME'"),
+        ("name: fixed\ntraining:\n  learning_rate: 1.0e-4\n", "searches no parameter"),
         ("training: [1]\n", "'training' must be a mapping"),
         ("training:\n  learning_rate: {low: 1.0e-4, high: 1.0e-3\n", "not valid YAML \\(line"),
+        ("lora:\n  r: {choices: [8, 16]}\n  r: {choices: [4]}\n", "not valid YAML \\(line 3, column 3\\): key 'r' is given twice"),
     ],
 )
 def test_validation_messages_name_file_parameter_and_problem(tmp_path, text, message):
