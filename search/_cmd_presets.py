@@ -42,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
+    """Exit 1 when an exported preset cannot be read: the others are listed, and stderr
+    names each unreadable file with what is wrong in it."""
+    import sys
+
     from ._presets import exported_preset_names, find_preset, presets_dir
-    from .spaces import get_preset, preset_names
+    from .spaces import LoraSearchError, get_preset, preset_names
 
     print("built-in presets (the guide's configurations):")
     for name in preset_names():
@@ -52,12 +56,19 @@ def _list() -> int:
     print(f"exported presets ({presets_dir()}):")
     if not exported:
         print("  none yet: lora-search export STUDY --name NAME")
+    unreadable = 0
     for name in exported:
-        preset = find_preset(name)
+        try:
+            preset = find_preset(name)
+        except LoraSearchError as error:
+            print(f"  {name:<20} unreadable (see below)")
+            print(f"lora-search presets: {error}", file=sys.stderr)
+            unreadable += 1
+            continue
         origin = preset.provenance
         where = f"study {origin.get('study')}, trial {origin.get('trial')}, {origin.get('metric')} {origin.get('value'):.4g}" if origin.get("value") is not None else preset.source
         print(f"  {name:<20} {_brief(preset.config)}  [{where}]")
-    return 0
+    return 1 if unreadable else 0
 
 
 def _brief(config) -> str:

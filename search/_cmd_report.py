@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_storage_option
+from ._options import add_storage_option, path_text
 
 DESCRIPTION = """\
 Write a study's plots into one HTML file that opens offline (plotly's JavaScript is
@@ -19,7 +19,7 @@ examples:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="study name (see 'lora-search studies')")
-    parser.add_argument("--output", default="report.html", metavar="FILE", help="HTML file to write (default report.html)")
+    parser.add_argument("--output", default="report.html", type=path_text, metavar="FILE", help="HTML file to write (default report.html)")
     add_storage_option(parser)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_workload_options, workload_options
+from ._options import add_workload_options, path_text, workload_options
 from ._tracking import add_report_to_option
 
 DESCRIPTION = """\
@@ -50,7 +50,7 @@ ROLES = {"validation": "chose the best checkpoint", "test": "the score to compar
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, metavar="NAME|FILE", help="built-in or exported preset name, or a preset file")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for checkpoints and the final adapter; "
+    parser.add_argument("--output", required=True, type=path_text, metavar="DIR", help="folder for checkpoints and the final adapter; "
                         "the same folder resumes an interrupted training")
     parser.add_argument("--fit-to-data", action="store_true",
                         help="re-derive what depends on the data size and hardware (epochs within the guide's band, "

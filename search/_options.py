@@ -47,6 +47,14 @@ WORKLOAD_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 _METAVARS = {"model": "PATH", "data": "PATH", "memory_budget_gb": "SIZE", "metric": "METRIC", "task": "TASK", "quantization": "4bit|8bit"}
 
 
+def path_text(text: str) -> str:
+    """An ``--output`` path: empty text (an unset shell variable, say) names no file or folder,
+    where a path would take it as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a file or folder")
+    return text
+
+
 def add_storage_option(parser: argparse.ArgumentParser, *, forms: bool = False) -> None:
     """``--storage URL``; ``forms`` lists the kinds of storage (for ``run``, which creates studies)."""
     what = "sqlite:///file.db, postgresql://..., FILE.journal" if forms else "where studies live"

@@ -10,6 +10,7 @@ study answers "how much better than the guide?".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -82,6 +83,11 @@ def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | 
     from .objectives import Workload
 
     hint = f"drop the option to continue study {study_name!r}, or pass --study NEW-NAME to start another"
+    if space is not None and space.name == stored[ATTR_SPACE] and stored.get(ATTR_SPACE_YAML) is not None \
+            and space.yaml != stored[ATTR_SPACE_YAML]:
+        raise SearchError(f"study {study_name!r} searches space {space.name} as its file read when the study began, and "
+                          f"{space_arg!r} has changed since: drop --space to continue with the stored space, "
+                          "or pass --study NEW-NAME to search the edited one")
     if space is not None and (space.name != stored[ATTR_SPACE] or space.yaml != stored.get(ATTR_SPACE_YAML)):
         was = stored[ATTR_SPACE] + (f" (file {stored.get(ATTR_SPACE_SOURCE)})" if stored.get(ATTR_SPACE_YAML) else "")
         raise SearchError(f"study {study_name!r} searches space {was}, not {space_arg!r}: {hint}")
@@ -116,12 +122,17 @@ def prepare(request: RunRequest) -> Prepared:
         metric_direction(given["metric"])
     given_space = load_space(request.space) if request.space is not None else None
     new_file = file_to_create(request.storage)
+    # the default studies/ folder is made for a new file: a refused run takes that away too
+    new_folder = new_file.parent if new_file is not None and not new_file.parent.exists() else None
     storage = open_storage(request.storage)
     try:
         return _prepare_in(storage, request, given, given_space)
     except BaseException:
         if new_file is not None:
             remove_if_unused(storage, new_file)
+        if new_folder is not None:
+            with contextlib.suppress(OSError):  # not empty: another process's study is in it by now
+                new_folder.rmdir()
         raise
 
 

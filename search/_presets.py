@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 FORMATS = ("yaml", "json")
 # other trainers' config files 'lora-search export --format' writes to studies/exports/NAME.SUFFIX
 TRAINER_FORMATS = {"hf": "hf.json", "axolotl": "axolotl.yaml", "llama-factory": "llama-factory.yaml"}
+# what names a preset file rather than a preset (find_preset)
+PRESET_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -93,6 +95,8 @@ def check_preset_name(name: str) -> str:
             f"preset name {name!r} is not allowed: use letters, digits, '-', '_' and '.', "
             "no path separators or '..' (the file goes to studies/presets/NAME.yaml)"
         )
+    if name.endswith(PRESET_FILE_SUFFIXES):  # find_preset would read such a name as a file path
+        raise PresetError(f"preset name {name!r} ends in a file suffix: give the name alone ({Path(name).stem!r}); --format chooses the file")
     return name
 
 
@@ -118,7 +122,7 @@ def _read_preset(path: Path, name: str | None = None) -> Preset:
 
 
 def _names_a_file(text: str) -> bool:
-    return "/" in text or "\\" in text or text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file()
+    return "/" in text or "\\" in text or text.endswith(PRESET_FILE_SUFFIXES) or Path(text).is_file()
 
 
 def find_preset(name_or_file: str) -> Preset:
@@ -156,11 +160,11 @@ def write_preset(name: str, document: dict[str, Any], *, fmt: str = "yaml", forc
         raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
     target = export_path(name, fmt)
     folder = target.parent
+    text = render_document(trainer_document(document, fmt), fmt) if fmt in TRAINER_FORMATS else render_document(document, fmt)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise PresetError(f"cannot create the folder {str(folder)!r}: {error.strerror}") from None
-    text = render_document(trainer_document(document, fmt), fmt) if fmt in TRAINER_FORMATS else render_document(document, fmt)
     try:
         write_atomically(target, text)
     except OSError as error:
@@ -231,9 +235,10 @@ def trainer_document(document: dict[str, Any], fmt: str) -> dict[str, Any]:
     an early-stopping threshold; llama-factory no early stopping).
     The 'attention' target is written as peft's attention modules for the study's model.
     """
-    from .objectives import model_location, training_arguments
+    from .objectives import model_location, quiet_libraries, training_arguments
     from .spaces import trainer_values
 
+    quiet_libraries()  # peft imports bitsandbytes, whose notices are not this export's
     preset = Preset(document["name"], "export", TrainingConfig.from_dict(document["config"]), document)
     config, lora, output_dir = preset.config, preset.config.lora, f"out/{preset.name}"
     if fmt == "hf":

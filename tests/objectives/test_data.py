@@ -49,6 +49,16 @@ def test_a_file_gets_disjoint_seeded_validation_and_test_hold_outs(tmp_path):
             prepare_data(Workload(data=str(path), **option))
 
 
+def test_data_without_the_label_column_is_refused_for_the_embedded_classifier(tmp_path, tiny_bert):
+    """The embedded MiniLM only classifies, so the missing column is what to name; a model
+    given with such data is taken as a causal LM trained on the text."""
+    path = tmp_path / "rows.csv"
+    labelled(60).rename(columns={"label": "score"}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"the training split has no column 'label' \(columns: text, score\)"):
+        prepare_data(Workload(data=str(path)))
+    assert prepare_data(Workload(data=str(path), model=str(tiny_bert))).task == "causal-lm"
+
+
 def test_a_folder_of_split_files_gives_its_own_splits(tmp_path):
     for name, frame in (("train", labelled(60)), ("validation", labelled(10, start=100)), ("test", labelled(12, start=200))):
         frame.to_csv(tmp_path / f"{name}.csv", index=False)

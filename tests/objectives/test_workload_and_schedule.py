@@ -23,6 +23,8 @@ def test_workload_round_trips_through_json():
         ({"task": "causal-lm", "metric": "accuracy"}, "does not apply to causal-lm"),
         ({"prompt_column": "question"}, "give prompt_column and response_column together"),
         ({"memory_budget_gb": -1}, "memory_budget_gb"),
+        ({"seed": -1}, r"seed: must be an integer from 0 to 4294967295 \(2\*\*32 - 1\), got -1"),
+        ({"seed": 2**32}, "seed: must be an integer from 0 to 4294967295"),
     ],
 )
 def test_invalid_workloads_say_what_to_fix(changes, message):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_a_reader_that_goes_away_is_no_error():
     # `lora-search spaces | head -1`: the pipe closes before the listing is written.
@@ -24,3 +26,22 @@ def test_no_command_prints_the_help_and_exits_2():
     result = subprocess.run([sys.executable, "-m", "lora_search"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "a typical session" in result.stdout
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "lora_search", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == f"lora-search {version('lora-search')}\n"
+
+
+def test_a_mistyped_option_names_its_commands_help_and_the_nearest_option(capsys):
+    from lora_search._cli import main
+
+    with pytest.raises(SystemExit, match="^2$"):
+        main(["run", "--space", "standard", "--tirals=3", "--workres", "2"])
+    assert capsys.readouterr().err == ("lora-search run: error: unrecognized arguments: --tirals=3 --workres 2 "
+                                       "(did you mean --trials, --workers?) (see 'lora-search run --help')\n")
+    with pytest.raises(SystemExit, match="^2$"):
+        main(["--bogus"])
+    assert capsys.readouterr().err == "lora-search: error: unrecognized arguments: --bogus (see 'lora-search --help')\n"

@@ -158,3 +158,26 @@ def test_run_refuses_a_model_whose_weights_file_is_cut_short_before_the_study_ex
     result = cli("run", "--space", "quick-experiment", "--trials", "2", "--storage", storage, *options, *workers)
     assert_refused(result, f"model '{model}': weights file {weights} does not open (")
     assert studies_snapshot(storage) == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["dashboard", "--port", "-1"], "argument --port: '-1' is not a port: give a number from 0 to 65535"),
+        (["dashboard", "--port", "65536"], "argument --port: '65536' is not a port"),
+        (["train", "--preset", "quick", "--output", ""], "argument --output: empty: name a file or folder"),
+        (["report", "tiny", "--output", " "], "argument --output: empty: name a file or folder"),
+        (["run", "--space", "quick-experiment", "--seed", "-1"], "seed: must be an integer from 0 to 4294967295 (2**32 - 1), got -1"),
+        (["train", "--preset", "quick", "--output", "out", "--seed", "4294967296"], "seed: must be an integer from 0 to 4294967295"),
+    ],
+)
+def test_options_out_of_their_range_are_refused_before_anything_is_written(cli, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LORA_SEARCH_STORAGE", raising=False)
+    assert_refused(cli(*argv), fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dashboard_on_an_address_this_host_lacks_says_to_fix_the_host(searched, cli):
+    result = cli("dashboard", "--host", "192.0.2.1", "--port", "0", "--storage", searched["storage"])  # TEST-NET-1: no host has it
+    assert_refused(result, "cannot listen on 192.0.2.1:0: Cannot assign requested address (give a name or address of this host as --host)")

