@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lora_search.spaces import first_line
@@ -45,6 +45,15 @@ class PreparedData:
     source: str
     eval_source: str  # where the validation rows came from, for the record
     test_source: str  # where the test rows came from
+    blank_rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # split read -> (rows left out for a blank needed column, rows read)
+
+    def blank_rows_note(self) -> str | None:
+        """What was left out of the data as read, for the user to see once; None if nothing."""
+        counts = [f"{blank:,} of the {read:,} {split} rows" for split, (blank, read) in self.blank_rows.items() if blank]
+        if not counts:
+            return None
+        columns = [c for c in (self.text_column, self.label_column, self.prompt_column, self.response_column) if c]
+        return (f"note: {self.source}: {', '.join(counts)} left out: {' or '.join(map(repr, columns))} is blank in them")
 
     def sample(self, split: str, size: int, seed: int) -> Any:
         """A seeded sample of ``size`` rows of ``split`` ("train" or "eval"; all rows when it has fewer)."""
@@ -78,12 +87,16 @@ def prepare_data(workload: Workload) -> PreparedData:
     for name, frame in (("training", train), *((role, frame) for role, (frame, _) in given.items())):
         missing = [column for column in columns if column not in frame.columns]
         if missing:
+            causal = "; for causal-lm on the text, pass --model with a causal LM" if workload.model is None and workload.task is None else ""
             raise DataError(
                 f"{source}: the {name} split has no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))}); "
-                f"name the right one with --text-column/--label-column/--prompt-column/--response-column"
+                f"name the right one with --text-column/--label-column/--prompt-column/--response-column{causal}"
             )
-    train = _clean(train, columns, source, "training")
-    given = {role: (_clean(frame, columns, source, role), origin) for role, (frame, origin) in given.items()}
+    read = {"training": train, **{role: frame for role, (frame, _) in given.items()}}
+    cleaned = {role: _clean(frame, columns, source, role) for role, frame in read.items()}
+    blank_rows = {role: (len(read[role]) - len(cleaned[role]), len(read[role])) for role in read}
+    train = cleaned["training"]
+    given = {role: (cleaned[role], origin) for role, (_, origin) in given.items()}
     hold_out = f"seeded {workload.holdout_fraction:.0%} hold-out of the training split"
     origins = {"validation": hold_out, "test": hold_out}
     if task == "classification" and workload.test_split is None and "test" in given:
@@ -114,6 +127,7 @@ def prepare_data(workload: Workload) -> PreparedData:
         source=source,
         eval_source=given["validation"][1],
         test_source=given["test"][1],
+        blank_rows=blank_rows,
     )
 
 

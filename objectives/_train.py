@@ -84,6 +84,8 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     if workload.torch_threads is not None:
         torch.set_num_threads(workload.torch_threads)
     data = prepare_data(workload)
+    if (blank := data.blank_rows_note()) is not None and progress:
+        print(blank, file=sys.stderr)
     tokenizer = load_tokenizer(workload.model)
     device, base_precision = training_device()
     set_seed(workload.seed)

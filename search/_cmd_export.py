@@ -88,17 +88,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: {value}\n  " + (f"re-derived for {run}:" if changes else f"{run} keeps every setting of the trial"))
         for field, change in changes.items():
             print(f"  {field}: {change['trial']} -> {change['full']} ({change['reason']})")
-        # the baseline chosen as the best: not one asked for by --trial, nor a runner-up of --top
-        if rank == 0 and args.trial is None and provenance["trial"] == provenance["baseline_trial"] and provenance["baseline_preset"]:
+        if provenance["trial"] == provenance["baseline_trial"] and provenance["baseline_preset"]:
             guide = provenance["baseline_preset"]
+            # chosen as the best, not asked for by --trial nor a runner-up of --top
+            verdict = ": the search found nothing better" if rank == 0 and args.trial is None else ""
             if provenance["baseline_fitted"]:
-                print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} fitted to the data: the "
-                      f"search found nothing better; lora-search train --preset {guide} --fit-to-data trains the same",
-                      file=sys.stderr)
+                print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} fitted to the data"
+                      f"{verdict}; lora-search train --preset {guide} --fit-to-data trains the same", file=sys.stderr)
             else:  # a baseline queued before 2026-11-29 trained the preset moved into the space's ranges
-                print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} as the space holds it: the "
-                      f"search found nothing better. The preset itself, fitted to the data: lora-search train --preset {guide} "
-                      "--fit-to-data", file=sys.stderr)
+                print(f"note: trial {provenance['trial']} is the baseline, the guide preset {guide!r} as the space holds it"
+                      f"{verdict}. The preset itself, fitted to the data: lora-search train --preset {guide} --fit-to-data",
+                      file=sys.stderr)
     if fmt in ("yaml", "json"):
         print(f"train with it: lora-search train --preset {names[0]} --output out/{names[0]}")
     return 0

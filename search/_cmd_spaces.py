@@ -24,7 +24,24 @@ by total steps, evaluation cadence, precision, gradient checkpointing).
 
 A space file of your own may start with 'extends: memory-constrained' and change a few
 parameters, or its study defaults ('study:' with trials, timeout, pruner, rungs); 'show'
-validates it and prints what a search would sample.
+validates it and prints what a search would sample. Each parameter is fixed, chosen,
+ranged or derived by one of the guide's rules (a rule beside a range narrows it):
+
+  extends: memory-constrained          # else every parameter starts fixed at its default
+  study: {trials: 20, timeout: 1h}
+  constraints:
+    effective_batch_size: {low: 16, high: 32}      # per-device x accumulation x devices
+  training:
+    learning_rate: {low: 1.0e-4, high: 1.0e-3, log: true, rule: model-size}
+    lr_scheduler_type: {choices: [linear, cosine]}
+    warmup_ratio: {rule: total-steps}
+  lora:
+    r: {choices: [8, 16, 32]}
+    lora_dropout: {low: 0.0, high: 0.1, step: 0.05}  # a step divides its range
+    use_rslora: false
+
+'spaces show NAME' lists every parameter and rule; spaces/scenarios/*.yaml say why each
+scenario's numbers are what they are.
 """
 
 DEFAULT_DATASET_SIZE = 4000  # the embedded reviews' training split

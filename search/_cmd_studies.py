@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from ._options import add_storage_option
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 DESCRIPTION = """\
 List the studies in a storage: how many trials each holds by state (complete, pruned,
@@ -49,11 +53,24 @@ def run(args: argparse.Namespace) -> int:
             f"{attrs.get(ATTR_METRIC, 'value')} ({direction[:3]})",
             str(counts.complete), str(counts.pruned), str(counts.infeasible), str(counts.failed), str(counts.running),
             format_value(standing_value(ranked[0], rungs)["value"]) if ranked else "-",
-            format_value(standing_value(base, rungs)["value"]) if base is not None and base.value is not None else "-",
+            _baseline_cell(base, rungs),
         ))
     print(f"studies in {storage_label(args.storage)}:")
     print(format_table(rows))
     return 0
+
+
+def _baseline_cell(base: FrozenTrial | None, rungs: list[dict[str, Any]]) -> str:
+    """The baseline's value, or its outcome where it has none to compare (infeasible: its
+    value broke a constraint, as 'show' and 'run' say)."""
+    from ._progress import format_value
+    from ._trials import standing_value, trial_outcome
+
+    if base is None or base.value is None:
+        return "-" if base is None else trial_outcome(base)
+    if trial_outcome(base) == "infeasible":
+        return "infeasible"
+    return format_value(standing_value(base, rungs)["value"])
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:

@@ -159,6 +159,8 @@ def write_preset(name: str, document: dict[str, Any], *, fmt: str = "yaml", forc
     if existing is not None and not force:
         raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
     target = export_path(name, fmt)
+    if target.is_dir():
+        raise PresetError(f"{str(target)!r} is a folder, not a preset: move it away or choose another --name")
     folder = target.parent
     text = render_document(trainer_document(document, fmt), fmt) if fmt in TRAINER_FORMATS else render_document(document, fmt)
     try:

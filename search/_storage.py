@@ -119,7 +119,7 @@ def resolve_storage_spec(spec: str | None) -> StorageSpec:
         if path.suffix == JOURNAL_SUFFIX:
             return StorageSpec("journal", text, path=path)
         if path.suffix in SQLITE_SUFFIXES:
-            return StorageSpec("sqlite", text, url=f"sqlite:///{path}", path=path, is_default=is_default)
+            return StorageSpec("sqlite", text, url=_sqlite_url(path), path=path, is_default=is_default)
         raise StorageError(f"storage {label!r} is neither a URL nor a .db/.journal file path: {_FORMS}")
     scheme = match.group(1).lower()
     if scheme not in _DRIVERS:
@@ -131,9 +131,17 @@ def resolve_storage_spec(spec: str | None) -> StorageSpec:
                 f"malformed SQLite URL {label!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
         path = Path(rest[1:]).expanduser()
-        return StorageSpec("sqlite", text, url=f"sqlite:///{path}", path=path)
+        return StorageSpec("sqlite", text, url=_sqlite_url(path), path=path)
     driver_scheme = _DRIVERS[scheme][0]
     return StorageSpec(driver_scheme.split("+")[0], text, url=driver_scheme + text[len(scheme):])
+
+
+def _sqlite_url(path: Path) -> str:
+    """SQLAlchemy's URL of the SQLite file at ``path``, quoted: a '?', '#' or '%' in a
+    folder's name is part of the path, not a query, a fragment or an escape."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
 
 
 def heartbeat_seconds() -> int:

@@ -392,6 +392,15 @@ def _check_together(params: dict[str, ParamSpec], band: tuple[int, int] | None, 
     if accumulation.rule is not None:
         if band is None:
             raise SpaceError(f"{source}: training.gradient_accumulation_steps: rule effective-batch needs constraints.effective_batch_size {{low, high}}")
+    per_device = params["per_device_train_batch_size"]
+    if band is not None and per_device.rule is None:  # a memory rule may lower the choices on a small GPU
+        smallest = min(per_device.choices) if per_device.choices is not None else per_device.value
+        steps = accumulation.value if accumulation.form == "fixed" else 1
+        if smallest * steps > band[1]:
+            raise SpaceError(
+                f"{source}: the smallest per-device batch {smallest} x {steps} accumulation already exceeds the effective "
+                f"batch band's high {band[1]} (constraints.effective_batch_size): lower the choices or widen the band"
+            )
     eval_steps, save_steps = params["eval_steps"], params["save_steps"]
     if eval_steps.form != "fixed" and save_steps.rule is None:
         raise SpaceError(f"{source}: training.save_steps: eval_steps varies, so checkpoints must follow it: write save_steps: {{rule: eval-steps}}")

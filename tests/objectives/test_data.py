@@ -162,3 +162,17 @@ def test_trials_see_training_and_validation_rows_never_test_rows(tmp_path, tiny_
     assert ids(objective.eval_rows) <= split_ids(data.eval)
     assert not (ids(objective.train_rows) | ids(objective.eval_rows)) & split_ids(data.test)
     assert objective.dataset_size == len(data.train) == 144
+
+
+def test_rows_with_a_blank_needed_column_are_left_out_and_counted(tmp_path):
+    frame = labelled(100)
+    frame.loc[[3, 10, 50], "label"] = None
+    frame.loc[7, "text"] = "   "
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    labelled(40, start=1000).to_csv(tmp_path / "validation.csv", index=False)
+    data = prepare_data(Workload(data=str(tmp_path)))
+    assert data.blank_rows == {"training": (4, 100), "validation": (0, 40)}
+    assert len(data.train) + len(data.test) == 96 and "row7 good" not in texts(data.train) | texts(data.test)
+    assert data.blank_rows_note() == f"note: {tmp_path}: 4 of the 100 training rows left out: 'text' or 'label' is blank in them"
+    labelled(100).to_csv(tmp_path / "train.csv", index=False)
+    assert prepare_data(Workload(data=str(tmp_path))).blank_rows_note() is None

@@ -120,8 +120,12 @@ def test_a_classifier_saved_for_another_number_of_classes_gets_a_new_head(tmp_pa
 
 
 def test_embedded_model_cannot_do_causal_lm(tmp_path):
+    data = write(tmp_path, "text.csv", [{"text": "hello there"}] * 8)
     with pytest.raises(ModelError, match="pass --model with a causal LM"):
-        LoraObjective(Workload(data=write(tmp_path, "text.csv", [{"text": "hello there"}] * 8)))
+        LoraObjective(Workload(data=data, task="causal-lm"))
+    # text alone: the embedded classifier misses its label column, or the user a --model
+    with pytest.raises(DataError, match="has no column 'label' .*; for causal-lm on the text, pass --model with a causal LM$"):
+        LoraObjective(Workload(data=data))
 
 
 def test_jsonl_file_gets_a_seeded_hold_out(tmp_path, tiny_bert):

@@ -119,6 +119,18 @@ def test_studies_lists_counts_and_best_values(searched, cli):
     assert f"{study.best_value:.4g}" in row
 
 
+def test_studies_calls_an_infeasible_baseline_so_not_by_its_value(cli, tiny_options, tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "over", "--storage", storage,
+                 *tiny_options(), "--memory-budget", "10MB", "--quiet")
+    assert result.code == 0, result.err
+    baseline = optuna.load_study(study_name="over", storage=storage).trials[0]
+    assert baseline.value is not None and baseline.user_attrs["stop_reason"] == "infeasible:over-budget"
+    listed = cli("studies", "--storage", storage)
+    row = next(line for line in listed.out.splitlines() if line.startswith("over "))
+    assert row.split()[-2:] == ["-", "infeasible"]  # no feasible best either
+
+
 def test_show_prints_the_top_trials_and_the_baseline(searched, cli):
     study = load(searched)
     result = cli("show", STUDY, "--storage", searched["storage"], "--top", 2)
@@ -190,6 +202,7 @@ def test_exporting_the_baseline_by_its_number_does_not_call_it_the_best(searched
     result = cli("export", STUDY, "--storage", searched["storage"], "--name", "guide", "--trial", 0)
     assert result.code == 0, result.err
     assert "wrote studies/presets/guide.yaml: trial 0," in result.out and "nothing better" not in result.err
+    assert "note: trial 0 is the baseline, the guide preset 'quick-experiment' fitted to the data; " in result.err
 
 
 @pytest.mark.parametrize(("name", "fmt"), [("foo.yaml", "yaml"), ("foo.yml", "yaml"), ("foo.json", "json")])
@@ -200,6 +213,14 @@ def test_export_refuses_a_preset_name_with_a_file_suffix(searched, tmp_path, mon
     result = cli("export", STUDY, "--storage", searched["storage"], "--name", name, "--format", fmt)
     assert result.code == 2 and f"preset name {name!r} ends in a file suffix: give the name alone ('foo')" in result.err
     assert not (tmp_path / "studies").exists()
+
+
+def test_export_over_a_folder_of_the_presets_name_names_that_folder(searched, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies" / "presets" / "taken.yaml").mkdir(parents=True)
+    result = cli("export", STUDY, "--storage", searched["storage"], "--name", "taken", "--force")
+    assert result.code == 2 and "'studies/presets/taken.yaml' is a folder, not a preset: move it away" in result.err
+    assert list((tmp_path / "studies" / "presets" / "taken.yaml").iterdir()) == []
 
 
 def test_presets_lists_the_readable_presets_and_names_an_unreadable_one(searched, tmp_path, monkeypatch, cli):

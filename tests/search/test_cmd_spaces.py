@@ -151,3 +151,21 @@ def test_suggest_detects_hardware_when_not_told(capsys):
 )
 def test_suggest_thresholds(memory, hours, name):
     assert suggest_scenario(memory, hours)[0] == name
+
+
+def test_the_space_file_in_the_help_is_valid_and_searches_what_it_says(tmp_path):
+    import textwrap
+
+    from lora_search._cmd_spaces import DESCRIPTION
+    from lora_search.spaces import RunProfile, load_space
+
+    lines = DESCRIPTION.splitlines()
+    start = lines.index("  extends: memory-constrained          # else every parameter starts fixed at its default")
+    end = lines.index("    use_rslora: false", start)
+    path = tmp_path / "example.yaml"
+    path.write_text(textwrap.dedent("\n".join(lines[start:end + 1])) + "\n")
+    space = load_space(str(path))
+    assert (space.study_defaults.trials, space.effective_batch) == (20, (16, 32))
+    resolved = {param.key: param for param in space.resolve(RunProfile(4000)).params}
+    assert resolved["lora.r"].choices == (8, 16, 32)
+    assert resolved["lr_scheduler_type"].choices == ("linear", "cosine")

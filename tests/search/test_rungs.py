@@ -114,8 +114,8 @@ def test_exporting_the_baseline_writes_the_guide_preset_fitted_to_the_data(rung_
     monkeypatch.chdir(tmp_path)
     exported = cli("export", STUDY, "--storage", rung_search["storage"], "--name", "base", "--trial", 0)
     assert exported.code == 0, exported.err
-    assert ("note: trial 0 is the baseline, the guide preset 'quick-experiment' fitted to the data: the search found nothing "
-            "better; lora-search train --preset quick-experiment --fit-to-data trains the same") in exported.err
+    assert ("note: trial 0 is the baseline, the guide preset 'quick-experiment' fitted to the data; "
+            "lora-search train --preset quick-experiment --fit-to-data trains the same") in exported.err
     # what `train --preset quick-experiment --fit-to-data` trains on this data, outside the space's 32-64 per step
     document = yaml.safe_load((tmp_path / "studies" / "presets" / "base.yaml").read_text())
     fitted = rederive_for_dataset(get_preset("quick-experiment"), RunProfile(**load(rung_search).user_attrs["lora_search.profile"]))[0]

@@ -78,6 +78,15 @@ def test_sqlite_absolute_url(tmp_path):
     assert (tmp_path / "abs.db").is_file()
 
 
+@pytest.mark.parametrize("folder", ["we ird%20", "a?b", "c#d"])
+def test_a_folder_name_with_url_characters_is_part_of_the_sqlite_path(tmp_path, folder):
+    (tmp_path / folder).mkdir()
+    for spec in (f"{folder}/runs.db", f"sqlite:///{folder}/url.db"):
+        _roundtrip(spec)
+    assert sorted(path.name for path in (tmp_path / folder).glob("*.db")) == ["runs.db", "url.db"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [folder]
+
+
 @pytest.mark.parametrize("spec", ["sqlite:///typo/runs.db", "typo/runs.db", "typo/runs.journal"])
 def test_missing_folder_is_an_error_and_nothing_is_created(tmp_path, spec):
     with pytest.raises(StorageError, match="folder 'typo' .* does not exist"):

@@ -128,6 +128,8 @@ def test_file_without_extends_fixes_the_rest_at_defaults(tmp_path):
         ("training:\n  gradient_accumulation_steps: {rule: effective-batch}\n", "needs constraints.effective_batch_size"),
         ("constraints:\n  effective_batch_size: {low: 64, high: 32}\n", "low 64 is above high 32"),
         ("constraints:\n  effective_batch_size: 32\n", "give the band as"),
+        ("extends: standard\nconstraints:\n  effective_batch_size: {low: 2, high: 4}\ntraining:\n  per_device_train_batch_size: {choices: [8, 1024]}\n",
+         "the smallest per-device batch 8 x 1 accumulation already exceeds the effective batch band's high 4"),
         ("constraints:\n  batch: {low: 1, high: 2}\n", "unknown constraint 'batch'"),
         ("training:\n  eval_steps: {choices: [50, 100]}\n", "save_steps.*rule: eval-steps"),
         ("training:\n  eval_steps: 100\n  save_steps: 150\n", "not a multiple of eval_steps 100"),
