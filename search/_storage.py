@@ -119,7 +119,7 @@ def resolve_storage_spec(spec: str | None) -> StorageSpec:
         if path.suffix == JOURNAL_SUFFIX:
             return StorageSpec("journal", text, path=path)
         if path.suffix in SQLITE_SUFFIXES:
-            return StorageSpec("sqlite", text, url=_sqlite_url(path), path=path, is_default=is_default)
+            return StorageSpec("sqlite", text, url=_sqlite_url(path, label), path=path, is_default=is_default)
         raise StorageError(f"storage {label!r} is neither a URL nor a .db/.journal file path: {_FORMS}")
     scheme = match.group(1).lower()
     if scheme not in _DRIVERS:
@@ -131,17 +131,20 @@ def resolve_storage_spec(spec: str | None) -> StorageSpec:
                 f"malformed SQLite URL {label!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
         path = Path(rest[1:]).expanduser()
-        return StorageSpec("sqlite", text, url=_sqlite_url(path), path=path)
+        return StorageSpec("sqlite", text, url=_sqlite_url(path, label), path=path)
     driver_scheme = _DRIVERS[scheme][0]
     return StorageSpec(driver_scheme.split("+")[0], text, url=driver_scheme + text[len(scheme):])
 
 
-def _sqlite_url(path: Path) -> str:
-    """SQLAlchemy's URL of the SQLite file at ``path``, quoted: a '?', '#' or '%' in a
-    folder's name is part of the path, not a query, a fragment or an escape."""
-    from sqlalchemy.engine import URL
-
-    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+def _sqlite_url(path: Path, label: str) -> str:
+    """SQLAlchemy's URL of the SQLite file at ``path``. A '?', '#' or '%' in it would be read
+    as a query, a fragment or an escape, and quoting does not help: SQLAlchemy 2.1 unquotes
+    the path and 2.0 does not. Such a path is refused rather than another file opened."""
+    odd = next((character for character in "?#%" if character in str(path)), None)
+    if odd is not None:
+        raise StorageError(f"SQLite path {str(path)!r} (storage {label!r}) has a {odd!r}, which a database URL cannot "
+                           "carry: rename the file or folder, or use a .journal file")
+    return f"sqlite:///{path}"
 
 
 def heartbeat_seconds() -> int:
@@ -351,8 +354,6 @@ def _read_only_sqlite(resolved: StorageSpec) -> StorageSpec:
     may take it as immutable and read it with no file beside it. With them there, a plain
     read-only open uses them: immutable would miss the commits still in FILE-wal.
     """
-    from urllib.parse import quote
-
     assert resolved.path is not None
     path = resolved.path
     uri_options = "mode=ro"
@@ -360,9 +361,9 @@ def _read_only_sqlite(resolved: StorageSpec) -> StorageSpec:
         wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
         if not wal.exists() and not shm.exists():
             uri_options += "&immutable=1"
-    # quoted twice: once for SQLite's file: URI, once for SQLAlchemy's URL, which unquotes it
+    # unquoted: the path has no '?', '#' or '%' (_sqlite_url)
     return dataclasses.replace(
-        resolved, url=f"sqlite:///file:{quote(quote(str(path), safe='/'), safe='/')}?{uri_options}&uri=true"
+        resolved, url=f"sqlite:///file:{path}?{uri_options}&uri=true"
     )
 
 
