@@ -13,6 +13,8 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
+from ._version import installed_version
+
 # name -> (module, one-line help). Each module defines ``configure(parser)`` and
 # ``run(args) -> int``, and may define ``DESCRIPTION`` (shown by ``NAME --help``).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,7 +57,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"lora-search {_version()}")
+    parser.add_argument("--version", action="version", version=f"lora-search {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         if name != command:
@@ -71,15 +73,6 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         module.configure(sub)
         sub.set_defaults(handler=module.run)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lora-search")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "(not installed)"
 
 
 def _requested_command(argv: Sequence[str]) -> str | None:

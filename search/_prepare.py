@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SearchError, UsageError
+from ._version import installed_version
 from ._loop import SearchPlan
 from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
 from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
@@ -50,15 +51,6 @@ class Prepared:
     objective: LoraObjective
     resolved: ResolvedSpace
     already_finished: int
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lora-search")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _given_workload(request: RunRequest) -> dict[str, Any]:
@@ -206,7 +198,7 @@ def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given
     if not existing:
         study = optuna.create_study(study_name=study_name, storage=storage, direction=direction)
         attrs = {
-            ATTR_VERSION: _version(),
+            ATTR_VERSION: installed_version(),
             ATTR_SPACE: space.name,
             ATTR_SPACE_SOURCE: "built-in" if space.yaml is None else str(Path(space.source).resolve()),
             ATTR_SPACE_YAML: space.yaml,
