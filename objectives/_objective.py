@@ -349,11 +349,20 @@ class LoraObjective:
         if first_rung_without_signal(value, untrained, noise, self.direction):
             first = self.rung_examples[0]
             what = "the first rung" if len(self.rung_examples) > 1 else "the proxy"
+            remedy = f"more examples per trial give it signal: a new study with e.g. --train-sample {first * RUNG_FACTOR}"
+            scored = len(self.eval_rows)
+            # Scoring fewer rows than a trial trains on makes the noise, not the training, the
+            # likelier cause: the noise falls as 1/sqrt(rows), so first rows are sqrt(first/scored)
+            # times quieter. Where the validation split has no more rows, only training can help.
+            if scored < first and len(self.data.eval) > scored:
+                rows = min(first, len(self.data.eval))
+                remedy = (f"scoring more validation rows shrinks the noise and more examples per trial give it signal: "
+                          f"a new study with e.g. --eval-sample {rows} --train-sample {first * RUNG_FACTOR}")
             trial.set_user_attr(
                 "first_rung_warning",
                 f"{what} ({first:,} training examples) learns nothing measurable: the baseline's {self.workload.metric} "
-                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g}, so trials may be "
-                f"ranked on noise; more examples per trial give it signal: a new study with e.g. --train-sample {first * RUNG_FACTOR}",
+                f"{value:.4g} is within noise (+-{noise:.2g}) of the untrained model's {untrained:.4g} "
+                f"({scored:,} validation rows scored), so trials may be ranked on noise; {remedy}",
             )
 
     def untrained_value(self) -> float:

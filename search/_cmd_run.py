@@ -112,4 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if summary.stopped_because == "interrupted":
         print("lora-search run: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    if summary.stopped_because == "rung failed":  # the search itself finished; its winner is not decided yet
+        print("lora-search run: a config failed at a rung (see above); run the same command again to train it", file=sys.stderr)
+        return 1
     return 0

@@ -77,7 +77,7 @@ class RunSummary:
     direction: str
     target: int
     counts: TrialCounts
-    stopped_because: str  # "target", "timeout", "interrupted", "failures", "already done"
+    stopped_because: str  # "target", "timeout", "interrupted", "rung failed", "already done"
     elapsed_seconds: float
     best: dict[str, Any] | None  # number, value, params
     baseline: dict[str, Any] | None  # number, value, outcome

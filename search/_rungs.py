@@ -150,8 +150,8 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
     is kept. After a config fails no rung above starts: the next run trains it again.
 
     No config starts once ``deadline`` (a ``time.time()``, the run's ``--timeout``) has
-    passed; those in training finish. Returns "timeout" when the deadline left configs
-    untrained (the next run trains them), else None."""
+    passed; those in training finish. Returns "rung failed" after a failure and "timeout"
+    when the deadline left configs untrained (the next run trains them either way), else None."""
     import time
 
     from ._progress import TrainingLine, format_duration, format_value
@@ -202,7 +202,7 @@ def run_rungs(study: optuna.Study, objective: LoraObjective, resolved: ResolvedS
                     print(f"{label}  {shown}  (rung {below['rung']} {format_value(below['value'])}, "
                           f"{format_duration(result['seconds'])}{where})", file=sys.stderr)
         if failed:
-            return None
+            return "rung failed"
         untrained = [number for number in todo if str(number) not in current["results"]]
         if untrained:  # nothing failed: the deadline stopped the rung
             _report_deadline(rung, len(untrained), len(wanted))

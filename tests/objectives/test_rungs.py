@@ -95,6 +95,7 @@ def test_a_baseline_that_learns_nothing_at_the_first_rung_says_how_to_raise_it(r
     warning = study.trials[0].user_attrs["first_rung_warning"]
     assert warning.startswith("the first rung (32 training examples) learns nothing measurable")
     assert "--train-sample 128" in warning
+    assert "--eval-sample" not in warning  # it scores as many rows (32) as it trains on
 
 
 @pytest.mark.parametrize(("baseline_learning_rate", "warned"), [(1e-9, True), (1e-2, False)])
@@ -107,7 +108,9 @@ def test_without_rungs_the_proxy_is_checked_for_signal_too(tiny_objective, good_
     assert (warning is not None) is warned
     if warned:
         assert warning.startswith("the proxy (64 training examples) learns nothing measurable")
-        assert "--train-sample 256" in warning
+        # it scores 32 of the split's 48 validation rows, fewer than the 64 it trains on
+        assert "(32 validation rows scored)" in warning
+        assert warning.endswith("a new study with e.g. --eval-sample 48 --train-sample 256")
 
 
 @pytest.mark.parametrize(

@@ -468,7 +468,7 @@ def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_n
 
     handle = embeddings.register_forward_pre_hook(broken_batch)
     try:
-        run_rungs(study, objective, stored_space(study))
+        assert run_rungs(study, objective, stored_space(study)) == "rung failed"
     finally:
         handle.remove()
     err = capsys.readouterr().err
@@ -476,7 +476,7 @@ def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_n
     stored = optuna.load_study(study_name="failing", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
     assert len(stored) == 1 and stored[0]["results"] == {}
 
-    run_rungs(study, objective, stored_space(study))
+    assert run_rungs(study, objective, stored_space(study)) is None
     complete = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number}
     results = optuna.load_study(study_name="failing", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"][0]["results"]
     assert set(results) == {str(n) for n in [*best(complete, 2), 0]} and all(math.isfinite(r["value"]) for r in results.values())

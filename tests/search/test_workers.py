@@ -296,9 +296,11 @@ def test_a_rung_worker_killed_mid_rung_loses_its_config_alone_and_the_next_run_t
     victim = min(_rung_worker_pids(run.pid, deadline=240))
     os.kill(victim, signal.SIGKILL)
     out, err = run.communicate(timeout=240)
-    assert run.returncode == 0, err[-3000:]
+    assert run.returncode == 1, err[-3000:]
     assert "failed (the worker process ended (killed by SIGKILL)); run the same command again to retry it" in err
-    assert "rungs still to train: run the same command again" in out
+    assert "stopped: rung failed;" in out and "rungs still to train: run the same command again" in out
+    assert err.strip().splitlines()[-1] == ("lora-search run: a config failed at a rung (see above); "
+                                           "run the same command again to train it")
     # no config starts after the failure; the other worker's, where it had one, finished and is kept
     kept = _load("s.journal", tmp_path).user_attrs[RUNG_RESULTS]["rungs"][0]["results"]
     assert len(kept) <= 1
