@@ -16,7 +16,7 @@ from ._schedule import RUNG_FACTOR, ProxySchedule, rung_sizes
 from ._tracking import TRACKERS, TrackedRun, Tracking, missing_packages
 from ._train import claim_output_folder, replay, train_with_preset
 from ._trainer import classification_metrics, collator_for, training_arguments
-from ._workload import Workload, metric_direction
+from ._workload import Workload, metric_direction, option_name
 
 __all__ = [
     "FINITE_LOSS_CONSTRAINT",
@@ -43,6 +43,7 @@ __all__ = [
     "metric_direction",
     "missing_packages",
     "model_location",
+    "option_name",
     "prepare_data",
     "quiet_libraries",
     "replay",

@@ -131,35 +131,74 @@ def prepare_data(workload: Workload) -> PreparedData:
     )
 
 
-def tokenize(data: PreparedData, frame: Any, tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
+class TokenizedRows(list):
+    """Token ids per row (a list of dicts), with what ``max_length`` did to the rows read:
+    ``cut``, rows longer than it and cut to it; ``dropped``, causal-lm rows whose prompt fills
+    it, left out (no response token would be learned)."""
+
+    def __init__(self, rows: list[dict[str, list[int]]], read: int, cut: int, dropped: int = 0) -> None:
+        super().__init__(rows)
+        self.read, self.cut, self.dropped = read, cut, dropped
+
+
+def length_note(tokenized: dict[str, TokenizedRows], max_length: int) -> str | None:
+    """One line on the rows ``--max-length`` cut or left out, per split ("training", ...); None if none."""
+    cut = [f"{rows.cut:,} of the {rows.read:,} {split} rows" for split, rows in tokenized.items() if rows.cut]
+    dropped = [f"{rows.dropped:,} {split}" for split, rows in tokenized.items() if rows.dropped]
+    parts = []
+    if cut:
+        parts.append(f"{_and(cut)} are longer than --max-length {max_length} tokens and were cut to it")
+    if dropped:
+        parts.append(f"{_and(dropped)} rows were left out: their prompt fills --max-length {max_length} tokens, "
+                     "leaving no response to learn")
+    return f"note: {'; '.join(parts)} (raise --max-length to keep more of each row)" if parts else None
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def tokenize(data: PreparedData, frame: Any, tokenizer: Any, max_length: int) -> TokenizedRows:
     """Token ids for every row (truncated to ``max_length``; padding is left to the collator)."""
     if data.task == "classification":
-        encoded = tokenizer(list(frame[data.text_column].astype(str)), truncation=True, max_length=max_length)
+        texts = list(frame[data.text_column].astype(str))
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
         labels = data.label_ids(frame)
-        return [{**{key: encoded[key][i] for key in encoded}, "labels": labels[i]} for i in range(len(frame))]
+        rows = [{**{key: encoded[key][i] for key in encoded}, "labels": labels[i]} for i in range(len(frame))]
+        return TokenizedRows(rows, len(frame), _longer_than(tokenizer, texts, max_length))
     end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     if end is None:
         raise DataError("the tokenizer has no end-of-text token to close causal-lm examples; use a causal LM's tokenizer")
     if data.prompt_column is None:
-        encoded = tokenizer(list(frame[data.text_column].astype(str)), truncation=True, max_length=max_length - 1)
+        texts = list(frame[data.text_column].astype(str))
+        encoded = tokenizer(texts, truncation=True, max_length=max_length - 1)
         rows = []
         for ids in encoded["input_ids"]:
             ids = list(ids) + [end]
             rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)})
-        return rows
+        return TokenizedRows(rows, len(frame), _longer_than(tokenizer, texts, max_length - 1))
     prompts = tokenizer(list(frame[data.prompt_column].astype(str)))["input_ids"]
     responses = tokenizer(list(frame[data.response_column].astype(str)), add_special_tokens=False)["input_ids"]
-    rows = []
+    rows, cut = [], 0
     for prompt, response in zip(prompts, responses):
+        whole = len(prompt) + len(response) + 1
         ids = (list(prompt) + list(response) + [end])[:max_length]
         # The loss covers the response only: prompt positions are labelled -100 (ignored).
         labels = ([-100] * len(prompt) + list(response) + [end])[:max_length]
         if all(label == -100 for label in labels):
             continue
+        cut += whole > max_length
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     if not rows:
         raise DataError(f"{data.source}: every prompt fills max_length={max_length} tokens, leaving no response to learn; raise --max-length")
-    return rows
+    return TokenizedRows(rows, len(frame), cut, dropped=len(frame) - len(rows))
+
+
+def _longer_than(tokenizer: Any, texts: list[str], max_length: int) -> int:
+    """How many of ``texts`` take more than ``max_length`` tokens (special tokens included), untruncated."""
+    # verbose=False: no warning about texts beyond the model's own limit, which only the count sees
+    whole = tokenizer(texts, truncation=False, verbose=False, return_attention_mask=False)["input_ids"]
+    return sum(len(ids) > max_length for ids in whole)
 
 
 def _read_source(workload: Workload) -> tuple[str, dict[str, str], Any, dict[str, tuple[Any, str]]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from lora_search.spaces import TrainingConfig, first_line, patience_that_fires
 
-from ._data import prepare_data, tokenize
+from ._data import length_note, prepare_data, tokenize
 from ._errors import DataError
 from ._hardware import data_parallel_width
 from ._memory import estimate_training_memory_gb
@@ -125,6 +125,11 @@ class LoraObjective:
         return tokenize(self.data, self.data.sample(split, size, self.workload.seed), self.tokenizer, self.workload.max_length)
 
     # -- the public surface -------------------------------------------------------
+    def length_note(self) -> str | None:
+        """What ``--max-length`` cut or left out of the trials' samples (the rungs' larger
+        samples cut about as many in proportion); None if nothing."""
+        return length_note({"training": self.train_rows, "validation": self.eval_rows}, self.workload.max_length)
+
     def schedule(self, config: TrainingConfig) -> ProxySchedule:
         """The proxy run of ``config``: its evaluation grid and planned steps."""
         return self._plan(config, len(self.train_rows), self.workload.evaluations_per_trial)

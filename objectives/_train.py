@@ -67,7 +67,7 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
-    from ._data import prepare_data, tokenize
+    from ._data import length_note, prepare_data, tokenize
     from ._model import attach_adapter, fit_base_to_gpu, load_base_model, load_tokenizer, training_device
     from ._hardware import data_parallel_width, distributed_launch
     from ._trainer import accumulation_here, build_trainer, perplexity
@@ -92,6 +92,8 @@ def train_with_preset(workload: Workload, config: TrainingConfig, output_dir: st
     model = load_base_model(workload.model, data.task, data.label_names, tokenizer, device, base_precision, workload.quantization)
     rows = {role: tokenize(data, frame, tokenizer, workload.max_length)
             for role, frame in (("train", data.train), ("validation", data.eval), ("test", data.test))}
+    if progress and (cut := length_note(dict(zip(("training", "validation", "test"), rows.values())), workload.max_length)):
+        print(cut, file=sys.stderr)
     fitted = _fit(config, workload, len(data.train), model.num_parameters())
     if fit_to_data:
         config = TrainingConfig.from_dict(fitted["config"])

@@ -22,6 +22,17 @@ CLASSIFICATION_METRICS = ("eval_loss", "accuracy", "f1")
 CAUSAL_LM_METRICS = ("eval_loss", "perplexity")
 
 
+# The command-line option of each Workload field that has one: "--" + the field's name with
+# dashes, except these. Errors name the option, which is what a user of the CLI typed.
+_OPTIONS = {"evaluations_per_trial": "--evaluations", "quantization": "--quantize", "memory_budget_gb": "--memory-budget",
+            "torch_threads": "--threads"}
+
+
+def option_name(field_name: str) -> str:
+    """The ``lora-search run``/``train`` option that sets Workload field ``field_name``."""
+    return _OPTIONS.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 def metric_direction(metric: str) -> str:
     """``"minimize"`` or ``"maximize"``: how the study optimises ``metric``."""
     try:
@@ -111,9 +122,9 @@ class Workload:
         for name in ("train_sample", "rungs", "eval_sample", "max_length", "evaluations_per_trial"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
-                raise DataError(f"workload {name}: must be a positive integer, got {value!r}")
+                raise DataError(f"{option_name(name)}: must be a positive integer, got {value!r}")
         if self.task is not None and self.task not in TASKS:
-            raise DataError(f"workload task: must be one of {', '.join(TASKS)}, got {self.task!r}")
+            raise DataError(f"--task: must be one of {', '.join(TASKS)}, got {self.task!r}")
         metric_direction(self.metric)
         if self.task == "classification" and self.metric not in CLASSIFICATION_METRICS:
             raise DataError(f"metric {self.metric!r} does not apply to classification: use one of {', '.join(CLASSIFICATION_METRICS)}")
@@ -123,19 +134,19 @@ class Workload:
             raise DataError(f"workload holdout_fraction: must be in (0, 0.5) (validation and test may both be held out), got {self.holdout_fraction!r}")
         named = [split for split in (self.train_split, self.eval_split, self.test_split) if split is not None]
         if len(set(named)) < len(named):
-            raise DataError(f"workload: train, validation and test must be different splits, got {', '.join(map(repr, named))}")
+            raise DataError(f"--train-split, --eval-split and --test-split must name different splits, got {', '.join(map(repr, named))}")
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
-            raise DataError(f"workload quantization: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+            raise DataError(f"--quantize: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         if self.memory_budget_gb is not None and not (isinstance(self.memory_budget_gb, (int, float)) and self.memory_budget_gb > 0):
-            raise DataError(f"workload memory_budget_gb: must be a positive number of GB, got {self.memory_budget_gb!r}")
+            raise DataError(f"--memory-budget: must be a positive number of GB, got {self.memory_budget_gb!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:  # numpy's and Optuna's samplers take no other seed
-            raise DataError(f"workload seed: must be an integer from 0 to 4294967295 (2**32 - 1), got {self.seed!r}")
+            raise DataError(f"--seed: must be an integer from 0 to 4294967295 (2**32 - 1), got {self.seed!r}")
         if self.torch_threads is not None and (not _is_int(self.torch_threads) or self.torch_threads < 1):
-            raise DataError(f"workload torch_threads: must be a positive integer, got {self.torch_threads!r}")
+            raise DataError(f"--threads: must be a positive integer, got {self.torch_threads!r}")
         if (self.prompt_column is None) != (self.response_column is None):
-            raise DataError("workload: give prompt_column and response_column together (or neither, to train on text_column)")
+            raise DataError("give --prompt-column and --response-column together (or neither, to train on --text-column)")
         if self.prompt_column is not None and self.task == "classification":
-            raise DataError("workload: prompt/response columns are for task causal-lm, not classification")
+            raise DataError("--prompt-column and --response-column are for --task causal-lm, not classification")
 
     @property
     def direction(self) -> str:

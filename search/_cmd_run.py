@@ -82,7 +82,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          "training loss, evaluations, derived values and value) in a group named after the study; "
                          "each config a rung trains is a run STUDY/trial-N-rung-K; "
                          "the end of the run adds STUDY/summary (baseline, best, importances).")
-    add_workload_options(parser)
+    add_workload_options(parser, trials=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_report_to_option(parser, runs="The training is one run PRESET/OUTPUT-FOLDER-NAME in a group named after the "
                          "preset: its TrainingArguments, LoRA settings, training loss, evaluations and final scores; a resumed "
                          "training goes on with its run (W&B: online only).")
-    add_workload_options(parser)
+    add_workload_options(parser, trials=False)
 
 
 def run(args: argparse.Namespace) -> int:

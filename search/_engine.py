@@ -230,8 +230,9 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
         if not request.quiet:
             print(f"study {plan.study_name!r}: {prepared.already_finished} finished, target {plan.target} "
                   f"(sampler {plan.sampler}, pruner {plan.pruner})", file=sys.stderr)
-            if (blank := prepared.objective.data.blank_rows_note()) is not None:
-                print(blank, file=sys.stderr)
+            for note in (prepared.objective.data.blank_rows_note(), prepared.objective.length_note()):
+                if note is not None:
+                    print(note, file=sys.stderr)
         if tracking is not None:
             open_group(tracking, plan.study_name, quiet=request.quiet)
         progress.start(study)

@@ -71,8 +71,7 @@ def _given_workload(request: RunRequest) -> dict[str, Any]:
 def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | None, space: SearchSpace | None,
                       given_workload: dict[str, Any]) -> None:
     """Refuse options that would mix a second, different search into a stored study."""
-    from ._options import WORKLOAD_OPTIONS
-    from .objectives import Workload
+    from .objectives import Workload, option_name
 
     hint = f"drop the option to continue study {study_name!r}, or pass --study NEW-NAME to start another"
     if space is not None and space.name == stored[ATTR_SPACE] and stored.get(ATTR_SPACE_YAML) is not None \
@@ -89,9 +88,8 @@ def _resume_conflicts(study_name: str, stored: dict[str, Any], space_arg: str | 
         if name in RESUMABLE_WORKLOAD_FIELDS:
             continue
         if stored_workload[name] != value:
-            option = next((flag for flag, field_name, _, _ in WORKLOAD_OPTIONS if field_name == name), name)
             raise SearchError(
-                f"study {study_name!r} was run with {option} {stored_workload[name]!r}, this run asks for {value!r}: {hint}"
+                f"study {study_name!r} was run with {option_name(name)} {stored_workload[name]!r}, this run asks for {value!r}: {hint}"
             )
 
 

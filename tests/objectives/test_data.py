@@ -176,3 +176,41 @@ def test_rows_with_a_blank_needed_column_are_left_out_and_counted(tmp_path):
     assert data.blank_rows_note() == f"note: {tmp_path}: 4 of the 100 training rows left out: 'text' or 'label' is blank in them"
     labelled(100).to_csv(tmp_path / "train.csv", index=False)
     assert prepare_data(Workload(data=str(tmp_path))).blank_rows_note() is None
+
+
+def test_rows_longer_than_max_length_are_counted_as_cut(tmp_path, minilm_tokenizer):
+    from lora_search.objectives._data import length_note, tokenize
+
+    frame = pandas.DataFrame({"text": ["good", "good " * 3, "good " * 10, "bad " * 20], "label": ["pos", "neg", "pos", "neg"]})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    data = prepare_data(Workload(data=str(tmp_path / "rows.csv")))
+    whole = [len(minilm_tokenizer(text)["input_ids"]) for text in frame["text"]]
+    assert whole == [3, 5, 12, 22]
+    rows = tokenize(data, frame, minilm_tokenizer, 6)
+    assert (rows.read, rows.cut, rows.dropped) == (4, 2, 0) and max(len(row["input_ids"]) for row in rows) == 6
+    assert tokenize(data, frame, minilm_tokenizer, 22).cut == 0
+    assert length_note({"training": tokenize(data, frame, minilm_tokenizer, 22)}, 22) is None
+    note = length_note({"training": rows, "validation": tokenize(data, frame.head(2), minilm_tokenizer, 6)}, 6)
+    assert note == ("note: 2 of the 4 training rows are longer than --max-length 6 tokens and were cut to it "
+                    "(raise --max-length to keep more of each row)")
+
+
+def test_causal_lm_rows_whose_prompt_fills_max_length_are_counted_as_left_out(tmp_path, tiny_gpt2):
+    from transformers import AutoTokenizer
+
+    from lora_search.objectives._data import length_note, tokenize
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
+    frame = pandas.DataFrame({"prompt": ["a", "a " * 8, "a " * 3], "response": ["b", "b", "b " * 6]})
+    frame.to_json(tmp_path / "qa.jsonl", orient="records", lines=True)
+    data = prepare_data(Workload(data=str(tmp_path / "qa.jsonl"), task="causal-lm", prompt_column="prompt", response_column="response"))
+    rows = tokenize(data, frame, tokenizer, 6)
+    # prompt 1 + response 1 + end fits; a prompt of 8 fills 6; prompt 3 + response 6 + end is cut
+    assert (rows.read, len(rows), rows.cut, rows.dropped) == (3, 2, 1, 1)
+    assert length_note({"training": rows}, 6) == (
+        "note: 1 of the 3 training rows are longer than --max-length 6 tokens and were cut to it; 1 training rows were "
+        "left out: their prompt fills --max-length 6 tokens, leaving no response to learn (raise --max-length to keep "
+        "more of each row)")
+    text_rows = tokenize(prepare_data(Workload(data=str(tmp_path / "qa.jsonl"), task="causal-lm", text_column="prompt")),
+                         frame, tokenizer, 4)
+    assert (text_rows.cut, text_rows.dropped) == (1, 0)  # of the prompts as text, only the 8 a's take over 3 tokens

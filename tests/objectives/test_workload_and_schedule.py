@@ -17,13 +17,16 @@ def test_workload_round_trips_through_json():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"train_sample": 0}, "train_sample: must be a positive integer"),
+        ({"train_sample": 0}, "^--train-sample: must be a positive integer"),
+        ({"evaluations_per_trial": 0}, "^--evaluations: must be a positive integer"),
         ({"metric": "bleu"}, "unknown metric 'bleu'"),
-        ({"task": "regression"}, "task: must be one of"),
+        ({"task": "regression"}, "^--task: must be one of"),
         ({"task": "causal-lm", "metric": "accuracy"}, "does not apply to causal-lm"),
-        ({"prompt_column": "question"}, "give prompt_column and response_column together"),
-        ({"memory_budget_gb": -1}, "memory_budget_gb"),
-        ({"seed": -1}, r"seed: must be an integer from 0 to 4294967295 \(2\*\*32 - 1\), got -1"),
+        ({"prompt_column": "question"}, "give --prompt-column and --response-column together"),
+        ({"memory_budget_gb": -1}, "^--memory-budget: must be a positive number of GB"),
+        ({"quantization": "2bit"}, "^--quantize: must be one of 4bit, 8bit"),
+        ({"torch_threads": 0}, "^--threads: must be a positive integer"),
+        ({"seed": -1}, r"^--seed: must be an integer from 0 to 4294967295 \(2\*\*32 - 1\), got -1"),
         ({"seed": 2**32}, "seed: must be an integer from 0 to 4294967295"),
     ],
 )

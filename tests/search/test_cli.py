@@ -45,3 +45,22 @@ def test_a_mistyped_option_names_its_commands_help_and_the_nearest_option(capsys
     with pytest.raises(SystemExit, match="^2$"):
         main(["--bogus"])
     assert capsys.readouterr().err == "lora-search: error: unrecognized arguments: --bogus (see 'lora-search --help')\n"
+
+
+def test_the_workload_options_state_the_workloads_defaults():
+    """Each option whose Workload field has a default says it in its help, as the field has it."""
+    from lora_search._options import WORKLOAD_OPTIONS
+    from lora_search.objectives import Workload
+
+    defaults = Workload().to_dict()
+    stated = []
+    for name, _, help_text in WORKLOAD_OPTIONS:
+        default = defaults[name]
+        if default is None:
+            continue
+        shown = repr(default) if isinstance(default, str) else str(default)
+        # a scenario may set its rungs; the Workload's 1 applies where it does not
+        said = f"else {shown}" if name == "rungs" else f"default {shown}"
+        assert said in help_text or f"{default} (default)" in help_text, (name, help_text)
+        stated.append(name)
+    assert len(stated) == 8  # every field with a default but holdout_fraction, which has no option

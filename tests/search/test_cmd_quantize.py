@@ -29,7 +29,7 @@ def test_run_searches_on_a_4bit_base_and_a_resume_keeps_it(cli, tmp_path, tiny_o
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [(["--quantize", "3bit"], "quantization: must be one of 4bit, 8bit, got '3bit'"),
+    [(["--quantize", "3bit"], "--quantize: must be one of 4bit, 8bit, got '3bit'"),
      (["--quantize", "4bit"], "a 4bit base needs bitsandbytes, which is not installed: pip install 'lora-search[quantize]'")],
 )
 def test_run_refuses_a_quantization_it_cannot_load_and_stores_nothing(cli, tmp_path, tiny_options, monkeypatch, options, fragment):

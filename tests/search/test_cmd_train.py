@@ -267,3 +267,30 @@ def test_train_draws_a_live_line_on_a_terminal(tiny_bert, tiny_reviews, tmp_path
     # the line is cleared before each evaluation's line, and none is left drawn after the last
     assert all(part.startswith("epoch ") for part in parts[1:] if not part.startswith("  training  [")), parts
     assert parts[-1].startswith("epoch 2.00 (step 12)") and parts[-1].endswith("\n")
+
+
+def test_run_and_train_say_how_many_rows_max_length_cut(cli, tiny_bert, tiny_reviews, tiny_options, tmp_path):
+    """The tiny reviews take 7 tokens each with [CLS] and [SEP]: --max-length 5 cuts every one."""
+    options = [*tiny_options(), "--max-length", "5"]  # the last --max-length wins
+    searched = cli("run", "--space", "quick-experiment", "--trials", 1, "--storage", f"sqlite:///{tmp_path / 's.db'}", *options)
+    assert searched.code == 0, searched.err
+    assert ("note: 48 of the 48 training rows and 32 of the 32 validation rows are longer than --max-length 5 tokens "
+            "and were cut to it (raise --max-length to keep more of each row)") in searched.err
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(PRESET.replace("num_train_epochs: 2", "num_train_epochs: 1"))
+    trained = cli("train", "--preset", preset, "--output", tmp_path / "out", "--model", tiny_bert, "--data", tiny_reviews,
+                  "--max-length", 5, "--threads", 1)
+    assert trained.code == 0, trained.err
+    assert re.search(r"note: (\d+) of the \1 training rows, (\d+) of the \2 validation rows and (\d+) of the \3 test rows "
+                     r"are longer than --max-length 5 tokens", trained.err)
+    kept = cli("train", "--preset", preset, "--output", tmp_path / "kept", "--model", tiny_bert, "--data", tiny_reviews,
+               "--max-length", 7, "--threads", 1)
+    assert kept.code == 0 and "--max-length" not in kept.err, kept.err
+
+
+def test_train_offers_no_option_only_a_search_uses(cli, tmp_path):
+    for option in ("--train-sample", "--eval-sample", "--rungs", "--evaluations", "--memory-budget"):
+        refused = cli("train", "--preset", "quick-experiment", "--output", tmp_path / "out", option, "4")
+        assert refused.code == 2 and f"unrecognized arguments: {option} 4" in refused.err
+        assert option not in cli("train", "--help").out
+    assert not (tmp_path / "out").exists()

@@ -511,7 +511,7 @@ def test_a_study_whose_rungs_followed_earlier_rules_is_not_resumed(rung_search, 
 
 
 @pytest.mark.parametrize(("options", "fragment"), [
-    (["--rungs", "0"], "workload rungs: must be a positive integer, got 0"),
+    (["--rungs", "0"], "--rungs: must be a positive integer, got 0"),
     (["--rungs", "two"], "invalid int value: 'two'"),
 ])
 def test_bad_rung_options_are_refused_before_anything_is_stored(rung_search, cli, tiny_options, options, fragment):
