@@ -67,7 +67,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", metavar="NAME|FILE", help="a scenario name (see 'lora-search spaces') or a space YAML file")
     parser.add_argument("--trials", type=int, metavar="N",
                         help="finished trials the study should hold (default: the space's study.trials, else 30)")
-    parser.add_argument("--timeout", metavar="DURATION", help="no new trial, and no new rung config, after this long, e.g. 30m, 2h, 1h30m; what is "
+    parser.add_argument("--timeout", metavar="DURATION", help="no new trial, and no new rung config, after this long, e.g. 30m, 2h, 1h30m (a bare number "
+                        "is seconds); what is "
                         "left trains when the same command runs again (default: the scenario's)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: SPACE.MODEL.DATA, e.g. memory-constrained.minilm.fine-food)")
     add_storage_option(parser, forms=True)

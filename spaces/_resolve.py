@@ -332,7 +332,9 @@ def _guide_band(key: str, profile: RunProfile) -> tuple[tuple[Any, Any] | None, 
     """The guide's band for a ranged parameter on this profile (None: none), and what it is for."""
     if key == "learning_rate":
         size = profile.model_parameters
-        return _rules.learning_rate_band(size), f"for a {format_count(size)}-parameter model" if size else "for a model of unknown size"
+        return _rules.learning_rate_band(size), (f"for a {format_count(size)}-parameter model" if size else
+                                                   "for a model of unknown size (run narrows it by the loaded model's; "
+                                                   "--model-parameters shows that, e.g. 22.7M for the embedded MiniLM)")
     band = _rules.epochs_band if key == "num_train_epochs" else _rules.weight_decay_band
     return band(profile.dataset_size), f"for {profile.dataset_size:,} examples"
 
@@ -343,7 +345,13 @@ def _intersect(key: str, kind: str, spec: ParamSpec, band: tuple[Any, Any], basi
         low = spec.low + math.ceil((low - spec.low) / spec.step - 1e-9) * spec.step
         high = spec.low + math.floor((high - spec.low) / spec.step + 1e-9) * spec.step
     if low <= high:
-        note = f"space {_fmt(spec.low)}..{_fmt(spec.high)} within the guide's {_fmt(band[0])}..{_fmt(band[1])} {basis}"
+        space, guide = f"space {_fmt(spec.low)}..{_fmt(spec.high)}", f"the guide's {_fmt(band[0])}..{_fmt(band[1])} {basis}"
+        if band[0] <= spec.low and spec.high <= band[1]:
+            note = f"{space}, inside {guide}"
+        elif low == high:
+            note = f"{space} meets {guide} at {_fmt(low)} alone"
+        else:
+            note = f"{space} narrowed to {guide}"
         return _collapse(Resolved(key, kind, low=low, high=high, log=spec.log, step=spec.step, note=note))
     # No overlap: the band is the guide's rule for this run's data or model, which the
     # space's range was written without knowing. Take the band's bound nearest the space.
@@ -369,11 +377,13 @@ def _fit_batch_choices(choices: tuple[int, ...], profile: RunProfile) -> tuple[t
     floor, cap = band
     gpu = f"{profile.gpu_memory_gb:g} GB"
     fitting = tuple(c for c in choices if floor <= c <= cap)
+    # under the guide's smallest row (4 GB: 2-4) the band is this project's, not the guide's
+    whose = "the guide's" if profile.gpu_memory_gb >= _rules.SMALLEST_ROW_GB else f"under the guide's {_rules.SMALLEST_ROW_GB:g} GB row,"
     if fitting:
-        return fitting, f"the guide's {floor}-{cap} per device on {gpu}"
+        return fitting, f"{whose} {floor}-{cap} per device on {gpu}"
     under = tuple(c for c in choices if c <= cap)
     if under:
-        return under, (f"all space choices under the guide's {floor}-{cap} for {gpu}: the space wins "
+        return under, (f"all space choices under {whose} {floor}-{cap} for {gpu}: the space wins "
                        "(a smaller batch fits, only slower, and the table assumes a small model)")
     # Every choice is over the cap: memory wins (out-of-memory fails the run outright).
     return (cap,), f"all space choices exceed the {cap} a {gpu} GPU holds: memory wins, {cap} taken"

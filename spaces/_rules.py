@@ -212,6 +212,7 @@ def effective_band_note(band: tuple[int, int]) -> str:
 # 16GB+ -> 16-32; a card between two rows gets the lower row (8 <= m < 16 is 8-16).
 # Below the 4GB row the guide's smallest batch, 2, is the most, with no floor.
 _BATCH_BANDS = ((16.0, (16, 32)), (8.0, (8, 16)), (4.0, (2, 4)))
+SMALLEST_ROW_GB = _BATCH_BANDS[-1][0]
 _UNDER_SMALLEST_ROW = (1, 2)
 
 

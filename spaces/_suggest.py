@@ -31,6 +31,10 @@ def suggest_scenario(gpu_memory_gb: float | None, hours: float | None) -> tuple[
         reasons.append("no GPU: training runs in fp32 on the CPU, so prefer short budgets")
     else:
         reasons.append(f"{gpu_memory_gb:g} GB of GPU memory is 8 GB or more: no need for the memory-constrained space")
+    if hours is None and gpu_memory_gb is None:
+        reasons.append("no time budget given (--hours): on a CPU the quick-experiment space, whose searches are the "
+                       "shortest but time-constrained's; --hours picks another")
+        return "quick-experiment", reasons
     if hours is None:
         reasons.append("no time budget given (--hours): the balanced standard space; --hours picks another")
         return "standard", reasons

@@ -19,6 +19,9 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 # Model sizes as people name them: '7B', '110M', '1.5B' (decimal, as model cards count).
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+# A bare count under a million is a size written without its unit ('7' for 7B): no
+# pretrained transformer worth a LoRA search is that small.
+BARE_COUNT_FLOOR = 10**6
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
 
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -67,6 +70,9 @@ def parse_count(text: str | int) -> int:
         if match is None:
             raise SpaceError(f"model size {text!r} not understood: write e.g. '7B', '110M' or '13000000000' (parameters)")
         value = float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()]
+        if not match.group(2) and 0 < value < BARE_COUNT_FLOOR:
+            raise SpaceError(f"model size {text!r} would be {text.strip()} parameters: give the unit, e.g. "
+                             f"'{text.strip()}B' or '{text.strip()}M'")
     _positive_and_finite(value, f"model size {text!r}")
     return round(value)
 

@@ -98,6 +98,8 @@ def test_show_a_user_file(capsys, tmp_path):
         (["spaces", "suggest", "--hours", "inf", "--cpu"], "and finite, got inf"),
         (["spaces", "suggest", "--hours", "nan", "--cpu"], "and finite, got nan"),
         (["spaces", "suggest", "--gpu-memory", "infGB"], "memory size 'infGB' not understood"),
+        (["spaces", "suggest", "--hours", "3x", "--cpu"], "--hours '3x' not understood: write a number of hours"),
+        (["spaces", "show", "standard", "--cpu", "--model-parameters", "7"], "model size '7' would be 7 parameters"),
         (["spaces", "show", "standard", "--cpu", "--model-parameters", "big"], "model size 'big' not understood"),
     ],
 )
@@ -126,7 +128,10 @@ def test_invalid_space_file_exit_2(capsys, tmp_path):
         (["--gpu-memory", "24GB", "--hours", "0.5"], "time-constrained", "30 minutes"),
         (["--gpu-memory", "16GB", "--hours", "4"], "standard", "2 to 8 hours"),
         (["--gpu-memory", "24GB", "--hours", "12"], "production", "8 hours or more"),
-        (["--cpu"], "standard", "no time budget"),
+        (["--cpu"], "quick-experiment", "no time budget given (--hours): on a CPU"),
+        (["--gpu-memory", "16"], "standard", "no time budget given (--hours): the balanced standard space"),
+        (["--cpu", "--hours", "30m"], "time-constrained", "0.5 h is at most the guide's 30 minutes"),
+        (["--gpu-memory", "16GB", "--hours", "3h"], "standard", "3 h falls in the guide's standard window"),
     ],
 )
 def test_suggest_explains(capsys, argv, name, why):
