@@ -153,11 +153,17 @@ def report(work: Path, out: Path, scale: int, started: float, load_at_start: lis
                                         ("command", "command")], phase_rows)]
     targets: dict[str, Any] = {}
 
+    # A study file a killed phase left half-made must not cost the report: its section says so.
+    record["unreadable"] = {}
     demo = work / "demo.db"
     if demo.exists():
-        record["demo"] = study_summary(f"sqlite:///{demo}", "memory-constrained.minilm.fine-food")
-        sections.append(f"### Default demo\n\nTrials by outcome: {record['demo']['outcomes']}; best eval_loss "
-                        f"{_common.fmt(record['demo']['best_value'])}.\n")
+        try:
+            record["demo"] = study_summary(f"sqlite:///{demo}", "memory-constrained.minilm.fine-food")
+            sections.append(f"### Default demo\n\nTrials by outcome: {record['demo']['outcomes']}; best eval_loss "
+                            f"{_common.fmt(record['demo']['best_value'])}.\n")
+        except Exception as error:  # any failure to read it is reported, not raised
+            record["unreadable"]["demo.db"] = f"{type(error).__name__}: {error}"
+            sections.append(f"### Default demo\n\nUnreadable: {record['unreadable']['demo.db']}\n")
 
     log = work / "logs" / "rung-workers.log"
     if log.exists():  # each config's line at the rung names the device its worker trained it on
@@ -176,9 +182,14 @@ def report(work: Path, out: Path, scale: int, started: float, load_at_start: lis
         if not (work / filename).exists():
             continue
         storage = f"sqlite:///{work / filename}"
-        rows = memory_rows(storage, study, judged=cuda)
-        record["memory"][study] = {"summary": study_summary(storage, study), "rows": rows}
         section = f"### Memory, {heading} (`{study}`)\n\n"
+        try:
+            rows = memory_rows(storage, study, judged=cuda)
+            record["memory"][study] = {"summary": study_summary(storage, study), "rows": rows}
+        except Exception as error:  # as the demo's
+            record["unreadable"][filename] = f"{type(error).__name__}: {error}"
+            sections.append(section + f"Unreadable: {record['unreadable'][filename]}\n")
+            continue
         if not rows:
             sections.append(section + "No trial trained.\n")
             continue

@@ -40,6 +40,9 @@ with zipfile.ZipFile(wheel) as whole, zipfile.ZipFile(target / wheel.name, "w", 
 PY
 rm -rf .dev/bitsandbytes
 
+# the sources the wheel was built from, which gpu_device.sh checks the tree it runs in against
+bash benchmarks/gpu_stamp.sh >.dev/stamp
+
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 carried=$(du -sb .dev | cut -f1)
 echo "gpu_bundle: .dev $((carried / 1048576)) MiB + working tree $((tree / 1048576)) MiB of the 64 MiB a device run takes"

@@ -9,6 +9,8 @@ Rough on purpose (a budget check, not a profiler), and errs high:
   Activation Recomputation in Large Transformer Models": s*b*h*(34 + 5*a*s/h) bytes in
   16-bit (doubled for fp32); with gradient checkpointing each layer keeps only its
   16-bit input, 2*s*b*h bytes, plus one layer recomputed in full;
+- what peft's adapter keeps for each adapted linear layer beyond the base's own, per element
+  of that layer's input (``adapter_input_bytes``);
 - for causal LM the logits, their softmax and gradient: 3 * b*s*vocab in float32;
 - a fixed 0.25 GB for the framework's workspace.
 """
@@ -21,11 +23,29 @@ GB = 1024**3
 WORKSPACE_GB = 0.25
 
 
+def adapter_input_bytes(precision: str, dropout: bool) -> int:
+    """Bytes an adapted linear layer keeps for backward per element of its input, beside what
+    the base layer keeps.
+
+    peft casts the input to the adapter's fp32 (``_cast_input_dtype``) and runs
+    ``lora_A(dropout(x))``. Under 16-bit autocast ``lora_A`` casts that back and keeps the
+    16-bit copy (autocast caches casts of weights, not of activations): 2 bytes. In fp32
+    ``lora_A`` keeps its input itself, which without dropout is the tensor the base layer
+    keeps already: 0 bytes. Dropout adds about 3 bytes in 16-bit and 4 in fp32, as measured on
+    the CPU (tests/objectives/test_memory.py); CUDA's fused dropout keeps a byte mask, so there
+    this errs high by a few bytes, as the estimate means to.
+    """
+    if precision in ("fp16", "bf16"):
+        return 2 + (3 if dropout else 0)
+    return 4 if dropout else 0
+
+
 def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: Any, max_length: int, task: str,
                                 precision: str) -> dict[str, float]:
     """Breakdown in GB (keys weights, adapter_and_optimizer, activations, logits, workspace, total)
-    of training ``config`` in ``precision``, what it really trains in (an fp32 config over a GPU's
-    half-precision base trains under half autocast, see ``training_precision``)."""
+    of training ``config`` in ``precision``, the precision it really trains in (an fp32 config
+    over a GPU's half-precision base trains under half autocast, see ``training_precision``);
+    ``model`` has the adapter attached."""
     architecture = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     hidden = _first(architecture, ("hidden_size", "n_embd", "d_model"), 768)
     layers = _first(architecture, ("num_hidden_layers", "n_layer", "num_layers"), 12)
@@ -37,7 +57,11 @@ def estimate_training_memory_gb(model: Any, trainable_parameters: int, config: A
     adapter = trainable_parameters * 16
     # The per-layer formula counts 16-bit activations; float32 ones take twice the bytes.
     precision_factor = 1 if precision in ("fp16", "bf16") else 2
-    full_layer = sequence * batch * hidden * (34 + 5 * heads * sequence / hidden) * precision_factor
+    # the adapted layers' inputs, per transformer layer (all-linear adapts several per layer)
+    adapted = sum(module.in_features for module in model.modules()
+                  if hasattr(module, "lora_A") and isinstance(getattr(module, "in_features", None), int)) / layers
+    adapter_inputs = sequence * batch * adapted * adapter_input_bytes(precision, config.lora.lora_dropout > 0)
+    full_layer = sequence * batch * hidden * (34 + 5 * heads * sequence / hidden) * precision_factor + adapter_inputs
     if config.gradient_checkpointing:
         activations = layers * 2 * sequence * batch * hidden * precision_factor + full_layer
     else:

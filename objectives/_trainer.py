@@ -20,11 +20,14 @@ def training_precision(precision: str, base_precision: str) -> str:
 
     An fp32 base is the CPU's, where fp16 autocast with a gradient scaler is missing: fp16
     runs as fp32. A half-precision base (a GPU's) meets the fp32 adapter and head only
-    under autocast: fp32 runs in the base's precision.
+    under autocast, and in its own half: the base is bf16 only where the GPU computes in
+    bf16, which the guide prefers to fp16 there (fp16 autocast over bf16 weights would also
+    overflow activations a bf16-trained model produces beyond fp16's 65,504), and fp16 where
+    it does not, where bf16 autocast is not to be had.
     """
     if base_precision == "fp32":
         return "fp32" if precision == "fp16" else precision
-    return base_precision if precision == "fp32" else precision
+    return base_precision
 
 
 def accumulation_here(config: TrainingConfig, config_devices: int, parallel: int) -> int:

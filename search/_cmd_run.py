@@ -77,7 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes on this study: one GPU each, or the CPU cores split between them; "
                         "the rungs train on them too (default 1)")
-    parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3 (default: all GPUs)")
+    parser.add_argument("--devices", metavar="LIST", help="GPUs for the workers, e.g. 0,1,3, numbered as "
+                        "within CUDA_VISIBLE_DEVICES where it is set (default: all GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines, only the summary")
     add_report_to_option(parser, runs="Each trial is a run STUDY/trial-N (its search parameters, LoRA settings, "
                          "training loss, evaluations, derived values and value) in a group named after the study; "

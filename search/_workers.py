@@ -57,13 +57,17 @@ def parse_devices(text: str) -> list[int]:
 
 
 def plan_workers(workers: int, *, accelerator: str, gpu_count: int, cpu_cores: int,
-                 devices: list[int] | None = None) -> list[WorkerSlot]:
+                 devices: list[int] | None = None, visible: str | None = None) -> list[WorkerSlot]:
     """Assign devices and threads to ``workers`` processes (pure: no hardware is probed).
 
     GPUs: worker i owns the i-th GPU of ``devices`` (default: all ``gpu_count``), which
     it sees as its only GPU; more workers than GPUs is an error, since two trials on one
     GPU fight over its memory. CPU: each worker gets ``cpu_cores // workers`` threads
     (at least 1); more workers than cores still runs, one thread each.
+
+    GPUs are numbered as torch numbers them in this process: within ``visible``, this
+    process's own ``CUDA_VISIBLE_DEVICES`` where it has one (a scheduler's "4,5" makes GPU
+    0 the physical 4), so a worker's ``CUDA_VISIBLE_DEVICES`` is that list's entry.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise WorkerError(f"--workers must be a whole number >= 1, got {workers!r}")
@@ -82,9 +86,10 @@ def plan_workers(workers: int, *, accelerator: str, gpu_count: int, cpu_cores: i
             )
         # a GPU worker needs few CPU threads (data loading, the optimizer's bookkeeping)
         threads = max(1, cpu_cores // workers)
+        entries = [entry.strip() for entry in visible.split(",")] if visible else None
         return [
-            WorkerSlot(i, f"cuda:{gpu}", threads, {"CUDA_VISIBLE_DEVICES": str(gpu), ENV_WORKER_ID: str(i),
-                                                   ENV_DEVICE: f"cuda:{gpu}"})
+            WorkerSlot(i, f"cuda:{gpu}", threads, {"CUDA_VISIBLE_DEVICES": entries[gpu] if entries else str(gpu),
+                                                   ENV_WORKER_ID: str(i), ENV_DEVICE: f"cuda:{gpu}"})
             for i, gpu in enumerate(chosen[:workers])
         ]
     if devices is not None:
@@ -108,6 +113,7 @@ def local_slots(workers: int, devices: str | None) -> list[WorkerSlot]:
         gpu_count=hardware["devices"] if hardware["accelerator"] == "cuda" else 0,
         cpu_cores=cpu_cores,
         devices=parse_devices(devices) if devices is not None else None,
+        visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
 
 

@@ -52,8 +52,8 @@ def assert_well_formed(table: list[list[str]]) -> None:
 
 # the longest first, so the pairs finish close together
 START_ORDER = ("gpu_check", "transfer", "workers", "storage_workers", "pruning", "overhead", "peer", "search_vs_guide", "throughput")
-GPU_CHECK_PHASES = ["llama", "lm-search", "overhead-1b", "throughput", "lm-4bit", "demo", "overhead-minilm", "tests",
-                    "rung-workers", "train"]
+GPU_CHECK_PHASES = ["llama", "lm-search", "overhead-1b", "throughput", "lm-4bit", "rung-workers", "train", "demo",
+                    "overhead-minilm", "tests"]
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +213,10 @@ def test_gpu_check_dry_run(results, quick_runs):
 
     assert ("gpu_processes" in record) == (shutil.which("nvidia-smi") is not None)  # sampled where there is a GPU
     assert bool(record["targets"]) == cuda, "the targets are judged on a GPU only"
+    assert record["unreadable"] == {}
+    # every phase's whole log and the study files come back beside the report
+    assert {f"{name}.log" for name in GPU_CHECK_PHASES} <= {path.name for path in (out / "logs").iterdir()}
+    assert {"lm.db", "lm4.db", "demo.db", "rung-workers.db"} <= {path.name for path in (out / "logs").iterdir()}
     found = tables((out / "gpu_check.md").read_text())
     assert len(found) >= 6
     for table in found:
@@ -444,3 +448,24 @@ def test_search_vs_guide_resumes_from_its_studies_folder(tmp_path):
     assert {name: starts[:2] for name, starts in after.items()} == before  # the first run's trials, kept
     assert all(len(starts) == 3 for starts in after.values())  # and one more each
     assert record["summary"]["total_trials"] == 2 * 3
+
+
+def test_gpu_check_reports_a_study_file_a_killed_phase_left_half_made(monkeypatch, tmp_path, capsys):
+    """A phase killed after it made its SQLite file but before its study: the report says the file
+    is unreadable and still writes everything else."""
+    import sqlite3
+    import time
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _gpu_check
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "phases.tsv").write_text("lm-search\ttimed out\t100.000\t100\tpython -m lora_search run\n")
+    sqlite3.connect(work / "lm.db").execute("create table unrelated (x)").connection.commit()
+    (work / "demo.db").write_bytes(b"not a database at all")
+    assert _gpu_check.report(work, out, 0, time.time(), None) == 1  # the phase timed out
+    record = json.loads((out / "gpu_check.json").read_text())
+    assert set(record["unreadable"]) == {"lm.db", "demo.db"} and record["memory"] == {}
+    text = (out / "gpu_check.md").read_text()
+    assert "**Phases not ok:** lm-search" in text and text.count("Unreadable: ") == 2

@@ -181,7 +181,9 @@ def test_model_parameters_counts_the_whole_base_without_the_adapter(tiny_objecti
 
 def test_replay_reproduces_the_trial_value(tiny_objective, tiny_workload, good_config):
     trial = run_configs(tiny_objective, [good_config]).trials[0]
-    assert replay(tiny_workload, good_config, objective=tiny_objective) == trial.value
+    # exact on the CPU; CUDA kernels may sum in another order from run to run
+    exact = not torch.cuda.is_available()
+    assert replay(tiny_workload, good_config, objective=tiny_objective) == (trial.value if exact else pytest.approx(trial.value, rel=1e-3))
 
 
 @pytest.mark.parametrize(

@@ -124,8 +124,8 @@ def test_base_precision(cuda, bf16_supported, precision):
     ("config", "base", "trains_in"),
     [
         ("fp32", "fp32", "fp32"), ("fp16", "fp32", "fp32"), ("bf16", "fp32", "bf16"),  # the CPU: no fp16 autocast
-        ("fp32", "bf16", "bf16"), ("fp16", "bf16", "fp16"), ("bf16", "bf16", "bf16"),  # a GPU: half base, autocast always
-        ("fp32", "fp16", "fp16"), ("fp16", "fp16", "fp16"),
+        ("fp32", "bf16", "bf16"), ("fp16", "bf16", "bf16"), ("bf16", "bf16", "bf16"),  # a GPU: autocast in the base's half
+        ("fp32", "fp16", "fp16"), ("fp16", "fp16", "fp16"), ("bf16", "fp16", "fp16"),
     ],
 )
 def test_training_precision(config, base, trains_in):

@@ -7,6 +7,7 @@ import math
 
 import pandas
 import pytest
+import torch
 
 from lora_search.objectives import Workload, train_with_preset
 
@@ -62,10 +63,14 @@ def test_train_scores_the_kept_checkpoint_on_the_test_split(tiny_bert, good_conf
                                 "test": {"examples": 40, "source": "split 'test'"}}
     metrics = record["metrics"]
     assert set(metrics) == {f"{role}_{name}" for role in ("validation", "test") for name in ("loss", "accuracy", "f1")}
+    # the re-evaluation runs in fp32 on the CPU; on a GPU the Trainer scored over a bf16 base
+    # (a row near the boundary may flip)
+    on_gpu = torch.cuda.is_available()
+    rel = 2e-2 if on_gpu else 1e-4
     for role, frame in (("validation", splits["validation"]), ("test", splits["test"])):
         independent = evaluate_adapter(tiny_bert, str(tmp_path / "adapter"), frame, ["neg", "pos"])
-        assert metrics[f"{role}_loss"] == pytest.approx(independent["loss"], rel=1e-4)
-        assert metrics[f"{role}_accuracy"] == pytest.approx(independent["accuracy"])
+        assert metrics[f"{role}_loss"] == pytest.approx(independent["loss"], rel=rel)
+        assert metrics[f"{role}_accuracy"] == pytest.approx(independent["accuracy"], abs=1.5 / len(frame) if on_gpu else 1e-12)
     # the skewed test split scores differently from validation
     assert metrics["test_accuracy"] != metrics["validation_accuracy"]
     assert metrics["test_loss"] != pytest.approx(metrics["validation_loss"], rel=1e-3)

@@ -46,6 +46,15 @@ def test_device_list_picks_the_gpus():
     assert [s.device for s in plan_workers(1, accelerator="cuda", gpu_count=4, cpu_cores=8, devices=[2])] == ["cuda:2"]
 
 
+@pytest.mark.parametrize(("visible", "expected"), [("4,5,6", ["4", "6"]), ("GPU-a1, GPU-b2,MIG-c3", ["GPU-a1", "MIG-c3"])])
+def test_a_workers_gpu_is_the_entry_of_the_parents_visible_devices(visible, expected):
+    """Under CUDA_VISIBLE_DEVICES=4,5,6 (a scheduler's), torch's GPU 2 is the physical 6: the
+    worker must see that one, not the physical GPU 2."""
+    slots = plan_workers(2, accelerator="cuda", gpu_count=3, cpu_cores=8, devices=[0, 2], visible=visible)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == expected
+    assert [s.device for s in slots] == ["cuda:0", "cuda:2"]
+
+
 def test_fewer_workers_than_listed_gpus_use_the_first():
     slots = plan_workers(2, accelerator="cuda", gpu_count=8, cpu_cores=8, devices=[5, 6, 7])
     assert [s.device for s in slots] == ["cuda:5", "cuda:6"]
