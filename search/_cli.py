@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 EPILOG = """\
 a typical session:
-  lora-search spaces suggest --gpu-memory 8GB        which scenario fits my situation?
+  lora-search spaces suggest --gpu-memory 4GB        which scenario fits my situation?
   lora-search run --space memory-constrained --trials 30
   lora-search dashboard                              watch the study in optuna-dashboard
   lora-search export <study> --name my-preset        keep the winner as a named preset

@@ -17,6 +17,9 @@ sections, a flat mapping of TrainingConfig fields, or another trainer's config: 
 Hugging Face TrainingArguments file (with peft LoraConfig keys beside it or under
 lora_config:) or an axolotl YAML. Keys that mean nothing to lora-search's settings
 (model, data, output folder, seed, ...) are ignored; unknown keys are all named.
+An exported preset is judged for the training rows and model size it recorded, unless
+--dataset-size or --model-parameters say otherwise; the hardware is this machine's or
+the options'.
 
   lora-search check studies/presets/my-preset.yaml --gpu-memory 8GB
   lora-search check memory-constrained --gpu-memory 4GB
@@ -36,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from ._presets import find_preset
     from .spaces import check_config
 
-    config = find_preset(args.config).config
-    profile = profile_from_args(args)
+    preset = find_preset(args.config)
+    config = preset.config
+    # an exported preset was searched on known data and model: judge it for them unless told otherwise
+    profile = profile_from_args(args, recorded=preset.provenance.get("profile"))
     findings = check_config(config, profile)
     if not findings:
         print(f"{args.config}: no common mistakes for {profile.describe()}")

@@ -50,9 +50,9 @@ DEFAULT_DATASET_SIZE = 3200  # the embedded reviews' training rows: 4,000 less t
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
     """The options that describe the run a space or config is fitted to."""
     group = parser.add_argument_group("the run (default: this machine's hardware, detected)")
-    group.add_argument("--dataset-size", type=int, default=DEFAULT_DATASET_SIZE, metavar="N",
+    group.add_argument("--dataset-size", type=int, metavar="N",
                        help=f"training examples in the full training split (default {DEFAULT_DATASET_SIZE:,}, the embedded reviews' "
-                       "once validation is held out)")
+                       "once validation is held out; for an exported preset, check takes the size it recorded)")
     group.add_argument("--gpu-memory", metavar="SIZE", help="memory of one GPU, e.g. 8GB or 8192MiB; a bare number is GB "
                        "(implies a CUDA run)")
     group.add_argument("--devices", type=int, metavar="N", help="GPUs training together (default 1; needs --gpu-memory)")
@@ -67,24 +67,29 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
                        help="the base loaded quantized, as 'run --quantize' does (default: 16-bit on a GPU, or 4-bit where that does not fit)")
 
 
-def profile_from_args(args: argparse.Namespace) -> RunProfile:
+def profile_from_args(args: argparse.Namespace, recorded: dict | None = None) -> RunProfile:
+    """The run the options describe; the data and model sizes they leave out come from
+    ``recorded`` (an exported preset's profile) where given, the hardware from this machine."""
     from .spaces import RunProfile, SpaceError, bf16_assumed, parse_count, parse_memory
 
     if args.gpu_memory is None and (args.devices is not None or args.bf16 is not None):
         raise SpaceError("--devices and --bf16 describe GPUs: give --gpu-memory too")
     if args.cpu and args.gpu_memory is not None:
         raise SpaceError("--cpu and --gpu-memory contradict each other: give one")
-    model = {"model_parameters": parse_count(args.model_parameters)} if args.model_parameters is not None else {}
+    recorded = recorded or {}
+    size = args.dataset_size if args.dataset_size is not None else recorded.get("dataset_size", DEFAULT_DATASET_SIZE)
+    parameters = parse_count(args.model_parameters) if args.model_parameters is not None else recorded.get("model_parameters")
+    model = {"model_parameters": parameters} if parameters is not None else {}
     model["quantization"] = args.quantize
     if args.gpu_memory is not None:
         memory = parse_memory(args.gpu_memory)
         bf16 = bf16_assumed(memory) if args.bf16 is None else args.bf16
-        return RunProfile(args.dataset_size, "cuda", 1 if args.devices is None else args.devices, memory, bf16, **model)
+        return RunProfile(size, "cuda", 1 if args.devices is None else args.devices, memory, bf16, **model)
     if args.cpu:
-        return RunProfile(args.dataset_size, **model)
+        return RunProfile(size, **model)
     from .objectives import detect_hardware
 
-    return RunProfile(args.dataset_size, **detect_hardware(), **model)
+    return RunProfile(size, **detect_hardware(), **model)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -78,6 +78,19 @@ def test_model_size_sets_the_learning_rate_limits(capsys, tmp_path):
     assert code == 1 and "learning-rate-too-high" in out and "for a 13B-parameter model" in out
 
 
+def test_an_exported_preset_is_judged_for_the_data_and_model_it_recorded(capsys, tmp_path):
+    """A preset searched on a 13B model with 50,000 rows: its 1e-3 is too high for that model,
+    without --model-parameters; the options still say otherwise where given."""
+    recorded = CLEAN.replace("learning_rate: 5.0e-4", "learning_rate: 1.0e-3") + (
+        "  profile: {dataset_size: 50000, accelerator: cuda, devices: 1, gpu_memory_gb: 8.0, bf16_supported: true, "
+        "model_parameters: 13000000000}\n")
+    code, out, _ = _check(capsys, tmp_path, recorded, "--gpu-memory", "8GB", "--bf16")
+    assert code == 1 and "learning-rate-too-high" in out and out.splitlines()[-1].endswith(
+        "for 50,000 training examples, cuda 8 GB (bf16), 13B-parameter model")
+    code, out, _ = _check(capsys, tmp_path, recorded, "--gpu-memory", "8GB", "--bf16", "--model-parameters", "110M", "--dataset-size", "4000")
+    assert code == 0 and "for 4,000 training examples" in out and "110M-parameter model" in out
+
+
 def test_flat_config_and_cpu(capsys, tmp_path):
     flat = "learning_rate: 5.0e-4\nprecision: bf16\nearly_stopping_patience: 2\neval_steps: 31\nsave_steps: 31\n"
     code, out, _ = _check(capsys, tmp_path, flat, "--cpu")
