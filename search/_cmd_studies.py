@@ -27,11 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._progress import format_value
     from ._storage import open_storage, storage_label
     from ._rungs import rung_record
     from ._study import ATTR_DIRECTION, ATTR_METRIC, ATTR_SPACE
-    from ._trials import baseline_trial, count_states, ranked_trials, standing_value
+    from ._trials import baseline_trial, count_states, ranked_trials
 
     storage = open_storage(args.storage, create=False)
     studies = sorted(storage.get_all_studies(), key=lambda s: s.study_name)
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             attrs.get(ATTR_SPACE, "-"),
             f"{attrs.get(ATTR_METRIC, 'value')} ({direction[:3]})",
             str(counts.complete), str(counts.pruned), str(counts.infeasible), str(counts.failed), str(counts.running),
-            format_value(standing_value(ranked[0], rungs)["value"]) if ranked else "-",
+            _value_cell(ranked[0], rungs) if ranked else "-",
             _baseline_cell(base, rungs),
         ))
     print(f"studies in {storage_label(args.storage)}:")
@@ -63,14 +62,24 @@ def run(args: argparse.Namespace) -> int:
 def _baseline_cell(base: FrozenTrial | None, rungs: list[dict[str, Any]]) -> str:
     """The baseline's value, or its outcome where it has none to compare (infeasible: its
     value broke a constraint, as 'show' and 'run' say)."""
-    from ._progress import format_value
-    from ._trials import standing_value, trial_outcome
+    from ._trials import trial_outcome
 
     if base is None or base.value is None:
         return "-" if base is None else trial_outcome(base)
     if trial_outcome(base) == "infeasible":
         return "infeasible"
-    return format_value(standing_value(base, rungs)["value"])
+    return _value_cell(base, rungs)
+
+
+def _value_cell(trial: FrozenTrial, rungs: list[dict[str, Any]]) -> str:
+    """A trial's standing value, with the rung it was measured at where that is above the proxy."""
+    from ._progress import format_value
+    from ._rungs import highest_entry
+
+    entry = highest_entry(trial, rungs) if rungs else None
+    if entry is None or entry["rung"] == 0:
+        return format_value(trial.value)
+    return f"{format_value(entry['value'])} (rung {entry['rung']})"
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:

@@ -92,7 +92,7 @@ def test_the_winner_is_the_best_at_the_top_rung_everywhere(rung_search, cli, tmp
     assert order[:len(top)] == sorted(top, key=top.get) and order[len(top):len(top) + len(rung1_only)] == rung1_only
 
     listed = cli("studies", "--storage", rung_search["storage"])
-    assert f"{top[winner]:.4g}" in listed.out
+    assert f"{top[winner]:.4g} (rung 2)" in listed.out
 
     report = cli("report", STUDY, "--storage", rung_search["storage"], "--output", tmp_path / "report.html")
     assert report.code == 0, report.err
