@@ -28,7 +28,8 @@ preset, or the config file another trainer loads, written to studies/exports/:
   axolotl        NAME.axolotl.yaml: axolotl's keys (micro_batch_size, num_epochs, lora_r, ...)
   llama-factory  NAME.llama-factory.yaml: LLaMA-Factory's keys (finetuning_type: lora,
                  lora_rank, lora_target, ...)
-The 'attention' target is written as peft's attention modules for the study's model.
+The 'attention' target (peft's default for the architecture: query and value on BERT,
+q_proj and v_proj on Llama) is written as those module names for the study's model.
 lora-search check and train --preset read hf and axolotl files back (axolotl has no
 early-stopping threshold, nor eval_steps beside evals_per_epoch: they read back as
 the defaults).

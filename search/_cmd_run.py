@@ -30,10 +30,12 @@ examples:
   lora-search run --space memory-constrained --trials 30 --rungs 3   (128, 512, 2,048 examples)
 
 samplers: tpe (default; models parameters jointly), random, gp (Gaussian process),
-cmaes, qmc (quasi-random, even coverage). All are seeded by --seed.
+cmaes (CMA-ES, an evolution strategy over the numeric parameters; choices are drawn at
+random; needs the cmaes package), qmc (quasi-random, even coverage). All are seeded by --seed.
 pruners: successive-halving (default unless the scenario names one), median,
 percentile (best quarter only), hyperband, patient (median, with two bad evaluations
-of grace), wilcoxon, threshold (only diverged trials), none.
+of grace), wilcoxon (stops a trial whose evaluations are worse than the best trial's at
+the same points, by a signed-rank test at p 0.1), threshold (only diverged trials), none.
 
 rungs: with --rungs K the winner is chosen on more data than the proxy's, by successive
 halving over whole rungs. The trials are rung 0 (--train-sample examples, scored on

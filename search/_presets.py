@@ -235,7 +235,8 @@ def trainer_document(document: dict[str, Any], fmt: str) -> dict[str, Any]:
     under the installed transformers' names, and ``EarlyStoppingCallback(**doc["early_stopping"])``
     when its patience is above 0; axolotl and llama-factory: their YAML keys (neither has
     an early-stopping threshold; llama-factory no early stopping).
-    The 'attention' target is written as peft's attention modules for the study's model.
+    The 'attention' target is written as peft's attention modules for the study's model, in
+    every format.
     """
     from .objectives import model_location, quiet_libraries, training_arguments
     from .spaces import trainer_values
@@ -243,14 +244,17 @@ def trainer_document(document: dict[str, Any], fmt: str) -> dict[str, Any]:
     quiet_libraries()  # peft imports bitsandbytes, whose notices are not this export's
     preset = Preset(document["name"], "export", TrainingConfig.from_dict(document["config"]), document)
     config, lora, output_dir = preset.config, preset.config.lora, f"out/{preset.name}"
+    model = model_location(preset_workload(preset).model)[0]
+    attention = None if lora.target_modules == "all-linear" else attention_modules(model)
     if fmt == "hf":
         arguments = training_arguments(config, output_dir=output_dir, metric_for_best_model=preset.metric,
                                        greater_is_better=preset.greater_is_better)
         early_stopping = {"early_stopping_patience": config.early_stopping_patience,
                           "early_stopping_threshold": config.early_stopping_threshold}
-        return {"training_arguments": arguments, "lora_config": lora_config_kwargs(preset), "early_stopping": early_stopping}
-    model = model_location(preset_workload(preset).model)[0]
-    attention = None if lora.target_modules == "all-linear" else attention_modules(model)
+        lora_config = lora_config_kwargs(preset)
+        if attention is not None:  # the names peft would pick for None, written out
+            lora_config["target_modules"] = attention
+        return {"training_arguments": arguments, "lora_config": lora_config, "early_stopping": early_stopping}
     precision = {"bf16": config.precision == "bf16", "fp16": config.precision == "fp16"}
     if fmt == "axolotl":
         values = trainer_values("axolotl", config)

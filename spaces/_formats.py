@@ -128,7 +128,9 @@ _HF_MARKERS = (set(HF_KEYS) | set(HF_IGNORED) | set(_HF_SECTIONS)) - _TRAINING_F
 
 
 def foreign_form(data: dict[str, Any]) -> str | None:
-    """'axolotl' or 'hf' for another trainer's config, None for lora-search's own layout."""
+    """'axolotl', 'hf' or 'llama-factory' for another trainer's config, None for lora-search's own layout."""
+    if "finetuning_type" in data:  # LLaMA-Factory's own key
+        return "llama-factory"
     if _AXOLOTL_MARKERS & set(data):
         return "axolotl"
     if _HF_MARKERS & set(data):
@@ -138,6 +140,9 @@ def foreign_form(data: dict[str, Any]) -> str | None:
 
 def foreign_settings(data: dict[str, Any], form: str, *, source: str, from_yaml: bool) -> dict[str, Any]:
     """The TrainingConfig data (``TrainingConfig.from_dict``'s layout) another trainer's file sets."""
+    if form == "llama-factory":
+        raise SpaceError(f"{source}: a LLaMA-Factory config, which lora-search writes (export --format llama-factory) but "
+                         "does not read back: check or train the study's lora-search preset, or its hf or axolotl export")
     if form == "hf":
         keys, ignored, label = HF_KEYS, HF_IGNORED, "Hugging Face TrainingArguments/LoraConfig"
         data = _hf_flattened(data, source)
@@ -147,8 +152,14 @@ def foreign_settings(data: dict[str, Any], form: str, *, source: str, from_yaml:
             data = {key: value for key, value in data.items() if key != "lora_target_modules"}
     unknown = sorted(set(data) - set(keys) - set(ignored))
     if unknown:
+        import difflib
+
+        named = []
+        for key in unknown:
+            near = difflib.get_close_matches(key, [*keys, *ignored], n=1, cutoff=0.75)
+            named.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
         raise SpaceError(
-            f"{source}: unknown {label} keys {', '.join(map(repr, unknown))}: "
+            f"{source}: unknown {label} keys {', '.join(named)}: "
             f"lora-search reads {', '.join(sorted(keys))} and ignores {', '.join(sorted(ignored))}"
         )
     settings: dict[str, Any] = {}

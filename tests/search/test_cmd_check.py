@@ -190,5 +190,5 @@ def test_other_trainers_files(capsys, tmp_path, name, text):
                     .replace('"output_dir": "out"', '"output_dir": "out", "max_stepz": 1, "rr": 4'))
     assert main(["check", str(path), *GPU]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and ("unknown Hugging Face TrainingArguments/LoraConfig keys 'max_stepz', 'rr'" if hugging_face
-                                     else "unknown axolotl keys 'lora_rr', 'micro_batchsize'") in err
+    assert err.count("\n") == 1 and ("unknown Hugging Face TrainingArguments/LoraConfig keys 'max_stepz', 'rr'" if hugging_face else "unknown axolotl keys 'lora_rr' (did you mean "
+                                     "'lora_r'?), 'micro_batchsize' (did you mean 'micro_batch_size'?)") in err

@@ -273,6 +273,8 @@ def test_export_for_other_trainers_loads_there_and_reads_back(searched, tmp_path
     adapter = LoraConfig(**hf["lora_config"])
     assert (adapter.r, adapter.lora_alpha, adapter.lora_dropout, adapter.task_type, adapter.use_rslora) == (
             lora.r, lora.lora_alpha, lora.lora_dropout, "SEQ_CLS", lora.use_rslora)
+    # 'attention' is written as the modules peft would pick for the model, as for the other trainers
+    assert adapter.target_modules == ("all-linear" if modules is None else set(modules))
 
     axolotl = yaml.safe_load(files["axolotl"].read_text())
     assert {key: axolotl.get(key) for key in ("adapter", "base_model", "micro_batch_size", "gradient_accumulation_steps",

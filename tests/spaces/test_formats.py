@@ -102,7 +102,8 @@ def test_ignored_keys_are_ignored(tmp_path):
     [
         ({"output_dir": "o", "max_stepz": 1, "foo": 2, "learning_rate": 0.1},
          "unknown Hugging Face TrainingArguments/LoraConfig keys 'foo', 'max_stepz': lora-search reads .* and ignores .*output_dir"),
-        ({"micro_batch_size": 2, "lora_rr": 8, "zz": 1}, "unknown axolotl keys 'lora_rr', 'zz'"),
+        ({"micro_batch_size": 2, "lora_rr": 8, "zz": 1}, "unknown axolotl keys 'lora_rr' \\(did you mean 'lora_r'\\?\\), 'zz': "),
+        ({"finetuning_type": "lora", "lora_rank": 8}, "a LLaMA-Factory config, which lora-search writes .* but does not read back"),
         ({"output_dir": "o", "warmup_steps": 100}, "warmup_steps: 100 is a number of steps.*write warmup_ratio"),
         ({"output_dir": "o", "bf16": True, "fp16": True}, "bf16 and fp16 both set precision, differently: keep one"),
         ({"output_dir": "o", "bf16": "auto"}, "bf16: must be true or false, got 'auto'"),
