@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from ._study import load_lora_study
 
     study = load_lora_study(args.study, args.storage)
-    sections = write_report(study, args.output)
-    print(f"wrote {args.output} ({', '.join(sections)})")
+    plotted, unplotted = write_report(study, args.output)
+    print(f"wrote {args.output} ({', '.join(plotted)})")
+    for section in unplotted:
+        print(f"  no plot of {section}")
     return 0

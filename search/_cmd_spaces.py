@@ -96,11 +96,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="the scenarios with a one-line description (the default)")
     show = actions.add_parser("show", help="a space resolved for a run: every parameter's range, choices or rule",
-                              description="Print a space resolved for a run: every parameter's range, choices or rule.")
+                              description="Print a space resolved for a run: every parameter's range, choices or rule.",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+examples:
+  lora-search spaces show memory-constrained                     this machine, the embedded data
+  lora-search spaces show standard --gpu-memory 24GB --dataset-size 50000 --model-parameters 7B
+  lora-search spaces show my-space.yaml --cpu                    check a space file you wrote""")
     show.add_argument("space", metavar="NAME|FILE", help="a scenario name or a space YAML file")
     add_profile_options(show)
     suggest = actions.add_parser("suggest", help="pick the scenario for your GPU memory and time budget",
-                                 description="Pick the scenario like the guide's Step 1, and say why.")
+                                 description="Pick the scenario like the guide's Step 1, and say why.",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+examples:
+  lora-search spaces suggest                            this machine's GPU, no time budget
+  lora-search spaces suggest --gpu-memory 4GB --hours 1
+  lora-search spaces suggest --cpu --hours 30m""")
     suggest.add_argument("--gpu-memory", metavar="SIZE", help="memory of one GPU, e.g. 8GB; a bare number is GB (default: detected)")
     suggest.add_argument("--hours", metavar="H", help="time you can spend: a number of hours (0.5, 1, 4) or a duration (30m, "
                          "1h30m) (default: none given; standard, or quick-experiment on a CPU)")

@@ -84,8 +84,9 @@ def _rungs_section(study: optuna.Study, rungs: list[dict[str, Any]], metric: str
             "the first row is the winner.", table)
 
 
-def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[str]:
-    """Write the report atomically; returns the titles of the plotted sections."""
+def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Write the report atomically; returns the titles of the plotted sections, and the
+    others with why they have no plot ("parallel coordinates: need at least 2 ...")."""
     from ._errors import SearchError
     from ._trials import count_states
 
@@ -94,13 +95,15 @@ def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[st
         sections = _figures(study)
     parts = []
     plotly_included = False
-    plotted = []
+    plotted, unplotted = [], []
     for title, explanation, figure in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>\n<p>{html.escape(explanation)}</p>")
         if figure is not None:
             parts.append(figure.to_html(full_html=False, include_plotlyjs=not plotly_included))
             plotly_included = True
             plotted.append(title.lower())
+        else:
+            unplotted.append(f"{title.lower()}: {explanation.rstrip('.')}")
     name = html.escape(study.study_name)
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lora-search report: {name}</title></head>\n"
@@ -114,4 +117,4 @@ def write_report(study: optuna.Study, output: str | os.PathLike[str]) -> list[st
         write_atomically(target, page)
     except OSError as error:
         raise SearchError(f"cannot write {str(target)!r}: {error.strerror}") from None
-    return plotted
+    return plotted, unplotted

@@ -461,6 +461,16 @@ def test_report_is_one_self_contained_page(searched, tmp_path, cli):
     assert "baseline (guide preset, trial 0)" in page
 
 
+def test_report_says_which_plots_a_young_study_lacks_and_why(tmp_path, cli, tiny_options):
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    assert cli("run", "--space", "quick-experiment", "--trials", 1, "--storage", storage, "--study", "one", *tiny_options()).code == 0
+    result = cli("report", "one", "--storage", storage, "--output", tmp_path / "one.html")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[1:] == [
+        "  no plot of parameter importances: need at least 3 complete feasible trials, have 1",
+        "  no plot of parallel coordinates: need at least 2 complete trials, have 1"]
+
+
 def test_python_api_matches_the_cli(searched):
     import lora_search
 
