@@ -250,6 +250,7 @@ def earlier_guides(folder: Path, parameters: dict[str, Any], quick: bool) -> dic
 
 def guide_arms(folder: Path, guide: str, seed: int, options: list[str], score: str) -> dict[str, Any]:
     """Train the guide preset as written and fitted to the data (once; a rerun reads them back)."""
+    options = _training_options(options)
     guided = full_run(folder, "guide", guide, [*options, "--seed", str(seed)])
     fitted = full_run(folder, "guide-fitted", guide, [*options, "--seed", str(seed), "--fit-to-data"])
     return {"guide": guided["metrics"][score], "guide_accuracy": guided["metrics"].get("test_accuracy"),
@@ -408,6 +409,20 @@ def yaml_provenance(folder: Path, preset: str) -> dict[str, Any]:
     import yaml
 
     return yaml.safe_load((folder / "studies" / "presets" / f"{preset}.yaml").read_text())["provenance"]
+
+
+def _training_options(options: list[str]) -> list[str]:
+    """``options`` without those only a search's trials take (``train`` refuses them)."""
+    trial_only = {"--train-sample", "--eval-sample", "--rungs", "--evaluations", "--memory-budget"}
+    kept, skip = [], False
+    for option in options:
+        if skip:
+            skip = False
+        elif option in trial_only:
+            skip = True
+        else:
+            kept.append(option)
+    return kept
 
 
 def _threads(options: list[str]) -> list[str]:
