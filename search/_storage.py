@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,6 +245,7 @@ def _open_journal(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseS
         _check_journal_head(resolved.path)
         if create:
             _check_writable(resolved, "Optuna makes FILE.lock beside it when it writes")
+            _drop_unfinished_record(resolved.path)
     try:
         return JournalStorage(JournalFileBackend(str(resolved.path)))
     except (ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError) as error:
@@ -258,6 +260,47 @@ def _open_journal(resolved: StorageSpec, create: bool) -> "optuna.storages.BaseS
     except OSError as error:
         _remove_new_file(resolved.path, existed)
         raise StorageError(f"cannot open the journal file {str(resolved.path)!r}: {error.strerror}") from None
+
+
+def _drop_unfinished_record(path: Path) -> None:
+    """Cut off a last line a write left unfinished, before this process appends to the journal.
+
+    Optuna writes whole lines under its lock (FILE.lock), so under that lock a file that does
+    not end in a newline holds the start of a record whose writer died (a full disk, a killed
+    process). Readers skip such a line as one being written; but the next record appended
+    would join it on one line, which no reader could parse again. The unfinished record was
+    never read as one, so dropping it loses nothing that was stored.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as file:
+            size = file.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            file.seek(size - 1)
+            if file.read(1) == b"\n":
+                return
+            end = size
+            while end > 0:  # back to the last newline, a block at a time
+                start = max(0, end - 65536)
+                file.seek(start)
+                newline = file.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    end = start + newline + 1
+                    break
+                end = start
+            file.truncate(end)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        raise StorageError(f"cannot repair the journal file {str(path)!r}: {error.strerror}") from None
+    finally:
+        lock.release()
+    print(f"note: {str(path)!r} ended in an unfinished record ({size - end:,} bytes a write cut short left, a full "
+          "disk or a killed process); it was dropped, nothing stored is lost", file=sys.stderr)
 
 
 # The first line of a journal is read at most this far: a create-study record is short.

@@ -174,6 +174,25 @@ def test_a_one_line_file_that_is_not_a_journal_is_left_alone(tmp_path):
     assert open_storage("new.journal", create=False).get_all_studies() == []
 
 
+def test_a_write_cut_short_is_dropped_before_the_next_write_appends(tmp_path, capsys):
+    """A full disk (or a kill) mid-append leaves the journal ending in half a record. Readers
+    skip it; the next write appended onto that line, and no reader could parse the file again."""
+    _study_in("runs.journal")
+    path = tmp_path / "runs.journal"
+    whole = path.read_bytes()
+    cut = b'{"op_code":8,"worker_id":"w","trial_id":2,"user_attr":{"exam'
+    path.write_bytes(whole + cut)
+    assert len(optuna.load_study(study_name="s", storage=open_storage("runs.journal", create=False)).trials) == 3
+    assert path.read_bytes() == whole + cut  # reading leaves the file as it is
+
+    study = optuna.load_study(study_name="s", storage=open_storage("runs.journal"))
+    assert f"({len(cut):,} bytes a write cut short left" in capsys.readouterr().err
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert path.read_bytes().startswith(whole) and cut not in path.read_bytes()
+    again = optuna.load_study(study_name="s", storage=open_storage("runs.journal", create=False))
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE] * 5
+
+
 @pytest.mark.parametrize("line", ['{"op_code": 99}', "[1, 2]", "5", '"text"', "null"])
 @pytest.mark.parametrize("last", [True, False], ids=["last-line", "inner-line"])
 def test_a_journal_line_optuna_cannot_replay_is_one_line(tmp_path, line, last):
