@@ -71,6 +71,9 @@ class ProxyTrialCallback(TrainerCallback):
         on_progress: Callable[[int, int, float | None], None] | None = None,
     ) -> None:
         self.trial = trial
+        # the baseline is what every trial is measured against: it trains to its end even
+        # where a re-run of it (after an interrupt) comes late, among better trials
+        self.prunable = not getattr(trial, "user_attrs", {}).get("baseline", False)
         self.schedule = schedule
         self.watch = watch
         self.read_value = read_value
@@ -130,7 +133,7 @@ class ProxyTrialCallback(TrainerCallback):
         self._without_improvement = 0 if improved_enough else self._without_improvement + 1
         if self.report:
             self.trial.report(value, step)
-        if self.report and self.trial.should_prune():
+        if self.report and self.prunable and self.trial.should_prune():
             self.pruned = True
             control.should_training_stop = True
         elif self.patience and self._without_improvement >= self.patience:

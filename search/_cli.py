@@ -133,12 +133,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug, not bad input: one line unless asked for the traceback
         if os.environ.get("LORA_SEARCH_DEBUG"):
             raise
+        full = _full_disk(error, args)
+        if full is not None:
+            print(f"{prog}: error: {full}", file=sys.stderr)
+            return 1
         print(
             f"{prog}: internal error: {type(error).__name__}: {error} "
             "(set LORA_SEARCH_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 1
+
+
+# Less than this free on a folder a command wrote to means its disk filled up.
+FULL_DISK_BYTES = 1 << 20
+
+
+def _full_disk(error: BaseException, args: argparse.Namespace) -> str | None:
+    """What to say when ``error`` came from a full disk, else None. Storages report it in their
+    own words (SQLAlchemy's "e.g. exceeding max length", a journal's later "Should not
+    reach."), so besides an ENOSPC anywhere in the chain, the folders the command writes to
+    (the storage's, --output's) are looked at."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    from .spaces import LoraSearchError, first_line
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or "disk is full" in str(cause):
+            return "the disk is full; free some space and run the same command again (what was stored is kept)"
+        cause = cause.__cause__ or cause.__context__
+    places = []
+    if hasattr(args, "storage"):
+        from ._storage import resolve_storage_spec
+
+        try:
+            spec = resolve_storage_spec(args.storage)
+        except LoraSearchError:
+            spec = None
+        if spec is not None and spec.path is not None:
+            places.append(spec.path.expanduser().resolve().parent)
+    if getattr(args, "output", None):
+        places.append(Path(args.output).expanduser().resolve().parent)
+    for place in places:
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        try:
+            free = shutil.disk_usage(place).free
+        except OSError:
+            continue
+        if free < FULL_DISK_BYTES:
+            return (f"the disk holding {str(place)!r} is full ({free // 1024:,} KiB free; the error: {type(error).__name__}: "
+                    f"{first_line(error)}); free some space and run the same command again (what was stored is kept)")
+    return None
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -71,6 +72,19 @@ POLL_SECONDS = 1.0
 # no heartbeat to go by. Drawing takes seconds even for TPE on a long study over a remote
 # database; the margin also covers clocks of other hosts that disagree by a few minutes.
 UNCLAIMED_GRACE_SECONDS = 600
+
+# Polls of waiting for room before saying what the wait is for.
+WAIT_NOTE_POLLS = 10
+
+
+def _running_text(running: list[Any]) -> str:
+    """'trial 3 (pid 812 on gpu-box)', 'trial 4 (no process recorded)', ... for a wait's note."""
+    def owner(trial: Any) -> str:
+        pid = trial.user_attrs.get(ATTR_PID)
+        return f"pid {pid} on {trial.user_attrs.get(ATTR_HOST)}" if pid is not None else "no process recorded"
+
+    return ", ".join(f"trial {trial.number} ({owner(trial)})" for trial in running)
+
 
 # A trial that raises is recorded as failed (the objective records the error as the
 # trial's user attr "error" and leaves the process clean for the next trial) and the
@@ -149,12 +163,14 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, clone)
 
 
-def reclaim_dead_trials(study: optuna.Study) -> list[int]:
+def reclaim_dead_trials(study: optuna.Study, *, this_process_idle: bool = False) -> list[int]:
     """Fail and re-queue the running trials whose process is gone; returns their numbers.
 
     Heartbeats cover any host on relational storages; the recorded pid covers this host
     on every storage (and immediately, without waiting for the grace period); a trial
     that names no process at all is reclaimed UNCLAIMED_GRACE_SECONDS after its start.
+    ``this_process_idle``: this process runs no trial now, so one still running under its
+    pid was left by an earlier search in it that ended on an error (the Python API, a test).
     """
     import optuna
     from optuna.trial import TrialState
@@ -172,7 +188,13 @@ def reclaim_dead_trials(study: optuna.Study) -> list[int]:
             if started is None or (datetime.datetime.now() - started).total_seconds() < UNCLAIMED_GRACE_SECONDS:
                 continue
             why = f"no process claimed it within {UNCLAIMED_GRACE_SECONDS // 60} minutes (killed while drawing it)"
-        elif trial.user_attrs.get(ATTR_HOST) != host or pid == os.getpid() or _process_alive(int(pid)):
+        elif trial.user_attrs.get(ATTR_HOST) != host:
+            continue
+        elif pid == os.getpid():
+            if not this_process_idle:
+                continue
+            why = "an earlier search in this process ended on an error with it unfinished"
+        elif _process_alive(int(pid)):
             continue
         else:
             why = f"worker process {pid} died"
@@ -338,14 +360,19 @@ class TrialGate:
 
         from ._trials import count_states
 
+        polls = 0
         while True:
             trials = study.get_trials(deepcopy=False)
             counts = count_states(trials)
-            ahead = counts.running if number is None else sum(
-                t.state == TrialState.RUNNING and t.number < number for t in trials)
-            room = counts.finished + ahead < self.target
+            running = [t for t in trials if t.state == TrialState.RUNNING and (number is None or t.number < number)]
+            room = counts.finished + len(running) < self.target
             if room or counts.finished >= self.target or self._past_deadline():
                 return counts, room
+            if polls == WAIT_NOTE_POLLS:  # not a word for the usual few seconds; then what it waits for, once
+                print(f"waiting: {_running_text(running)} could still fail and leave room under the target of "
+                      f"{self.target}; a trial no process claims is reclaimed {UNCLAIMED_GRACE_SECONDS // 60} minutes "
+                      "after it started", file=sys.stderr)
+            polls += 1
             self.sleep(POLL_SECONDS)
             reclaim_dead_trials(study)
 
@@ -359,6 +386,7 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
     "target", "timeout" or "interrupted" (SearchError after too many failures in a row)."""
     from optuna.trial import TrialState
 
+    reclaim_dead_trials(study, this_process_idle=True)
     if gate.should_stop(study):
         return gate.reason
 
@@ -386,6 +414,13 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
             if trial is not None:
                 mark_interrupted(study, trial)
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            raise
+        except Exception as error:  # the storage failed mid-draw (a full disk, a lost connection)
+            if trial is not None:
+                with contextlib.suppress(Exception):  # the storage may refuse this too: the next run reclaims it
+                    study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", f"drawing it failed: {error}")
+                    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                    requeue(study, study._storage.get_trial(trial._trial_id))
             raise
         return trial
 

@@ -186,6 +186,17 @@ def test_replay_reproduces_the_trial_value(tiny_objective, tiny_workload, good_c
     assert replay(tiny_workload, good_config, objective=tiny_objective) == (trial.value if exact else pytest.approx(trial.value, rel=1e-3))
 
 
+def test_the_baseline_is_never_pruned(tiny_objective, bad_config):
+    """A pruner that stops every trial (any loss is over -1) stops the diverging config at its
+    first evaluation, but the baseline, even diverging, trains to its end: it is the yardstick."""
+    study = optuna.create_study(direction=tiny_objective.direction, pruner=optuna.pruners.ThresholdPruner(upper=-1.0))
+    study.enqueue_trial({}, user_attrs={"baseline": True})
+    study.optimize(lambda trial: tiny_objective(trial, bad_config), n_trials=2)
+    baseline, other = study.trials
+    assert baseline.state == optuna.trial.TrialState.COMPLETE and baseline.user_attrs["stop_reason"] == "completed"
+    assert other.state == optuna.trial.TrialState.PRUNED
+
+
 @pytest.mark.parametrize(
     "make_pruner",
     [

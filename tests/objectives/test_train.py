@@ -70,7 +70,8 @@ def test_train_scores_the_kept_checkpoint_on_the_test_split(tiny_bert, good_conf
     for role, frame in (("validation", splits["validation"]), ("test", splits["test"])):
         independent = evaluate_adapter(tiny_bert, str(tmp_path / "adapter"), frame, ["neg", "pos"])
         assert metrics[f"{role}_loss"] == pytest.approx(independent["loss"], rel=rel)
-        assert metrics[f"{role}_accuracy"] == pytest.approx(independent["accuracy"], abs=1.5 / len(frame) if on_gpu else 1e-12)
+        assert metrics[f"{role}_accuracy"] == (pytest.approx(independent["accuracy"], abs=1.5 / len(frame)) if on_gpu
+                                               else pytest.approx(independent["accuracy"]))
     # the skewed test split scores differently from validation
     assert metrics["test_accuracy"] != metrics["validation_accuracy"]
     assert metrics["test_loss"] != pytest.approx(metrics["validation_loss"], rel=1e-3)

@@ -181,3 +181,48 @@ def test_options_out_of_their_range_are_refused_before_anything_is_written(cli, 
 def test_dashboard_on_an_address_this_host_lacks_says_to_fix_the_host(searched, cli):
     result = cli("dashboard", "--host", "192.0.2.1", "--port", "0", "--storage", searched["storage"])  # TEST-NET-1: no host has it
     assert_refused(result, "cannot listen on 192.0.2.1:0: Cannot assign requested address (give a name or address of this host as --host)")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs at tmp_path/disk (root only: CI runs as root), unmounted after."""
+    import shutil
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(disk)],
+                                                       capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("storage", ["s.journal", "s.db"])
+def test_a_full_disk_is_named_and_the_same_command_goes_on_once_there_is_room(small_disk, tiny_options, storage):
+    """Each command its own process, as a user's: the one the full disk stopped leaves its
+    running trial behind, which the next one reclaims by its dead pid."""
+    import shutil
+    import subprocess
+    import sys
+
+    stored = small_disk / storage
+
+    def lora_search(*args):
+        return subprocess.run([sys.executable, "-m", "lora_search", *map(str, args), *map(str, tiny_options())],
+                              capture_output=True, text=True, timeout=300)
+
+    first = lora_search("run", "--space", "quick-experiment", "--trials", 1, "--study", "full", "--storage", stored)
+    assert first.returncode == 0, first.stderr
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 4096))  # 4 KiB left: the next trials' records fill it
+    stopped = lora_search("run", "--study", "full", "--trials", 30, "--storage", stored, "--quiet")
+    assert stopped.returncode == 1 and stopped.stderr.strip().splitlines()[-1] == (
+        "lora-search run: error: the disk is full; free some space and run the same command again (what was stored is kept)")
+    filler.unlink()
+    resumed = lora_search("run", "--study", "full", "--trials", 4, "--storage", stored, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    listed = subprocess.run([sys.executable, "-m", "lora_search", "show", "full", "--storage", str(stored)],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "baseline (guide preset):\n  trial 0: eval_loss " in listed.stdout and "trials: " in listed.stdout

@@ -21,6 +21,7 @@ from lora_search._loop import (
     ATTR_PID,
     ATTR_SURPLUS,
     UNCLAIMED_GRACE_SECONDS,
+    WAIT_NOTE_POLLS,
     SurplusTrial,
     TrialGate,
     interrupts_held,
@@ -144,6 +145,58 @@ def test_the_gate_waits_while_others_run(study):
     assert not TrialGate(target=1, deadline=None, sleep=nap).should_stop(study)
     counts = count_states(study.get_trials())
     assert len(naps) == 1 and counts.running == 0 and counts.finished == 0
+
+
+def test_a_long_wait_says_once_what_it_waits_for(study, capsys):
+    running = study.ask()
+    running.set_user_attr(ATTR_HOST, "gpu-box")
+    running.set_user_attr(ATTR_PID, 812)
+    unclaimed = study.ask()
+    naps = []
+
+    def nap(seconds):  # the wait outlasts the note's threshold, then the other trials fail
+        naps.append(seconds)
+        if len(naps) == WAIT_NOTE_POLLS + 3:
+            study.tell(running, state=TrialState.FAIL)
+            study.tell(unclaimed, state=TrialState.FAIL)
+
+    assert not TrialGate(target=2, deadline=None, sleep=nap).should_stop(study)
+    assert capsys.readouterr().err == (
+        f"waiting: trial 0 (pid 812 on gpu-box), trial 1 (no process recorded) could still fail and leave room under the "
+        f"target of 2; a trial no process claims is reclaimed {UNCLAIMED_GRACE_SECONDS // 60} minutes after it started\n")
+
+
+def test_a_trial_left_running_by_an_earlier_search_in_this_process_is_reclaimed(study):
+    """A search in this process that ended on an error (the storage refused a write) left its
+    trial running under this pid: the next search here knows no trial of its own runs yet."""
+    left = study.ask()
+    left.suggest_float("x", 0, 1)
+    left.set_user_attr(ATTR_HOST, socket.gethostname())
+    left.set_user_attr(ATTR_PID, os.getpid())
+    assert reclaim_dead_trials(study) == []  # while a search here may be running it, it is left alone
+    assert run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=1, deadline=None, sleep=pytest.fail)) == "target"
+    first, retry = study.get_trials()
+    assert first.state == TrialState.FAIL and "an earlier search in this process ended" in first.system_attrs["fail_reason"]
+    assert retry.state == TrialState.COMPLETE and retry.params == first.params
+
+
+def test_a_storage_error_while_a_trial_is_drawn_fails_and_requeues_it(study, monkeypatch):
+    """The storage refusing a write mid-draw (a full disk, a lost connection) left the trial
+    running with no process named: the next run waited 10 minutes for it."""
+    naming = optuna.trial.Trial.set_user_attr
+
+    def refuse_the_host(trial, key, value):
+        if key == ATTR_HOST:
+            raise RuntimeError("database or disk is full")
+        naming(trial, key, value)
+
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", refuse_the_host)
+    study.enqueue_trial({"x": 0.5})
+    with pytest.raises(RuntimeError, match="disk is full"):
+        run_trials(study, lambda trial, x: x, _Line(), TrialGate(target=1, deadline=None, sleep=pytest.fail))
+    drawn, retry = study.get_trials()
+    assert drawn.state == TrialState.FAIL and drawn.system_attrs["fail_reason"] == "drawing it failed: database or disk is full"
+    assert retry.state == TrialState.WAITING and retry.system_attrs["fixed_params"] == {"x": 0.5}
 
 
 def test_the_gate_stops_when_done(study):
