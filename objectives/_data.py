@@ -55,6 +55,19 @@ class PreparedData:
         columns = [c for c in (self.text_column, self.label_column, self.prompt_column, self.response_column) if c]
         return (f"note: {self.source}: {', '.join(counts)} left out: {' or '.join(map(repr, columns))} is blank in them")
 
+    def digest(self) -> str:
+        """A short hash of the training and validation rows as read (the columns used): what a
+        search trains and scores on, which the same path may no longer hold when a study resumes."""
+        import hashlib
+        import json
+
+        columns = [c for c in (self.text_column, self.label_column, self.prompt_column, self.response_column) if c]
+        digest = hashlib.sha256()
+        for split, frame in (("train", self.train), ("eval", self.eval)):
+            for column in columns:
+                digest.update(json.dumps([split, column, [str(value) for value in frame[column]]]).encode())
+        return digest.hexdigest()[:16]
+
     def sample(self, split: str, size: int, seed: int) -> Any:
         """A seeded sample of ``size`` rows of ``split`` ("train" or "eval"; all rows when it has fewer)."""
         frame = self.train if split == "train" else self.eval

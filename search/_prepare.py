@@ -24,7 +24,7 @@ from ._errors import SearchError, UsageError
 from ._version import installed_version
 from ._loop import SearchPlan
 from ._samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS
-from ._study import (ATTR_CREATED, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
+from ._study import (ATTR_CREATED, ATTR_DATA_DIGEST, ATTR_DIRECTION, ATTR_METRIC, ATTR_PROFILE, ATTR_PRUNER, ATTR_RUNG_RULES,
                      ATTR_SAMPLER, ATTR_SPACE, ATTR_SPACE_SOURCE, ATTR_SPACE_YAML, ATTR_TASK, ATTR_VERSION, ATTR_WORKLOAD, RUNG_RULES,
                      TRIAL_GUIDE_CONFIG, TRIAL_GUIDE_PARAMS, default_study_name, stored_search_space, study_names)
 
@@ -126,6 +126,25 @@ def prepare(request: RunRequest) -> Prepared:
         raise
 
 
+# Seconds a process that lost the race to create a study waits for the winner to finish
+# making it (its attributes, then the baseline): a second or two after the create.
+CREATOR_WAIT_SECONDS = 60
+
+
+def _wait_for_creator(storage: optuna.storages.BaseStorage, study_name: str) -> None:
+    """Until the process that created ``study_name`` has queued its baseline, the last thing
+    it does: joining before would find the study without its settings, or queue a second baseline."""
+    import time
+
+    study_id = storage.get_study_id_from_name(study_name)
+    deadline = time.monotonic() + CREATOR_WAIT_SECONDS
+    while not any(trial.user_attrs.get("baseline") for trial in storage.get_all_trials(study_id, deepcopy=False)):
+        if time.monotonic() > deadline:
+            raise SearchError(f"study {study_name!r} was created by another process, which has not finished making it "
+                              f"in {CREATOR_WAIT_SECONDS} s: run the same command again")
+        time.sleep(0.5)
+
+
 def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given: dict[str, Any],
                 given_space: SearchSpace | None) -> Prepared:
     """``prepare`` on an open storage, from the workload options and space given."""
@@ -187,6 +206,13 @@ def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given
     objective = LoraObjective(workload, tracking, load_base=not request.uses_workers)
     if existing:
         profile = RunProfile(**study.user_attrs[ATTR_PROFILE])
+        searched_on = study.user_attrs.get(ATTR_DATA_DIGEST)  # studies made before it was recorded have none
+        if searched_on is not None and searched_on != objective.data.digest():
+            raise SearchError(
+                f"study {study_name!r} was searched on other rows than {objective.data.source!r} holds now (its training "
+                f"or validation rows changed since; {objective.dataset_size:,} training rows now, "
+                f"{profile.dataset_size:,} then): new trials would not compare with its own; restore the data, or pass "
+                "--study NEW-NAME to search the data as it is")
     else:
         profile = training_profile(objective.dataset_size, objective.model_parameters, workload.quantization)
     objective.config_devices = profile.devices  # the configs' effective batch spans the profile's devices
@@ -194,7 +220,15 @@ def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given
     baseline_params = resolved.params_for(resolved.baseline())
 
     if not existing:
-        study = optuna.create_study(study_name=study_name, storage=storage, direction=direction)
+        try:
+            study = optuna.create_study(study_name=study_name, storage=storage, direction=direction)
+        except optuna.exceptions.DuplicatedStudyError:
+            # another process (another host, a second terminal) created it while this one loaded
+            # the model and data: join it as a resume, with the checks a resume makes
+            print(f"lora-search run: study {study_name!r} was created by another process meanwhile; joining it",
+                  file=sys.stderr)
+            _wait_for_creator(storage, study_name)
+            return _prepare_in(storage, request, given, given_space)
         attrs = {
             ATTR_VERSION: installed_version(),
             ATTR_SPACE: space.name,
@@ -206,6 +240,7 @@ def _prepare_in(storage: optuna.storages.BaseStorage, request: RunRequest, given
             ATTR_TASK: objective.task,
             ATTR_DIRECTION: direction,
             ATTR_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            ATTR_DATA_DIGEST: objective.data.digest(),
             ATTR_RUNG_RULES: RUNG_RULES if workload.rungs > 1 else None,
         }
         for key, value in attrs.items():

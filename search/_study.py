@@ -32,6 +32,7 @@ ATTR_DIRECTION = ATTR_PREFIX + "direction"
 ATTR_SAMPLER = ATTR_PREFIX + "sampler"
 ATTR_PRUNER = ATTR_PREFIX + "pruner"
 ATTR_CREATED = ATTR_PREFIX + "created"
+ATTR_DATA_DIGEST = ATTR_PREFIX + "data_digest"  # PreparedData.digest() of the rows the study searched on
 ATTR_RUNG_RESULTS = ATTR_PREFIX + "rung_results"  # with --rungs: each rung's fidelity and results (_rungs)
 # With --rungs: the rules the study's rungs follow. 5: successive halving over whole rungs
 # after the search (_rungs), each config trained as its full run (re-derived), evaluated at

@@ -507,3 +507,43 @@ def test_a_space_file_is_stored_so_the_study_resumes_without_it(cli, tiny_option
     resumed = cli("run", "--study", name, "--trials", 3, *options)
     assert resumed.code == 0, resumed.err
     assert len(study.get_trials()) == 3
+
+
+def test_a_resume_on_edited_data_is_refused(cli, tiny_options, tiny_reviews, tmp_path):
+    """The same --data path holding other rows: trials on both would be ranked together."""
+    import pandas
+
+    data = tmp_path / "reviews.csv"
+    frame = pandas.read_csv(tiny_reviews)
+    frame.to_csv(data, index=False)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    options = [option if option != str(tiny_reviews) else str(data) for option in map(str, tiny_options())]
+    assert cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "e", "--storage", storage, *options).code == 0
+    frame.assign(label=frame["label"].map({"positive": "negative", "negative": "positive"})).to_csv(data, index=False)
+    refused = cli("run", "--study", "e", "--trials", 3, "--storage", storage, *options)
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1
+    assert f"study 'e' was searched on other rows than '{data}' holds now" in refused.err
+    assert len(optuna.load_study(study_name="e", storage=storage).trials) == 1
+    frame.to_csv(data, index=False)  # restored: the study goes on
+    assert cli("run", "--study", "e", "--trials", 2, "--storage", storage, *options).code == 0
+
+
+def test_a_study_another_process_created_meanwhile_is_joined(cli, tiny_options, tmp_path, monkeypatch):
+    """Two runs of a new study started together both find no study, load for seconds, and
+    create it: the second to try joins the first's as a resume, with one baseline."""
+    from lora_search import _prepare
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert cli("run", "--space", "quick-experiment", "--trials", 1, "--study", "q", "--storage", storage, *tiny_options()).code == 0
+    looked = []
+
+    def none_yet(storage):  # the first look happened before the other process created it
+        looked.append(True)
+        return [] if len(looked) == 1 else sorted(s.study_name for s in storage.get_all_studies())
+
+    monkeypatch.setattr(_prepare, "study_names", none_yet)
+    joined = cli("run", "--space", "quick-experiment", "--trials", 2, "--study", "q", "--storage", storage, *tiny_options())
+    assert joined.code == 0, joined.err
+    assert "study 'q' was created by another process meanwhile; joining it" in joined.err
+    trials = optuna.load_study(study_name="q", storage=storage).trials
+    assert len(trials) == 2 and sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
