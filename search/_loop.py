@@ -213,9 +213,12 @@ def mark_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record that the running trial was interrupted and queue it for the next run."""
     import optuna
 
-    trial.set_user_attr(ATTR_INTERRUPTED, True)
-    study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
-    requeue(study, study._storage.get_trial(trial._trial_id))
+    # held: a worker gets the terminal's Ctrl-C and then the SIGTERM its parent forwards, and
+    # the second, cutting this in two, lost the trial (failed, never re-queued)
+    with interrupts_held():
+        trial.set_user_attr(ATTR_INTERRUPTED, True)
+        study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+        requeue(study, study._storage.get_trial(trial._trial_id))
     # the run ends now and the trial is recorded: Optuna's traceback of the interrupt
     # ("Trial N failed ... KeyboardInterrupt") would only bury the one-line message
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -412,8 +415,9 @@ def run_trials(study: optuna.Study, objective: LoraObjective, resolved: Resolved
                     trial.set_user_attr(key, value)
         except KeyboardInterrupt:
             if trial is not None:
-                mark_interrupted(study, trial)
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                with interrupts_held():
+                    mark_interrupted(study, trial)
+                    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             raise
         except Exception as error:  # the storage failed mid-draw (a full disk, a lost connection)
             if trial is not None:

@@ -337,3 +337,26 @@ def test_interrupted_trial_is_marked_and_requeued(study):
     assert ATTR_INTERRUPTED not in retry.user_attrs
 
 
+
+
+def test_a_sigterm_while_an_interrupted_trial_is_recorded_waits_for_the_record(study, ctrl_c_as_in_a_terminal, monkeypatch):
+    """A worker gets the terminal's Ctrl-C, then the SIGTERM its parent forwards: landing in
+    the middle of the record, it left the trial failed and never re-queued."""
+    import signal
+
+    from lora_search import _loop
+    from lora_search._workers import sigterm_as_interrupt
+
+    trial = study.ask()
+    trial.suggest_int("r", 4, 64)
+    queue = _loop.requeue
+
+    def forwarded_sigterm_first(study, frozen):
+        os.kill(os.getpid(), signal.SIGTERM)
+        queue(study, frozen)
+
+    monkeypatch.setattr(_loop, "requeue", forwarded_sigterm_first)
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        mark_interrupted(study, trial)
+    failed, retry = study.get_trials()
+    assert failed.user_attrs[ATTR_INTERRUPTED] is True and retry.state == TrialState.WAITING
