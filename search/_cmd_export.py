@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from ._errors import PresetError, UsageError
     from ._presets import check_preset_name, existing_export
     from ._progress import format_value
+    from ._rungs import unfinished_rungs_note
+    from ._study import load_lora_study
     from .spaces import RunProfile, preset_names
 
     check_preset_name(args.name)
@@ -81,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         if existing is not None and not args.force:
             raise PresetError(f"preset {name!r} already exists at {str(existing)!r}: pass --force to replace it, or choose another --name")
     exported = export_study(args.study, names, storage=args.storage, fmt=fmt, force=args.force, trial=args.trial)
+    if (unfinished := unfinished_rungs_note(load_lora_study(args.study, args.storage))) is not None:
+        print(unfinished, file=sys.stderr)
     for rank, (path, document) in enumerate(exported):
         changes, provenance = document["rederived"], document["provenance"]
         run = f"the full run ({RunProfile(**provenance['profile']).describe()})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._options import add_storage_option
 
@@ -26,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ._errors import UsageError
-    from ._rungs import highest_entry, rung_record, rung_values
+    from ._rungs import highest_entry, rung_record, rung_values, unfinished_rungs_note
     from ._study import ATTR_PRUNER, ATTR_SAMPLER, ATTR_SPACE, ATTR_WORKLOAD, load_lora_study, study_metric, study_rungs, trained_params
     from ._progress import format_params, format_value
     from ._trials import (baseline_trial, count_states, describe_stop, examples_seen, improvement, ranked_trials, standing_value,
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     study = load_lora_study(args.study, args.storage)
+    if (unfinished := unfinished_rungs_note(study)) is not None:
+        print(unfinished, file=sys.stderr)
     metric, direction = study_metric(study)
     attrs = study.user_attrs
     workload = attrs[ATTR_WORKLOAD]

@@ -258,6 +258,29 @@ def _train_here(objective: LoraObjective, resolved: ResolvedSpace, trials: list[
         yield RungOutcome(number, plain(result), None, str(objective.device))
 
 
+def unfinished_rungs_note(study: optuna.Study) -> str | None:
+    """A line for ``show`` and ``export`` while a study's rungs are not all trained (a run
+    interrupted or timed out in them, or running them now): its winner may still change."""
+    from .objectives import rung_sizes
+    from ._study import ATTR_PROFILE, ATTR_WORKLOAD, study_metric
+
+    workload, profile = study.user_attrs.get(ATTR_WORKLOAD, {}), study.user_attrs.get(ATTR_PROFILE, {})
+    if workload.get("rungs", 1) < 2 or "dataset_size" not in profile:
+        return None
+    top = len(rung_sizes(workload["train_sample"], workload["rungs"], profile["dataset_size"])) - 1
+    rungs = rung_record(study.user_attrs)
+    if top < 1 or not rungs:  # no rung above the proxy, or the search has not reached its rungs yet
+        return None
+    trials = study.get_trials(deepcopy=False)
+    direction = study_metric(study)[1]
+    missing = sum(str(number) not in rung["results"] for rung in rungs
+                  for number in promoted(trials, direction, rungs, rung["rung"], top))
+    if not missing and len(rungs) == top:
+        return None
+    return (f"note: study {study.study_name!r} has rungs still to train, so its winner may change: the same "
+            "'lora-search run' trains them")
+
+
 def rung_notes(trials: list[optuna.trial.FrozenTrial], direction: str, rungs: list[dict[str, Any]], sizes: list[int],
                dataset_size: int) -> list[str]:
     """The summary's lines on the rungs: what each trained and what is still to train, the

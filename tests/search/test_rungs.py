@@ -441,7 +441,7 @@ def test_the_workers_start_no_config_at_a_rung_once_the_deadline_has_passed(rung
     assert set(stored[0]["results"]) == {str(number) for number in wanted[:2]}
 
 
-def test_a_run_past_its_timeout_trains_no_rung_and_says_so(rung_search, cli):
+def test_a_run_past_its_timeout_trains_no_rung_and_says_so(rung_search, cli, tmp_path, monkeypatch):
     from lora_search._rungs import promoted
 
     study = copy_of_first_trials(rung_search, "past-timeout")
@@ -453,6 +453,13 @@ def test_a_run_past_its_timeout_trains_no_rung_and_says_so(rung_search, cli):
     assert "(6/6 finished; stopped: timeout" in result.out and "still to train" in result.out
     stored = optuna.load_study(study_name="past-timeout", storage=rung_search["storage"]).user_attrs[ATTR]["rungs"]
     assert stored[0]["results"] == {}
+    # until they are trained, the winner show and export name may change
+    note = "note: study 'past-timeout' has rungs still to train, so its winner may change: the same 'lora-search run' trains them"
+    assert cli("show", "past-timeout", "--storage", rung_search["storage"]).err.strip() == note
+    monkeypatch.chdir(tmp_path)  # where the export goes
+    exported = cli("export", "past-timeout", "--storage", rung_search["storage"], "--name", "early", "--format", "json")
+    assert exported.code == 0 and note in exported.err
+    assert note not in cli("show", STUDY, "--storage", rung_search["storage"]).err  # the fixture's rungs are all trained
 
 
 def test_a_config_that_fails_at_a_rung_is_reported_kept_out_and_trained_by_the_next_run(rung_search, capsys):
