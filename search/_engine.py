@@ -230,7 +230,7 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
         if not request.quiet:
             print(f"study {plan.study_name!r}: {prepared.already_finished} finished, target {plan.target} "
                   f"(sampler {plan.sampler}, pruner {plan.pruner})", file=sys.stderr)
-            for note in (prepared.objective.data.blank_rows_note(), prepared.objective.length_note()):
+            for note in (prepared.objective.data.blank_rows_note(), prepared.objective.length_note(), _rungs_cut_note(prepared)):
                 if note is not None:
                     print(note, file=sys.stderr)
         if tracking is not None:
@@ -270,6 +270,16 @@ def run_search(request: RunRequest | None = None, /, **options: Any) -> RunSumma
     if tracking is not None and stopped != "already done":
         log_summary(tracking, summary)
     return summary
+
+
+def _rungs_cut_note(prepared: Any) -> str | None:
+    """A line when the training split leaves room for fewer rungs than the study asks for."""
+    objective = prepared.objective
+    asked, sizes = objective.workload.rungs, objective.rung_examples
+    if len(sizes) >= asked:
+        return None
+    return (f"note: --rungs {asked} asked, but the {objective.dataset_size:,} training rows leave room for {len(sizes)} "
+            f"({', '.join(f'{size:,}' for size in sizes)} examples): a rung must train on more rows than the one below")
 
 
 def _save_note(study: optuna.Study, summary: RunSummary) -> None:

@@ -547,3 +547,13 @@ def test_a_study_another_process_created_meanwhile_is_joined(cli, tiny_options, 
     assert "study 'q' was created by another process meanwhile; joining it" in joined.err
     trials = optuna.load_study(study_name="q", storage=storage).trials
     assert len(trials) == 2 and sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+
+
+def test_rungs_the_training_split_has_no_room_for_are_named(cli, tiny_options, tmp_path):
+    """--train-sample already covers the tiny reviews' 96 training rows: no rung could train on more."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = cli("run", "--space", "quick-experiment", "--trials", 1, "--storage", storage, *tiny_options(train_sample=500),
+                 "--rungs", 3)
+    assert result.code == 0, result.err
+    assert ("note: --rungs 3 asked, but the 96 training rows leave room for 1 (96 examples): a rung must train on more "
+            "rows than the one below") in result.err
