@@ -113,7 +113,7 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
                  force: bool = False, trial: int | None = None) -> list[tuple[str, dict]]:
     """Export the ``len(names)`` best trials of a study, or trial number ``trial`` as ``names[0]``;
     returns (path, document) pairs."""
-    from ._errors import SearchError
+    from ._errors import PresetError, SearchError
     from ._presets import write_preset
     from ._rungs import rung_record
     from ._study import load_lora_study, stored_space, study_metric
@@ -135,7 +135,17 @@ def export_study(study_name: str, names: list[str], *, storage: str | None = Non
         raise SearchError(f"study {study_name!r} has only {len(ranked)} complete feasible trials, --top asks for {len(names)}")
     resolved = stored_space(study)
     documents = [(name, preset_document(study, trial, name, resolved)) for name, trial in zip(names, ranked)]
-    return [(str(write_preset(name, document, fmt=fmt, force=force)), document) for name, document in documents]
+    written: list[tuple[str, dict]] = []
+    for name, document in documents:
+        try:
+            written.append((str(write_preset(name, document, fmt=fmt, force=force)), document))
+        except PresetError as error:
+            if not written:
+                raise
+            # each file is whole (written aside, then renamed), but the set is not: say which are there
+            raise PresetError(f"{error}; {', '.join(path for path, _ in written)} written before it: the same command "
+                              "with --force writes the whole set") from None
+    return written
 
 
 def _exportable_trial(study, number: int):

@@ -189,6 +189,28 @@ def test_export_writes_a_complete_preset_and_presets_reads_it(searched, tmp_path
     assert top.code == 0 and (tmp_path / "studies/presets/tiny-1.yaml").is_file() and (tmp_path / "studies/presets/tiny-2.yaml").is_file()
 
 
+def test_an_export_of_several_that_fails_midway_names_what_it_wrote(searched, tmp_path, monkeypatch, cli):
+    """The disk fills after the first preset of --top 3: that one is whole, the set is not."""
+    from lora_search import _presets
+
+    monkeypatch.chdir(tmp_path)
+    writes = []
+    write = _presets.write_atomically
+
+    def full_after_one(target, text):
+        writes.append(target)
+        if len(writes) > 1:
+            raise OSError(28, "No space left on device")
+        write(target, text)
+
+    monkeypatch.setattr(_presets, "write_atomically", full_after_one)
+    result = cli("export", STUDY, "--storage", searched["storage"], "--name", "set", "--top", 3)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert result.err.strip().endswith("No space left on device; studies/presets/set-1.yaml written before it: the same "
+                                       "command with --force writes the whole set")
+    assert sorted(path.name for path in (tmp_path / "studies" / "presets").iterdir()) == ["set-1.yaml"]
+
+
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x\\y"])
 def test_export_refuses_a_preset_name_with_a_path(searched, tmp_path, monkeypatch, name, cli):
     monkeypatch.chdir(tmp_path)
